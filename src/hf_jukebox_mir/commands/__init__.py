@@ -1,0 +1,1 @@
+"""Sub-commands of the `jukebox-mir` CLI (one module each, see `hf_jukebox_mir.cli`)."""
