@@ -370,15 +370,17 @@ class JukeboxPriorConfig(PreTrainedConfig):
             n_lyric_tokens=n_tokens,
             lyric_vocab_size=int(hps.get("n_vocab", 80)),
             prime_loss_fraction=float(hps.get("prime_loss_fraction", 0.0)) if lyrics_mode else 0.0,
-            upsampler_width=int(hps.get("cond_width", 1024)),
-            upsampler_depth=int(hps.get("cond_depth", 16)),
-            upsampler_dilation_growth_rate=int(hps.get("cond_dilation_growth_rate", 3)),
-            upsampler_dilation_cycle=hps.get("cond_dilation_cycle"),
-            upsampler_res_scale=bool(hps.get("cond_res_scale", False)),
         )
-        if level < 2:
-            values["upsampler_down_t"] = int(hps["downs_t"][level + 1])
-            values["upsampler_stride_t"] = int(hps["strides_t"][level + 1])
+        if level < 2:  # the upsampling conditioner (cond_* hps are meaningless for top priors)
+            values.update(
+                upsampler_width=int(hps.get("cond_width", 1024)),
+                upsampler_depth=int(hps.get("cond_depth", 16)),
+                upsampler_dilation_growth_rate=int(hps.get("cond_dilation_growth_rate", 3)),
+                upsampler_dilation_cycle=hps.get("cond_dilation_cycle"),
+                upsampler_res_scale=bool(hps.get("cond_res_scale", False)),
+                upsampler_down_t=int(hps["downs_t"][level + 1]),
+                upsampler_stride_t=int(hps["strides_t"][level + 1]),
+            )
         if lyrics_mode == "separate_encoder":
             enc_depth = int(hps["prime_depth"])
             values.update(

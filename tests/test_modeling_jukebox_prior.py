@@ -1,0 +1,296 @@
+"""JukeboxPrior against the original implementation's outputs (tests/fixtures/<prior>/golden.safetensors)."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from hf_jukebox_mir import JukeboxInputError
+from hf_jukebox_mir.configuration_jukebox_prior import JukeboxPriorConfig
+from hf_jukebox_mir.conversion.prior import convert_prior_checkpoint
+from hf_jukebox_mir.modeling_jukebox_prior import JukeboxAttention, JukeboxPrior, JukeboxPriorCache
+
+PRIORS = {
+    "prior_5b_top": "prior_level_2",
+    "prior_5b_lyrics_top": "prior_level_2",
+    "prior_1b_lyrics_top": "prior_level_2",
+    "upsampler_level_1": "prior_level_1",
+    "upsampler_level_0": "prior_level_0",
+}
+
+
+def assert_close(ours: torch.Tensor, ref: torch.Tensor, name: str = ""):
+    """The fixture README's tolerance: max |ours - ref| <= 1e-4 * max(1, max |ref|)."""
+    tol = 1e-4 * max(1.0, ref.abs().max().item())
+    diff = (ours.float() - ref.float()).abs().max().item()
+    assert diff <= tol, f"{name}: max abs diff {diff:.3e} > tolerance {tol:.3e}"
+
+
+@pytest.fixture(scope="module")
+def converted(fixtures_dir):
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            path = fixtures_dir / name / f"{PRIORS[name]}.pth.tar"
+            cache[name] = (convert_prior_checkpoint(path).eval(), load_file(fixtures_dir / name / "golden.safetensors"))
+        return cache[name]
+
+    return get
+
+
+def _forward(model, golden, **kw):
+    with torch.no_grad():
+        return model(golden["z"], metadata=golden["y"], upper_level_codes=golden.get("z_cond_0"), **kw)
+
+
+@pytest.mark.parametrize("name", list(PRIORS))
+def test_parity_with_original(converted, name):
+    model, golden = converted(name)
+    with torch.no_grad():
+        cond = model.get_conditioning(golden["y"], golden.get("z_cond_0"), batch_size=2)
+    assert_close(cond.x_cond, golden["x_cond"], "x_cond")
+    assert_close(cond.y_cond, golden["y_cond"], "y_cond")
+    out = _forward(model, golden, labels=golden["z"], output_hidden_states=True)
+    assert len(out.hidden_states) == model.config.num_hidden_layers + 1
+    for i in range(1, model.config.num_hidden_layers + 1):
+        assert_close(out.hidden_states[i], golden[f"hidden_state_{i}"], f"hidden_state_{i}")
+    assert torch.equal(out.last_hidden_state, out.hidden_states[-1])
+    assert_close(out.logits[:, :16], golden["logits_first16"], "logits_first16")
+    assert_close(out.logits[:, -16:], golden["logits_last16"], "logits_last16")
+    assert torch.equal(out.logits.argmax(-1), golden["logits_argmax"])
+    assert_close(out.loss.reshape(1), golden["loss"], "loss")
+
+
+def test_jukemir_path_prior_part(fixtures_dir, converted):
+    """top codes -> prior with the JukeMIR conditioning -> mean over time of every block (also truncated)."""
+    golden = load_file(fixtures_dir / "prior_5b_top" / "jukemir_golden.safetensors")
+    model, _ = converted("prior_5b_top")
+    metadata = model.build_metadata(batch_size=2)  # unknown artist/genre, 62 s, offset 0, one window
+    assert torch.equal(metadata, golden["y"])
+    with torch.no_grad():
+        out = model(golden["top_codes"], metadata=metadata, output_hidden_states=True)
+    assert_close(out.last_hidden_state, golden["final_acts"], "final_acts")
+    depth = model.config.num_hidden_layers
+    for i in range(1, depth + 1):
+        assert_close(out.hidden_states[i].mean(1), golden[f"meanpool_layer_{i}"], f"meanpool_layer_{i}")
+    for layers in (1, 3):
+        short = convert_prior_checkpoint(fixtures_dir / "prior_5b_top" / "prior_level_2.pth.tar", num_layers=layers)
+        assert len(short.layers) == layers
+        with torch.no_grad():
+            h = short(golden["top_codes"], metadata=metadata).last_hidden_state
+        assert_close(h.mean(1), golden[f"meanpool_layer_{layers}"], f"truncated to {layers}")
+
+
+@pytest.mark.parametrize("name", list(PRIORS))
+def test_incremental_equals_full(converted, name):
+    model, golden = converted(name)
+    full = _forward(model, golden).logits
+    length = golden["z"].shape[1]
+    for chunks in ([length], [1, 5, 16, 3], [1] * 20):
+        cache = JukeboxPriorCache(len(model.layers))
+        outs, pos = [], 0
+        sizes = list(chunks)
+        while pos < length:
+            c = min(sizes.pop(0) if sizes else 37, length - pos)
+            with torch.no_grad():
+                outs.append(model(golden["z"][:, pos : pos + c], metadata=golden["y"],
+                                  upper_level_codes=golden.get("z_cond_0"), cache=cache).logits)
+            pos += c
+        assert cache.get_seq_length() == full.shape[1]
+        assert_close(torch.cat(outs, 1), full, f"chunks {chunks[:4]}")
+
+
+def test_cache_keeps_only_needed_keys(converted):
+    model, golden = converted("prior_5b_top")  # 6 layers: row, column, previous_row, ...
+    cache = JukeboxPriorCache(len(model.layers))
+    with torch.no_grad():
+        model(golden["z"], metadata=golden["y"], cache=cache)
+    blk = model.config.block_length
+    sizes = {model.layers[i].layer_type: cache.keys[i].shape[2] for i in range(3)}
+    assert sizes == {"row": 0, "column": golden["z"].shape[1], "previous_row": blk}
+
+
+@pytest.mark.parametrize("name", ["prior_5b_top", "upsampler_level_1", "prior_1b_lyrics_top", "prior_5b_lyrics_top"])
+def test_batched_equals_one_by_one(converted, name):
+    model, golden = converted(name)
+    both = _forward(model, golden, output_hidden_states=True)
+    for b in range(2):
+        with torch.no_grad():
+            one = model(golden["z"][b : b + 1], metadata=golden["y"][b : b + 1],
+                        upper_level_codes=None if "z_cond_0" not in golden else golden["z_cond_0"][b : b + 1],
+                        output_hidden_states=True)
+        assert_close(one.logits[0], both.logits[b], "logits")
+        assert_close(one.hidden_states[-1][0], both.hidden_states[-1][b], "last hidden")
+
+
+def test_shorter_inputs_are_prefixes(converted):
+    model, golden = converted("prior_5b_top")
+    full = _forward(model, golden, output_hidden_states=True)
+    for length in (1, 7, 16, 100):
+        with torch.no_grad():
+            part = model(golden["z"][:, :length], metadata=golden["y"], output_hidden_states=True)
+        assert part.logits.shape[1] == length
+        assert_close(part.hidden_states[3], full.hidden_states[3][:, :length], f"length {length}")
+
+
+def test_bfloat16_close_to_float32(converted):
+    model, golden = converted("prior_5b_top")
+    ref = _forward(model, golden, output_hidden_states=True)
+    bf16 = JukeboxPrior(model.config)
+    bf16.load_state_dict(model.state_dict())
+    bf16 = bf16.to(torch.bfloat16).eval()
+    out = _forward(bf16, golden, output_hidden_states=True)
+    assert out.last_hidden_state.dtype == torch.bfloat16
+    for i in (1, 3, 6):
+        rel = (out.hidden_states[i].float() - ref.hidden_states[i]).norm() / ref.hidden_states[i].norm()
+        assert rel < 2e-2, f"block {i}: relative error {rel:.3e}"
+
+
+@pytest.mark.parametrize("layer_type", ["row", "column", "previous_row", "dense", "prime"])
+def test_factorized_patterns_match_dense_mask_reference(layer_type):
+    """The reshaped-block SDPA path equals a plain masked softmax over the named pattern."""
+    torch.manual_seed(0)
+    heads, dim, blk, length = 2, 8, 4, 19  # length not a multiple of the block length
+    attn = JukeboxAttention(heads * dim * 2, heads * dim, heads, layer_type, blk, prime_attention_length=8)
+    q, k, v = (torch.randn(1, heads, length, dim) for _ in range(3))
+    ours = attn._full_attention(q, k, v)
+    i = torch.arange(length)[:, None]
+    j = torch.arange(length)[None, :]
+    visible = attn._visible(torch.arange(length), torch.arange(length))
+    scores = (q @ k.transpose(-1, -2)) / dim**0.5
+    weights = scores.masked_fill(~visible, float("-inf")).softmax(-1).nan_to_num(0.0)
+    ref = weights @ v
+    if layer_type == "previous_row":  # block 0 attends to zeros in the original: output 0
+        ref[:, :, (i[:, 0] // blk) == 0] = 0.0
+    assert torch.allclose(ours, ref, atol=1e-5)
+    assert visible[j[0] > i[:, 0]].sum() == 0 if layer_type != "previous_row" else True
+
+
+def test_layer_truncation_from_saved_folder(tmp_path, fixtures_dir, converted, caplog):
+    model, golden = converted("prior_5b_top")
+    model.save_pretrained(tmp_path / "full")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with caplog.at_level(logging.WARNING):
+            short, info = JukeboxPrior.from_pretrained(tmp_path / "full", num_hidden_layers=2, output_loading_info=True)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+    assert info["missing_keys"] == set() or not info["missing_keys"]
+    assert len(short.layers) == 2 and short.config.num_hidden_layers == 2
+    assert len(short.config.attention_patterns) == 6  # the checkpoint's layers stay named
+    full = _forward(model, golden, output_hidden_states=True)
+    with torch.no_grad():
+        part = short.eval()(golden["z"], metadata=golden["y"])
+    assert torch.equal(part.last_hidden_state, full.hidden_states[2])
+
+
+def test_truncated_load_reads_only_kept_layers(tmp_path, converted, monkeypatch):
+    import safetensors
+
+    model, _ = converted("prior_5b_top")
+    model.save_pretrained(tmp_path / "full")
+    read = []
+    original = safetensors.safe_open
+
+    class Recorder:
+        def __init__(self, *a, **k):
+            self._f = original(*a, **k)
+
+        def __enter__(self):
+            self._f.__enter__()
+            return self
+
+        def __exit__(self, *a):
+            return self._f.__exit__(*a)
+
+        def get_tensor(self, name):
+            read.append(name)
+            return self._f.get_tensor(name)
+
+        def get_slice(self, name):  # lazy: record only when the data is materialised
+            inner = self._f.get_slice(name)
+
+            class Slice:
+                def __getitem__(self, item):
+                    read.append(name)
+                    return inner[item]
+
+                def __getattr__(self, attr):
+                    return getattr(inner, attr)
+
+            return Slice()
+
+        def __getattr__(self, item):
+            return getattr(self._f, item)
+
+    monkeypatch.setattr(safetensors, "safe_open", Recorder)
+    import transformers.modeling_utils as mu
+
+    if hasattr(mu, "safe_open"):
+        monkeypatch.setattr(mu, "safe_open", Recorder)
+    JukeboxPrior.from_pretrained(tmp_path / "full", num_hidden_layers=2)
+    assert read, "no tensor reads recorded"
+    assert not [k for k in read if k.startswith(("layers.2.", "layers.3.", "layers.4.", "layers.5."))]
+
+
+def test_misuse_errors(converted):
+    model, golden = converted("prior_5b_top")
+    z, y = golden["z"], golden["y"]
+    with pytest.raises(JukeboxInputError, match=r"input_ids holds codes in \[.*\] but must lie in \[0, 2047\]"):
+        model(z + 2048, metadata=y)
+    with pytest.raises(JukeboxInputError, match="input_ids must be an integer tensor of VQ-VAE codes"):
+        model(z.float(), metadata=y)
+    with pytest.raises(JukeboxInputError, match=r"input_ids has 257 tokens but this prior's context holds at most 256"):
+        model(torch.zeros(1, 257, dtype=torch.long), metadata=y[:1])
+    with pytest.raises(JukeboxInputError, match=r"metadata has width 8 but this prior expects 9"):
+        model(z, metadata=y[:, :8])
+    with pytest.raises(JukeboxInputError, match="metadata is required"):
+        model(z)
+    bad = y.clone()
+    bad[:, 0] = 44100  # 1 s: below the 5b prior's 60 s minimum
+    with pytest.raises(JukeboxInputError, match=r"total_length \(metadata\[:, 0\]\) must lie in \[2646000, 26460000\)"):
+        model(z, metadata=bad)
+    up, g = converted("upsampler_level_1")
+    with pytest.raises(JukeboxInputError, match="needs upper_level_codes"):
+        up(g["z"], metadata=g["y"])
+    with pytest.raises(JukeboxInputError, match=r"input_ids must have shape \(batch, tokens\)"):
+        model(z[0], metadata=y)
+
+
+def test_build_metadata_defaults_and_errors(converted):
+    model, _ = converted("prior_5b_top")
+    row = model.build_metadata()[0].tolist()
+    assert row[:4] == [2734080, 0, 32768, 0] and row[4:] == [0, -1, -1, -1, -1]
+    with pytest.raises(JukeboxInputError, match="at most 5 genre ids"):
+        model.build_metadata(genre_ids=[1, 2, 3, 4, 5, 6])
+
+
+def test_config_round_trip_and_presets(tmp_path):
+    config = JukeboxPriorConfig.from_preset("prior_1b_lyrics")
+    assert config.prime_attention_length == 448 and config.max_seq_length == 6528 and config.block_length == 102
+    assert [d for d, t in enumerate(config.attention_patterns) if t == "prime"] == [15, 31, 63]
+    assert [d for d, t in enumerate(config.attention_patterns) if t == "dense"] == [47]
+    lyrics = JukeboxPriorConfig.from_preset("prior_5b_lyrics")
+    assert [d for d, t in enumerate(lyrics.attention_patterns) if t == "cross"] == [18, 28, 38, 48, 58, 68, 78]
+    config.save_pretrained(tmp_path)
+    again = JukeboxPriorConfig.from_pretrained(tmp_path)
+    assert again.attention_patterns == config.attention_patterns and again.lyrics_mode == "single_sequence"
+    short = JukeboxPriorConfig.from_preset("prior_5b", num_hidden_layers=36)
+    assert short.num_hidden_layers == 36 and len(short.attention_patterns) == 72
+
+
+def test_config_validation_errors():
+    from hf_jukebox_mir import JukeboxConfigError
+
+    with pytest.raises(JukeboxConfigError, match=r"JukeboxPriorConfig.level=5 is invalid: expected 0 \(bottom\)"):
+        JukeboxPriorConfig(level=5)
+    with pytest.raises(JukeboxConfigError, match=r"attention_patterns\[1\]='diagonal' is invalid"):
+        JukeboxPriorConfig(num_hidden_layers=2, attention_patterns=["row", "diagonal"])
+    with pytest.raises(JukeboxConfigError, match="Unknown prior preset 'prior_9b'"):
+        JukeboxPriorConfig.from_preset("prior_9b")
+    with pytest.raises(JukeboxConfigError, match=r"num_hidden_layers=80 is invalid: expected at most len\(attention_patterns\) = 72"):
+        JukeboxPriorConfig(num_hidden_layers=80, attention_patterns=["row"] * 72)
