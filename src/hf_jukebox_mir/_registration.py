@@ -15,6 +15,14 @@ _DONE = False
 # (module, config class, {auto class name: model class name})
 _MODELS: list[tuple[str, str, dict[str, str]]] = [
     ("configuration_jukebox_prior", "JukeboxPriorConfig", {"AutoModel": "modeling_jukebox_prior:JukeboxPrior"}),
+    (
+        "configuration_jukebox_mir",
+        "JukeboxMIRConfig",
+        {
+            "AutoModel": "modeling_jukebox_mir:JukeboxMIRModel",
+            "AutoFeatureExtractor": "feature_extraction_jukebox:JukeboxFeatureExtractor",
+        },
+    ),
     ("configuration_jukebox_vqvae", "JukeboxVQVAEConfig", {"AutoModel": "modeling_jukebox_vqvae:JukeboxVQVAE"}),
 ]
 

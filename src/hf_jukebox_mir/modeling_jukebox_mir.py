@@ -1,0 +1,170 @@
+"""Jukebox MIR model: audio -> VQ-VAE top-level codes -> top prior hidden states (the JukeMIR recipe).
+
+Data flow of `JukeboxMIRModel.forward`:
+
+    input_values (B, S) 44.1 kHz mono --vqvae.encode(top level only)--> audio_codes (B, T = S // 128)
+    --prior (artist/genre "unknown", 62 s, offset 0)--> hidden_states[i] (B, T, W), i = 0..num_hidden_layers
+
+Padded audio (from the feature extractor's `attention_mask`) is handled without changing real frames: the
+prior is causal, so the trailing padded frames cannot influence earlier ones; the returned `frame_mask`
+marks the real frames and `pool_hidden_states` averages only over them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from transformers import PreTrainedModel
+from transformers.utils import ModelOutput
+
+from .configuration_jukebox_mir import JukeboxMIRConfig
+from .errors import JukeboxInputError
+from .modeling_jukebox_prior import JukeboxPrior
+from .modeling_jukebox_vqvae import JukeboxVQVAEEncoderModel
+
+POOLING_MODES = ("mean", "max", "none")
+
+
+@dataclass
+class JukeboxMIROutput(ModelOutput):
+    """Output of [`JukeboxMIRModel`].
+
+    Args:
+        last_hidden_state (`torch.FloatTensor` of shape `(batch, T, hidden_size)`): output of the last built block.
+        pooler_output (`torch.FloatTensor` of shape `(batch, hidden_size)`): mean of `last_hidden_state` over the
+            real frames (the JukeMIR feature when 36 blocks are built).
+        hidden_states (`tuple(torch.FloatTensor)`, *optional*): index 0 = input of block 1, index i = output of
+            block i, each `(batch, T, hidden_size)`.
+        audio_codes (`torch.LongTensor` of shape `(batch, T)`): the VQ-VAE top-level codes.
+        frame_mask (`torch.BoolTensor` of shape `(batch, T)`): True for frames made of real (not padded) audio.
+    """
+
+    last_hidden_state: torch.FloatTensor | None = None
+    pooler_output: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    audio_codes: torch.LongTensor | None = None
+    frame_mask: torch.BoolTensor | None = None
+
+
+def pool_hidden_states(hidden: torch.Tensor, frame_mask: torch.Tensor | None = None, mode: str = "mean") -> torch.Tensor:
+    """Pool (batch, T, W) over time, counting only frames where `frame_mask` is True.
+
+    `mode`: "mean", "max" or "none" (returns the frames unchanged).
+    """
+    if mode not in POOLING_MODES:
+        raise JukeboxInputError(f"Unknown pooling {mode!r}: expected one of {POOLING_MODES}.")
+    if mode == "none":
+        return hidden
+    if frame_mask is None:
+        return hidden.mean(1) if mode == "mean" else hidden.amax(1)
+    mask = frame_mask.to(hidden.device)[..., None]  # (B, T, 1)
+    if mode == "mean":
+        total = (hidden.float() * mask).sum(1)
+        return (total / mask.sum(1).clamp(min=1)).to(hidden.dtype)
+    return hidden.masked_fill(~mask, float("-inf")).amax(1)
+
+
+class JukeboxMIRPreTrainedModel(PreTrainedModel):
+    config_class = JukeboxMIRConfig
+    base_model_prefix = "jukebox_mir"
+    main_input_name = "input_values"
+    input_modalities = "audio"
+    _no_split_modules = ["JukeboxBlock"]
+    _supports_sdpa = True
+    # decoders are never built; prior blocks beyond num_hidden_layers are skipped (JukeMIR's 36 of 72)
+    _keys_to_ignore_on_load_unexpected = [r"^vqvae\.decoders\.", r"^prior\.layers\.\d+\."]
+
+    def _init_weights(self, module):
+        # sub-models initialise their own modules
+        for sub in (getattr(self, "vqvae", None), getattr(self, "prior", None)):
+            if sub is not None and any(m is module for m in sub.modules()):
+                sub._init_weights(module)
+                return
+
+
+class JukeboxMIRModel(JukeboxMIRPreTrainedModel):
+    """Jukebox representations of audio: top-level VQ-VAE encoder + top prior (JukeMIR).
+
+    Example:
+
+    ```python
+    >>> from transformers import AutoFeatureExtractor, AutoModel
+    >>> import hf_jukebox_mir  # registers the classes (or pass trust_remote_code=True)
+    >>> model = AutoModel.from_pretrained("jukebox-mir-5b", num_hidden_layers=36)
+    >>> fe = AutoFeatureExtractor.from_pretrained("jukebox-mir-5b")
+    >>> inputs = fe("song.wav", return_tensors="pt", return_window_info=False)
+    >>> features = model(**inputs).pooler_output   # (windows, 4800): JukeMIR layer-36 features
+    ```
+    """
+
+    def __init__(self, config: JukeboxMIRConfig):
+        super().__init__(config)
+        self.vqvae = JukeboxVQVAEEncoderModel(config.vqvae_config)
+        self.prior = JukeboxPrior(config.prior_config)
+        self.post_init()
+
+    def build_metadata(self, batch_size: int) -> torch.LongTensor:
+        """The JukeMIR label rows: artist/genre from the config, total length 62 s, offset 0."""
+        cfg = self.config
+        total = int(cfg.total_length_seconds * cfg.prior_config.sampling_rate)
+        total -= total % cfg.hop_length
+        return self.prior.build_metadata(total_length=total, offset=0, artist_id=cfg.artist_id,
+                                         genre_ids=cfg.genre_ids, batch_size=batch_size)
+
+    def forward(
+        self,
+        input_values: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        output_hidden_states: bool = True,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> JukeboxMIROutput | tuple:
+        r"""
+        Args:
+            input_values (`torch.FloatTensor` of shape `(batch, samples)`): mono audio at 44.1 kHz in [-1, 1], at
+                most one prior window (`config.window_length` samples); longer audio is windowed by
+                [`JukeboxFeatureExtractor`].
+            attention_mask (`torch.LongTensor` of shape `(batch, samples)`, *optional*): 1 for real samples,
+                0 for padding (as returned by the feature extractor).
+            output_hidden_states (`bool`, defaults to `True`): return every block's output.
+        """
+        config = self.config
+        return_dict = return_dict if return_dict is not None else config.return_dict
+        if isinstance(input_values, torch.Tensor) and input_values.dim() == 2 and input_values.shape[1] > config.window_length:
+            raise JukeboxInputError(
+                f"input_values has {input_values.shape[1]} samples but one prior window holds {config.window_length} "
+                f"({config.window_length / config.vqvae_config.sampling_rate:.2f} s). Window long audio with "
+                "JukeboxFeatureExtractor (or the pipeline), which returns one row per window."
+            )
+        codes = self.vqvae.encode(input_values, start_level=config.vqvae_config.levels - 1).audio_codes[0]  # (B, T)
+        batch, length = codes.shape
+        device = codes.device
+        if attention_mask is not None:
+            real = attention_mask.to(device).long().sum(-1)  # (B,) real samples
+            n_frames = (real // config.hop_length).clamp(min=1)
+            frame_mask = torch.arange(length, device=device)[None, :] < n_frames[:, None]
+            # the prior is causal: frames after the last real one never affect real frames, so skip them
+            keep = int(n_frames.max())
+            codes, frame_mask = codes[:, :keep], frame_mask[:, :keep]
+        else:
+            frame_mask = torch.ones(batch, length, dtype=torch.bool, device=device)
+        out = self.prior(codes, metadata=self.build_metadata(batch), output_hidden_states=output_hidden_states)
+        # music positions only (the single-sequence lyrics prior puts its lyric tokens first)
+        prefix = config.prior_config.prime_length
+        last = out.last_hidden_state[:, prefix:]
+        hidden_states = tuple(h[:, prefix:] for h in out.hidden_states) if output_hidden_states else None
+        pooled = pool_hidden_states(last, frame_mask, "mean")
+        result = JukeboxMIROutput(
+            last_hidden_state=last,
+            pooler_output=pooled,
+            hidden_states=hidden_states,
+            audio_codes=codes,
+            frame_mask=frame_mask,
+        )
+        return result if return_dict else result.to_tuple()
+
+
+JukeboxMIRModel.register_for_auto_class("AutoModel")
+
+__all__ = ["POOLING_MODES", "JukeboxMIRModel", "JukeboxMIROutput", "JukeboxMIRPreTrainedModel", "pool_hidden_states"]
