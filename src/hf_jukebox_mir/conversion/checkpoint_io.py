@@ -1,0 +1,379 @@
+"""Safe reading of Jukebox checkpoints: the original OpenAI `*.pth.tar` files and transformers-4.x Hub folders.
+
+Nothing here runs pickled code. Torch files are read with `torch.load(..., weights_only=True)`, whose unpickler
+only rebuilds tensors and plain containers, plus an explicit allow-list (`ALLOWED_GLOBALS`) of what real Jukebox
+files need. A file that references any other Python global is refused with a `JukeboxCheckpointError` naming it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+import re
+import zipfile
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import JukeboxCheckpointError
+
+# Globals (besides tensors and builtin containers, which `weights_only` allows by default) that real Jukebox
+# checkpoints reference, as (object, "module.qualname" in the pickle).
+#
+# * `jukebox.hparams.Hyperparams` is OpenAI's `dict` subclass for hyperparameters. The released files store a
+#   plain dict (`save_checkpoint` copies `{**hps}`), but copies re-saved with the Jukebox code loaded may pickle the
+#   class itself. Pickle builds such an object as `Hyperparams.__new__(Hyperparams)` followed by SETITEMS; the
+#   `weights_only` unpickler only fills exact `dict`s, so the name is resolved to `dict` itself: the object comes
+#   back as a plain dict of its items and no Jukebox code is needed (or run).
+ALLOWED_GLOBALS: list[tuple[Any, str]] = [
+    (dict, "jukebox.hparams.Hyperparams"),
+]
+
+# Key prefixes that identify what a state_dict holds.
+_VQVAE_PREFIXES = ("encoders.", "decoders.", "bottleneck.")
+_PRIOR_PREFIXES = ("prior.", "y_emb.", "conditioner_blocks.", "prime_prior.", "prime_state_proj.", "prime_x_out.")
+
+
+def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(chunk_size), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _forbidden_globals(path: Path) -> list[str]:
+    """Globals that the `weights_only` unpickler would refuse, for zip-format files (best effort)."""
+    try:
+        found = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
+    except Exception:  # legacy (non-zip) format or unreadable: the caller reports what torch.load said
+        return []
+    allowed = {name for _, name in ALLOWED_GLOBALS}
+    return sorted(g for g in found if g not in allowed)
+
+
+def safe_torch_load(path: str | os.PathLike, *, mmap: bool = False) -> Any:
+    """`torch.load(path, map_location="cpu", weights_only=True)` with the Jukebox allow-list.
+
+    Raises `JukeboxCheckpointError` for a missing, truncated or corrupt file, and for a file that references
+    Python globals outside the allow-list (it is never unpickled with the full pickle machinery).
+    `mmap=True` maps zip-format files instead of reading them into memory (ignored for the legacy format).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise JukeboxCheckpointError(f"Checkpoint file not found: {path}.")
+    use_mmap = bool(mmap) and zipfile.is_zipfile(path)
+    try:
+        with torch.serialization.safe_globals(ALLOWED_GLOBALS):
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=use_mmap)
+    except pickle.UnpicklingError as err:
+        message = str(err)
+        # the weights_only unpickler names a refused global as "GLOBAL module.name"
+        names = sorted(set(re.findall(r"GLOBAL ([\w.]+)", message))) or _forbidden_globals(path)
+        if names:
+            raise JukeboxCheckpointError(
+                f"Refusing to load {path}: it references the Python global(s) {', '.join(names)}, which are not "
+                "on the allow-list of Jukebox checkpoints. hf-jukebox-mir never unpickles arbitrary code "
+                "(torch.load with weights_only=True). If you trust the file, re-save its tensors as a plain dict "
+                "({'hps': dict, 'model': state_dict}) or as safetensors."
+            ) from None
+        detail = message.split("WeightsUnpickler error:", 1)[-1].split("Check the documentation", 1)[0]
+        raise JukeboxCheckpointError(
+            f"Could not read {path}: the file is truncated or corrupt, or not a torch checkpoint (unpickling "
+            f"failed: {' '.join(detail.split())[:200]}). Download it again and compare its SHA-256."
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError, TypeError, AttributeError) as err:
+        raise JukeboxCheckpointError(
+            f"Could not read {path}: the file is truncated or corrupt, or not a torch checkpoint "
+            f"({type(err).__name__}: {str(err)[:200]}). Download it again and compare its SHA-256."
+        ) from None
+
+
+def checkpoint_kind(state_dict: Mapping[str, Any]) -> str:
+    """What an original state_dict holds: `"vqvae"`, `"prior"` or `"unknown"` (decided from its key names)."""
+    keys = list(state_dict)
+    if keys and all(k.startswith(_VQVAE_PREFIXES) for k in keys):
+        return "vqvae"
+    if any(k.startswith(_PRIOR_PREFIXES) for k in keys):
+        return "prior"
+    return "unknown"
+
+
+_KIND_HINTS = {
+    "vqvae": "a Jukebox VQ-VAE (e.g. 5b/vqvae.pth.tar; convert it with --vqvae)",
+    "prior": "a Jukebox prior (e.g. prior_level_2.pth.tar; convert it with --prior)",
+    "unknown": "neither a Jukebox VQ-VAE nor a Jukebox prior",
+}
+
+
+@dataclass
+class OriginalCheckpoint:
+    """An original OpenAI Jukebox checkpoint (`{"hps": ..., "model": state_dict, ...}`), loaded safely.
+
+    Attributes:
+        hps: the hyperparameters as a plain dict.
+        state_dict: the model tensors, with any leading `module.` stripped from the names.
+        sha256: hex SHA-256 of the file.
+        path: the file.
+        kind: `"vqvae"`, `"prior"` or `"unknown"`, from the key names.
+    """
+
+    hps: dict[str, Any]
+    state_dict: dict[str, torch.Tensor]
+    sha256: str
+    path: Path
+    kind: str = "unknown"
+
+    @property
+    def level(self) -> int | None:
+        """The `level` hyperparameter (meaningful for priors), if present."""
+        level = self.hps.get("level")
+        return int(level) if isinstance(level, int) else None
+
+
+def load_original_checkpoint(
+    path: str | os.PathLike, *, expected_kind: str | None = None, mmap: bool = False
+) -> OriginalCheckpoint:
+    """Load an original OpenAI Jukebox checkpoint without executing pickled code.
+
+    Args:
+        path: a `torch.save`d dict with `"hps"` and `"model"` (other entries such as `"opt"`, `"step"` and
+            metrics are ignored).
+        expected_kind: `"vqvae"` or `"prior"` to refuse a checkpoint of the other kind.
+        mmap: map zip-format files instead of reading them (useful for the 5 GB priors).
+
+    Raises:
+        JukeboxCheckpointError: missing/truncated/corrupt file, forbidden pickled globals, not a dict, no
+            `model`/`hps` entry, non-tensor weights, or a checkpoint of the wrong kind.
+    """
+    path = Path(path)
+    if expected_kind not in (None, "vqvae", "prior"):
+        raise JukeboxCheckpointError(f"expected_kind must be None, 'vqvae' or 'prior', got {expected_kind!r}.")
+    data = safe_torch_load(path, mmap=mmap)
+    if not isinstance(data, dict):
+        raise JukeboxCheckpointError(
+            f"{path} is not an original Jukebox checkpoint: expected a dict with 'hps' and 'model' entries, got "
+            f"{type(data).__name__}."
+        )
+    missing = [name for name in ("model", "hps") if name not in data]
+    if missing:
+        raise JukeboxCheckpointError(
+            f"{path} is not an original Jukebox checkpoint: the dict has no {' or '.join(repr(m) for m in missing)} "
+            f"entry (found {sorted(map(str, data))}). Expected {{'hps': dict, 'model': state_dict, ...}}; a "
+            "transformers-4.x Hub folder is converted with --hf4 instead."
+        )
+    model, hps = data["model"], data["hps"]
+    if not isinstance(hps, dict):
+        raise JukeboxCheckpointError(f"{path}: 'hps' must be a dict of hyperparameters, got {type(hps).__name__}.")
+    if not isinstance(model, dict) or not model:
+        raise JukeboxCheckpointError(
+            f"{path}: 'model' must be a non-empty state_dict (name -> tensor), got {type(model).__name__}"
+            f"{' (empty)' if isinstance(model, dict) else ''}."
+        )
+    state_dict: dict[str, torch.Tensor] = {}
+    for key, value in model.items():
+        if not isinstance(key, str) or not isinstance(value, torch.Tensor):
+            raise JukeboxCheckpointError(
+                f"{path}: 'model' must map names to tensors, but entry {key!r} is a {type(value).__name__}."
+            )
+        # the original loader strips the DistributedDataParallel prefix the same way
+        state_dict[key[len("module."):] if key.startswith("module.") else key] = value
+    kind = checkpoint_kind(state_dict)
+    if expected_kind is not None and kind != expected_kind:
+        level = hps.get("level")
+        level_note = f" (hps level={level})" if kind == "prior" and level is not None else ""
+        raise JukeboxCheckpointError(
+            f"Wrong kind of checkpoint: expected {_KIND_HINTS[expected_kind]}, but {path.name} looks like "
+            f"{_KIND_HINTS[kind]}{level_note}; its first keys are {list(state_dict)[:3]}."
+        )
+    return OriginalCheckpoint(
+        hps=dict(hps), state_dict=state_dict, sha256=sha256_file(path), path=path, kind=kind
+    )
+
+
+# ------------------------------------------------------------------------------------------ transformers 4.x
+
+
+@dataclass
+class Hf4Checkpoint:
+    """A transformers-4.x Jukebox folder (`model_type: "jukebox"`), loaded safely.
+
+    Attributes:
+        config: the parsed `config.json`.
+        state_dict: the tensors that were loaded (all of them, or those under the requested prefixes).
+        shard_sha256: file name -> hex SHA-256 of every weight file that was read.
+        path: the folder.
+    """
+
+    config: dict[str, Any]
+    state_dict: dict[str, torch.Tensor]
+    shard_sha256: dict[str, str]
+    path: Path
+    weight_files: list[str] = field(default_factory=list)
+
+    @property
+    def vqvae_config(self) -> dict[str, Any]:
+        """The `vqvae_config` entry (transformers-4.x `JukeboxVQVAEConfig` fields; `{}` if absent, which the port
+        reads as its defaults, the released values)."""
+        value = self.config.get("vqvae_config") or {}
+        if not isinstance(value, dict):
+            raise JukeboxCheckpointError(f"{self.path / 'config.json'}: 'vqvae_config' must be a dict.")
+        return dict(value)
+
+    @property
+    def prior_configs(self) -> list[dict[str, Any]]:
+        """The prior configs in hf4 order (index 0 = top prior), from either layout: `prior_0..prior_{n-1}`
+        (the Hub files) or `prior_config_list` (what transformers-4.x `save_pretrained` writes)."""
+        return hf4_prior_configs(self.config, where=self.path / "config.json")
+
+
+def hf4_prior_configs(config: Mapping[str, Any], where: Any = "config.json") -> list[dict[str, Any]]:
+    """Prior configs of a transformers-4.x `JukeboxConfig` dict, top prior first, from either layout."""
+    if isinstance(config.get("prior_config_list"), list):
+        priors = config["prior_config_list"]
+    else:
+        count = config.get("nb_priors", 3)
+        priors = [config.get(f"prior_{i}") for i in range(int(count))]
+        if any(p is None for p in priors):
+            raise JukeboxCheckpointError(
+                f"{where} has neither 'prior_config_list' nor all of "
+                f"{[f'prior_{i}' for i in range(int(count))]}; cannot read the prior configurations."
+            )
+    if not all(isinstance(p, dict) for p in priors):
+        raise JukeboxCheckpointError(f"{where}: every prior configuration must be a dict.")
+    return [dict(p) for p in priors]
+
+
+# (index file, single file, loader kind), in order of preference
+_HF4_WEIGHT_LAYOUTS = (
+    ("model.safetensors.index.json", "model.safetensors", "safetensors"),
+    ("pytorch_model.bin.index.json", "pytorch_model.bin", "torch"),
+)
+
+
+def _hf4_weight_files(folder: Path) -> tuple[str, dict[str, str] | None]:
+    """(loader kind, weight_map or None for a single file); raises if the folder has no weights."""
+    for index_name, single_name, kind in _HF4_WEIGHT_LAYOUTS:
+        index_path = folder / index_name
+        if index_path.is_file():
+            try:
+                index = json.loads(index_path.read_text())
+                weight_map = index["weight_map"]
+            except (json.JSONDecodeError, KeyError, TypeError) as err:
+                raise JukeboxCheckpointError(
+                    f"{index_path} is not a valid weight index (needs a 'weight_map'): {err}."
+                ) from None
+            if not isinstance(weight_map, dict) or not weight_map:
+                raise JukeboxCheckpointError(f"{index_path}: 'weight_map' must be a non-empty dict.")
+            return kind, {str(k): str(v) for k, v in weight_map.items()}
+        if (folder / single_name).is_file():
+            return kind, None
+    raise JukeboxCheckpointError(
+        f"No weights in {folder}: expected pytorch_model.bin, pytorch_model.bin.index.json with "
+        "pytorch_model-*.bin shards, model.safetensors or model.safetensors.index.json."
+    )
+
+
+def _load_weight_file(path: Path, kind: str) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise JukeboxCheckpointError(f"Weight file listed in the index is missing: {path}.")
+    if kind == "safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as err:
+            raise JukeboxCheckpointError(f"Could not read {path}: truncated or corrupt safetensors ({err}).") from None
+    data = safe_torch_load(path, mmap=True)
+    if not isinstance(data, dict) or not all(isinstance(v, torch.Tensor) for v in data.values()):
+        raise JukeboxCheckpointError(f"{path} is not a state_dict shard (a dict of name -> tensor).")
+    return data
+
+
+def load_hf4_folder(
+    path: str | os.PathLike, *, prefixes: Iterable[str] | None = None
+) -> Hf4Checkpoint:
+    """Load a transformers-4.x Jukebox folder (the format of the `openai/jukebox-*` Hub repositories).
+
+    Reads `config.json` and the weights: sharded `pytorch_model-*.bin` + `pytorch_model.bin.index.json`, a single
+    `pytorch_model.bin`, or the `.safetensors` variants. Torch shards are loaded with `weights_only=True` (memory
+    mapped).
+
+    Args:
+        path: the folder.
+        prefixes: if given, only the shards holding keys with one of these prefixes are read, and only those keys
+            are kept (e.g. `("vqvae.",)` reads the VQ-VAE without loading the 10 GB prior shards where possible).
+    """
+    folder = Path(path)
+    if not folder.is_dir():
+        raise JukeboxCheckpointError(f"transformers-4.x checkpoint folder not found: {folder}.")
+    config_path = folder / "config.json"
+    if not config_path.is_file():
+        raise JukeboxCheckpointError(f"{folder} has no config.json; expected a transformers-4.x Jukebox folder.")
+    try:
+        config = json.loads(config_path.read_text())
+    except json.JSONDecodeError as err:
+        raise JukeboxCheckpointError(f"{config_path} is not valid JSON: {err}.") from None
+    model_type = config.get("model_type") if isinstance(config, dict) else None
+    if model_type != "jukebox":
+        hint = (
+            " It is already in this package's format: load it with from_pretrained."
+            if isinstance(model_type, str) and model_type.startswith("jukebox_mir")
+            else ""
+        )
+        raise JukeboxCheckpointError(
+            f"{config_path} has model_type {model_type!r}; expected 'jukebox' (a transformers-4.x JukeboxModel "
+            f"folder such as openai/jukebox-5b-lyrics).{hint}"
+        )
+    kind, weight_map = _hf4_weight_files(folder)
+    prefix_tuple = tuple(prefixes) if prefixes is not None else None
+    if weight_map is None:
+        files = [_HF4_WEIGHT_LAYOUTS[0][1] if kind == "safetensors" else _HF4_WEIGHT_LAYOUTS[1][1]]
+    else:
+        wanted = [k for k in weight_map if prefix_tuple is None or k.startswith(prefix_tuple)]
+        if not wanted:
+            raise JukeboxCheckpointError(
+                f"{folder}: the weight index has no key starting with {list(prefix_tuple or [])}."
+            )
+        files = sorted({weight_map[k] for k in wanted})
+    state_dict: dict[str, torch.Tensor] = {}
+    shard_sha256: dict[str, str] = {}
+    for name in files:
+        shard = _load_weight_file(folder / name, kind)
+        shard_sha256[name] = sha256_file(folder / name)
+        for key, tensor in shard.items():
+            if prefix_tuple is None or key.startswith(prefix_tuple):
+                state_dict[key] = tensor
+    if weight_map is not None:
+        expected = {k for k in weight_map if prefix_tuple is None or k.startswith(prefix_tuple)}
+        absent = sorted(expected - set(state_dict))
+        if absent:
+            raise JukeboxCheckpointError(
+                f"{folder}: {len(absent)} key(s) listed in the index are missing from their shards: "
+                f"{absent[:10]}{' ...' if len(absent) > 10 else ''}."
+            )
+    if not state_dict:
+        raise JukeboxCheckpointError(f"{folder}: no weights with prefix {list(prefix_tuple or [])} were found.")
+    return Hf4Checkpoint(
+        config=config, state_dict=state_dict, shard_sha256=shard_sha256, path=folder, weight_files=files
+    )
+
+
+__all__ = [
+    "ALLOWED_GLOBALS",
+    "Hf4Checkpoint",
+    "OriginalCheckpoint",
+    "checkpoint_kind",
+    "hf4_prior_configs",
+    "load_hf4_folder",
+    "load_original_checkpoint",
+    "safe_torch_load",
+    "sha256_file",
+]
