@@ -12,6 +12,8 @@ import sys
 
 # sub-command modules, in the order they appear in `--help`
 COMMANDS = [
+    "card",
+    "push",
 ]
 
 
