@@ -14,6 +14,14 @@ _DONE = False
 
 # (module, config class, {auto class name: model class name})
 _MODELS: list[tuple[str, str, dict[str, str]]] = [
+    (
+        "configuration_jukebox_probe",
+        "JukeboxProbeConfig",
+        {
+            "AutoModel": "modeling_jukebox_probe:JukeboxProbeForSequenceClassification",
+            "AutoModelForAudioClassification": "modeling_jukebox_probe:JukeboxProbeForSequenceClassification",
+        },
+    ),
     ("configuration_jukebox_prior", "JukeboxPriorConfig", {"AutoModel": "modeling_jukebox_prior:JukeboxPrior"}),
     (
         "configuration_jukebox_mir",
@@ -44,4 +52,20 @@ def register() -> None:
                 model_module = importlib.import_module(f"hf_jukebox_mir.{model_name.split(':')[0]}")
                 model_cls = getattr(model_module, model_name.split(":")[1])
                 auto_cls.register(config_cls, model_cls, exist_ok=True)
+        _register_pipelines()
         _DONE = True
+
+
+def _register_pipelines() -> None:
+    """`pipeline("feature-extraction", model=<Jukebox MIR folder>)` without trust_remote_code.
+
+    The task's registry entry gets a dispatcher (Jukebox MIR models -> our audio pipeline, every other model ->
+    transformers' text pipeline), and `JukeboxMIRConfig` then keeps a folder's `custom_pipelines` key (needed by
+    `trust_remote_code=True` users without the package) out of sight, since transformers refuses such a folder
+    without trust_remote_code.
+    """
+    from .configuration_jukebox_mir import JukeboxMIRConfig
+    from .pipeline_jukebox import register_pipeline
+
+    register_pipeline()
+    JukeboxMIRConfig._hide_custom_pipelines = True
