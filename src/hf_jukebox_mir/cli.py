@@ -12,6 +12,7 @@ import sys
 
 # sub-command modules, in the order they appear in `--help`
 COMMANDS = [
+    "demo",
     "probe",
     "card",
     "push",
