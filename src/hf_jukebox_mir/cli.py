@@ -13,6 +13,7 @@ import sys
 # sub-command modules, in the order they appear in `--help`
 COMMANDS = [
     "demo",
+    "convert",
     "probe",
     "card",
     "push",

@@ -112,6 +112,30 @@ class JukeboxMIRModel(JukeboxMIRPreTrainedModel):
         return self.prior.build_metadata(total_length=total, offset=0, artist_id=cfg.artist_id,
                                          genre_ids=cfg.genre_ids, batch_size=batch_size)
 
+    def _encode_unpadded(self, input_values, attention_mask, level):
+        """Top-level codes of each example at its real length (as if it had never been padded).
+
+        The encoder's convolutions see across the end of the real audio, so padded and unpadded audio give
+        different codes near the end; encoding every length group on its own keeps results independent of
+        padding. Codes are then right-padded with 0 and masked: the causal prior never lets a padded frame
+        influence a real one. Returns codes (B, T) and frame_mask (B, T).
+        """
+        hop = self.config.hop_length
+        real = attention_mask.long().sum(-1).tolist()  # real samples per example
+        lengths = [max(n // hop, 1) * hop for n in real]
+        codes = [None] * len(lengths)
+        for length in sorted(set(lengths)):
+            rows = [i for i, n in enumerate(lengths) if n == length]
+            batch = input_values[rows, :length] if isinstance(input_values, torch.Tensor) else input_values
+            out = self.vqvae.encode(batch, start_level=level).audio_codes[0]  # (len(rows), length // hop)
+            for j, i in enumerate(rows):
+                codes[i] = out[j]
+        n_frames = max(c.shape[0] for c in codes)
+        padded = torch.stack([torch.nn.functional.pad(c, (0, n_frames - c.shape[0])) for c in codes])  # (B, T)
+        frame_mask = torch.arange(n_frames, device=padded.device)[None, :] < torch.tensor(
+            [c.shape[0] for c in codes], device=padded.device)[:, None]
+        return padded, frame_mask
+
     def forward(
         self,
         input_values: torch.Tensor,
@@ -137,19 +161,13 @@ class JukeboxMIRModel(JukeboxMIRPreTrainedModel):
                 f"({config.window_length / config.vqvae_config.sampling_rate:.2f} s). Window long audio with "
                 "JukeboxFeatureExtractor (or the pipeline), which returns one row per window."
             )
-        codes = self.vqvae.encode(input_values, start_level=config.vqvae_config.levels - 1).audio_codes[0]  # (B, T)
-        batch, length = codes.shape
-        device = codes.device
-        if attention_mask is not None:
-            real = attention_mask.to(device).long().sum(-1)  # (B,) real samples
-            n_frames = (real // config.hop_length).clamp(min=1)
-            frame_mask = torch.arange(length, device=device)[None, :] < n_frames[:, None]
-            # the prior is causal: frames after the last real one never affect real frames, so skip them
-            keep = int(n_frames.max())
-            codes, frame_mask = codes[:, :keep], frame_mask[:, :keep]
+        top = config.vqvae_config.levels - 1
+        if attention_mask is None:
+            codes = self.vqvae.encode(input_values, start_level=top).audio_codes[0]  # (B, T)
+            frame_mask = torch.ones(codes.shape, dtype=torch.bool, device=codes.device)
         else:
-            frame_mask = torch.ones(batch, length, dtype=torch.bool, device=device)
-        out = self.prior(codes, metadata=self.build_metadata(batch), output_hidden_states=output_hidden_states)
+            codes, frame_mask = self._encode_unpadded(input_values, attention_mask, top)
+        out = self.prior(codes, metadata=self.build_metadata(codes.shape[0]), output_hidden_states=output_hidden_states)
         # music positions only (the single-sequence lyrics prior puts its lyric tokens first)
         prefix = config.prior_config.prime_length
         last = out.last_hidden_state[:, prefix:]

@@ -33,7 +33,8 @@ def build_tiny_mir_model(output_dir: Path, *, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     prior = JukeboxPriorConfig.from_preset("prior_5b", hidden_size=64, num_hidden_layers=6, num_attention_heads=2,
                                            n_ctx=256, blocks=16)
-    config = JukeboxMIRConfig(vqvae_config=JukeboxVQVAEConfig.from_preset("5b"), prior_config=prior)
+    vqvae = JukeboxVQVAEConfig.from_preset("5b", encoder_levels=[2])  # features need only the top-level encoder
+    config = JukeboxMIRConfig(vqvae_config=vqvae, prior_config=prior)
     model = JukeboxMIRModel(config).eval()
     audit = {"source_format": "random-init", "note": "demo model with random weights (not Jukebox's)", "seed": seed}
     return save_mir_folder(model, output_dir, audit=audit, overwrite=True)

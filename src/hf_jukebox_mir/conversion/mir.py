@@ -33,10 +33,13 @@ def compose_mir_model(vqvae: JukeboxVQVAE, prior: JukeboxPrior, **config_kwargs)
             f"The MIR model needs the top-level prior (level 2), got a level-{prior.config.level} prior "
             "(an upsampler). Use prior_level_2.pth.tar."
         )
-    config = JukeboxMIRConfig(vqvae_config=vqvae.config.to_dict(), prior_config=prior.config.to_dict(), **config_kwargs)
+    vqvae_config = vqvae.config.to_dict()
+    vqvae_config["encoder_levels"] = [vqvae.config.levels - 1]  # features need only the top-level encoder
+    config = JukeboxMIRConfig(vqvae_config=vqvae_config, prior_config=prior.config.to_dict(), **config_kwargs)
     with torch.device("meta"):
         model = JukeboxMIRModel(config)
-    state = {f"vqvae.{k}": v for k, v in vqvae.state_dict().items() if not k.startswith("decoders.")}
+    wanted = set(model.state_dict())
+    state = {f"vqvae.{k}": v for k, v in vqvae.state_dict().items() if f"vqvae.{k}" in wanted}
     state.update({f"prior.{k}": v for k, v in prior.state_dict().items()})
     strict_load_state_dict(model, state, source="the converted VQ-VAE and prior")
     if model.prior.config.merged_decoder is False:
