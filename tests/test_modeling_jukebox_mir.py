@@ -129,7 +129,7 @@ def test_hf4_mir_folder(tmp_path, fixtures_dir, golden):
         a, b = model(audio), again(audio)
     assert torch.equal(a.pooler_output, b.pooler_output)
     # the encoder is not causal: only frames far from the cut equal those of the full clip
-    assert torch.equal(a.audio_codes[:, :100], golden["top_codes"][:, :100])
+    assert torch.equal(a.audio_codes[:, :32], golden["top_codes"][:, :32])
 
 
 def test_trust_remote_code_without_the_package(mir_folder, fixtures_dir, tmp_path):
