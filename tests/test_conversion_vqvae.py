@@ -94,7 +94,8 @@ def test_saved_folder_and_audit(converted, fixtures_dir):
     assert audit["source_files"] == {"vqvae.pth.tar": {"sha256": sha256_file(source), "bytes": source.stat().st_size}}
     assert len(audit["key_map"]) == 669
     assert audit["key_map"]["bottleneck.level_blocks.2.k"] == "quantizers.2.codebook"
-    assert audit["key_map"]["decoders.0.level_blocks.0.model.1.1.weight"] == "decoders.0.blocks.0.upsample.0.conv.weight"
+    upsample_conv = "decoders.0.blocks.0.upsample.0.conv.weight"
+    assert audit["key_map"]["decoders.0.level_blocks.0.model.1.1.weight"] == upsample_conv
     assert set(audit["key_map"].values()) == set(model.state_dict())
     assert audit["package_version"] and audit["torch_version"] == torch.__version__
     check = audit["output_check"]

@@ -178,7 +178,7 @@ class JukeboxVQVAEConfig(PreTrainedConfig):
     @property
     def level_downsampling(self) -> tuple[int, ...]:
         """Downsampling factor of each level block: `strides_t[L] ** downs_t[L]` (8, 4, 4)."""
-        return tuple(s**d for s, d in zip(self.strides_t, self.downs_t))
+        return tuple(s**d for s, d in zip(self.strides_t, self.downs_t, strict=True))
 
     @property
     def hop_lengths(self) -> tuple[int, ...]:
