@@ -17,6 +17,9 @@ from .configuration_jukebox_prior import JukeboxPriorConfig
 from .modeling_jukebox_prior import JukeboxPrior, JukeboxPriorCache
 from .configuration_jukebox_mir import JukeboxMIRConfig
 from .modeling_jukebox_mir import JukeboxMIRModel
+from .configuration_jukebox_chain import JukeboxChainConfig
+from .modeling_jukebox_chain import JukeboxChainModel
+from .generation_jukebox import sample_prior
 from .labels import JukeboxLabeller
 from ._registration import register
 
@@ -25,6 +28,9 @@ __version__ = "0.1.0"
 register()
 
 __all__ = [
+    "JukeboxChainConfig",
+    "JukeboxChainModel",
+    "sample_prior",
     "JukeboxCheckpointError",
     "JukeboxConfigError",
     "JukeboxFeatureExtractor",

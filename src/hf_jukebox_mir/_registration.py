@@ -23,6 +23,7 @@ _MODELS: list[tuple[str, str, dict[str, str]]] = [
         },
     ),
     ("configuration_jukebox_prior", "JukeboxPriorConfig", {"AutoModel": "modeling_jukebox_prior:JukeboxPrior"}),
+    ("configuration_jukebox_chain", "JukeboxChainConfig", {"AutoModel": "modeling_jukebox_chain:JukeboxChainModel"}),
     (
         "configuration_jukebox_mir",
         "JukeboxMIRConfig",

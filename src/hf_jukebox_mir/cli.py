@@ -15,6 +15,7 @@ COMMANDS = [
     "demo",
     "convert",
     "probe",
+    "sample",
     "card",
     "push",
 ]
