@@ -43,15 +43,32 @@ def convert_prior_source(args: argparse.Namespace) -> Path:
     """`--prior FILE`: an original OpenAI prior checkpoint (`prior_level_{0,1,2}.pth.tar`)."""
     from ..conversion.prior import convert_prior_checkpoint
 
-    convert_prior_checkpoint(args.prior, args.output, **_model_options(args), **_save_options(args))
+    if len(args.prior) != 1:
+        raise JukeboxInputError(f"--prior alone takes one file, got {len(args.prior)}; add --vqvae for a chain.")
+    convert_prior_checkpoint(args.prior[0], args.output, **_model_options(args), **_save_options(args))
     return Path(args.output)
 
 
 def convert_mir_source(args: argparse.Namespace) -> Path:
-    """`--vqvae FILE --prior FILE`: one MIR folder (VQ-VAE top-level encoder + top prior + feature extractor)."""
+    """`--vqvae FILE --prior FILE`: one MIR folder (VQ-VAE top-level encoder + top prior + feature extractor).
+    `--vqvae FILE --prior P0 P1 P2`: the whole sampling chain (VQ-VAE + the three priors, level 0 first)."""
+    if len(args.prior) == 3:
+        from ..conversion.chain import convert_chain_checkpoints
+
+        if args.num_layers is not None:
+            raise JukeboxInputError("--num-layers truncates the MIR prior; a sampling chain needs every layer.")
+        options = _model_options(args)
+        options.pop("num_layers")
+        convert_chain_checkpoints(args.vqvae, args.prior, args.output, **options, **_save_options(args))
+        return Path(args.output)
+    if len(args.prior) != 1:
+        raise JukeboxInputError(
+            f"--vqvae with --prior takes 1 prior (MIR folder) or 3 priors (level 0, 1, 2: sampling chain), "
+            f"got {len(args.prior)}."
+        )
     from ..conversion.mir import convert_mir_model
 
-    convert_mir_model(args.vqvae, args.prior, args.output, **_model_options(args), **_save_options(args))
+    convert_mir_model(args.vqvae, args.prior[0], args.output, **_model_options(args), **_save_options(args))
     return Path(args.output)
 
 
@@ -78,6 +95,13 @@ def convert_hf4_source(args: argparse.Namespace) -> Path:
         from ..conversion.mir import convert_hf4_mir
 
         convert_hf4_mir(args.hf4, args.output, **_model_options(args), **_save_options(args))
+    elif part == "chain":
+        from ..conversion.chain import convert_hf4_chain
+
+        options = _model_options(args)
+        if options.pop("num_layers") is not None:
+            raise JukeboxInputError("--num-layers truncates the MIR prior; a sampling chain needs every layer.")
+        convert_hf4_chain(args.hf4, args.output, **options, **_save_options(args))
     else:
         from ..conversion.prior import convert_hf4_prior
 
@@ -106,11 +130,13 @@ def run(args: argparse.Namespace) -> int:
             f"Give one of: {accepted}."
         )
     for dest in given:
-        path = Path(getattr(args, dest))
+        path = Path(getattr(args, dest)) if dest != "prior" else None
         if dest == "hf4" and not path.is_dir():
             raise JukeboxInputError(f"--hf4 {path} is not a folder (expected config.json + pytorch_model-*.bin).")
-        if dest != "hf4" and not path.is_file():
-            raise JukeboxInputError(f"--{dest} {path} does not exist (expected an original .pth.tar file).")
+    for dest in given:
+        for path in [getattr(args, dest)] if dest != "prior" else args.prior:
+            if dest != "hf4" and not Path(path).is_file():
+                raise JukeboxInputError(f"--{dest} {path} does not exist (expected an original .pth.tar file).")
     if args.num_layers is not None and given == ("vqvae",):
         raise JukeboxInputError("--num-layers applies to priors; the VQ-VAE has no transformer layers.")
     output = handlers[given](args)
@@ -148,16 +174,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         ),
     )
     parser.add_argument("--vqvae", metavar="PATH", help="original OpenAI VQ-VAE checkpoint, e.g. 5b/vqvae.pth.tar")
-    parser.add_argument("--prior", metavar="PATH",
+    parser.add_argument("--prior", metavar="PATH", nargs="+",
                         help="original OpenAI prior checkpoint, e.g. 5b/prior_level_2.pth.tar (with --vqvae: one "
-                             "MIR folder)")
+                             "MIR folder; with --vqvae and three files prior_level_0/1/2: the sampling chain)")
     parser.add_argument(
         "--hf4", metavar="DIR",
         help="transformers-4.x Jukebox folder (config.json + pytorch_model-*.bin); see --hf4-part",
     )
-    parser.add_argument("--hf4-part", default="vqvae", choices=["vqvae", "prior-2", "prior-1", "prior-0", "mir"],
-                        help="what to convert from --hf4: the VQ-VAE (default), a prior by original level, or the "
-                             "MIR model (VQ-VAE + top prior)")
+    parser.add_argument("--hf4-part", default="vqvae", choices=["vqvae", "prior-2", "prior-1", "prior-0", "mir", "chain"],
+                        help="what to convert from --hf4: the VQ-VAE (default), a prior by original level, the "
+                             "MIR model (VQ-VAE + top prior) or the whole sampling chain")
     parser.add_argument("--num-layers", type=int, metavar="N",
                         help="keep only the first N prior blocks (JukeMIR: 36); the others are never read")
     parser.add_argument("--dtype", choices=sorted(_DTYPES), help="dtype of the saved weights (default: float32)")
