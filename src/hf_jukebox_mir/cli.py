@@ -14,6 +14,7 @@ import sys
 COMMANDS = [
     "demo",
     "convert",
+    "extract",
     "probe",
     "sample",
     "card",

@@ -29,6 +29,10 @@ class JukeboxMIRConfig(PreTrainedConfig):
     """
 
     model_type = "jukebox_mir"
+    # Set by `hf_jukebox_mir.register()` once `pipeline("feature-extraction")` routes Jukebox MIR models to the
+    # package's pipeline: `custom_pipelines` from config.json is then kept aside (and saved again) instead of
+    # being exposed, because transformers refuses a folder with `custom_pipelines` without trust_remote_code.
+    _hide_custom_pipelines = False
 
     def __init__(
         self,
@@ -53,7 +57,13 @@ class JukeboxMIRConfig(PreTrainedConfig):
         self.artist_id = artist_id
         self.genre_ids = list(genre_ids) if genre_ids is not None else [0]
         self.total_length_seconds = total_length_seconds
+        custom_pipelines = kwargs.pop("custom_pipelines", None)
         super().__init__(**kwargs)
+        if custom_pipelines is not None:
+            if type(self)._hide_custom_pipelines:
+                self._saved_custom_pipelines = custom_pipelines
+            else:
+                self.custom_pipelines = custom_pipelines
         if num_hidden_layers is not None:
             self.num_hidden_layers = num_hidden_layers
         self._validate_mir()
@@ -107,6 +117,9 @@ class JukeboxMIRConfig(PreTrainedConfig):
     def to_dict(self):
         output = super().to_dict()
         output.pop("num_hidden_layers", None)  # lives in prior_config
+        saved = output.pop("_saved_custom_pipelines", None)
+        if saved is not None:
+            output["custom_pipelines"] = saved
         return output
 
 
