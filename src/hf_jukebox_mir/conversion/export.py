@@ -139,6 +139,7 @@ def save_converted(
     max_shard_size: int | str = "2GB",
     overwrite: bool = False,
     reload_check: bool = True,
+    add_files: Callable[[Path], None] | None = None,
 ) -> Path:
     """Save a converted model as safetensors with its config and a `conversion_audit.json`, atomically.
 
@@ -155,6 +156,8 @@ def save_converted(
         max_shard_size: passed to `save_pretrained`.
         overwrite: replace a non-empty `output_dir`.
         reload_check: reload the saved copy and compare its outputs (needs memory for a second copy).
+        add_files: called with the temporary folder after `save_pretrained`, to write companion files (feature
+            extractor, pipeline code) that then get hashed into the audit like the rest.
     """
     output_dir = Path(output_dir)
     if output_dir.exists() and not output_dir.is_dir():
@@ -171,6 +174,8 @@ def save_converted(
     os.chmod(tmp_dir, 0o777 & ~umask)  # mkdtemp creates 0700; give the result the usual permissions
     try:
         model.save_pretrained(tmp_dir, max_shard_size=max_shard_size)
+        if add_files is not None:
+            add_files(tmp_dir)
         record = dict(audit)
         record.setdefault("package", "hf-jukebox-mir")
         record["package_version"] = _package_version()

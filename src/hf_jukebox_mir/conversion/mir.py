@@ -69,20 +69,16 @@ def save_mir_folder(model: JukeboxMIRModel, output_dir, *, audit: dict[str, Any]
         hop_length=model.config.hop_length,
         **(feature_extractor_kwargs or {}),
     )
-    save_converted(model, output_dir, audit=audit, output_check=mir_output_check, overwrite=overwrite,
-                   max_shard_size=max_shard_size)
-    fe.save_pretrained(output_dir)
-    _add_pipeline(model, fe, output_dir)
-    return output_dir
-
-
-def _add_pipeline(model, fe, output_dir: Path) -> None:
-    """Write the custom pipeline entry and module so `pipeline(..., trust_remote_code=True)` works anywhere."""
-    try:
+    def add_files(folder: Path) -> None:
         from ..pipeline_jukebox import save_pipeline_files
-    except ImportError:  # pipeline module not available in this build
-        return
-    save_pipeline_files(output_dir)
+
+        fe.save_pretrained(folder)
+        # custom pipeline entry + module: `pipeline(..., trust_remote_code=True)` works without the package
+        save_pipeline_files(folder)
+
+    save_converted(model, output_dir, audit=audit, output_check=mir_output_check, overwrite=overwrite,
+                   max_shard_size=max_shard_size, add_files=add_files)
+    return output_dir
 
 
 def convert_mir_model(
