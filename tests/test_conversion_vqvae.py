@@ -323,9 +323,10 @@ def test_cli_convert_vqvae(fixtures_dir, tmp_path, capsys, monkeypatch):
 
 
 def test_cli_source_errors(fixtures_dir, tmp_path):
-    with pytest.raises(JukeboxInputError, match=r"Give exactly one checkpoint to convert \(--vqvae, --hf4\); got none"):
+    with pytest.raises(JukeboxInputError, match=r"Unsupported combination of sources: none\. Give one of: --vqvae; "
+                       r"--prior; --vqvae \+ --prior; --hf4\."):
         _cli(["convert", "--output", str(tmp_path / "o")])
-    with pytest.raises(JukeboxInputError, match=r"got --vqvae, --hf4"):
+    with pytest.raises(JukeboxInputError, match=r"Unsupported combination of sources: --vqvae \+ --hf4"):
         _cli(["convert", "--vqvae", "a", "--hf4", "b", "--output", str(tmp_path / "o")])
     with pytest.raises(SystemExit):
         _cli(["convert", "--vqvae", "a"])  # --output is required
