@@ -9,7 +9,8 @@ Input layouts (any subset of the files is fine; what is there is converted):
 * The transformers-4.x Hub format (snapshots of `openai/jukebox-5b-lyrics`, `openai/jukebox-1b-lyrics`): ROOT is
   such a folder or contains several (`config.json` with `model_type: "jukebox"` + `pytorch_model*.bin`). The
   VQ-VAE and the upsamplers are taken from the first folder (5b_lyrics preferred), each folder gives its top
-  prior. These repos hold no non-lyrics 5b top prior, so the MIR model cannot be built from them alone.
+  prior and its whole sampling chain. These repos hold no non-lyrics 5b top prior, so neither the MIR model nor
+  the 5b chain can be built from them alone.
 
 Outputs, one Hub folder each under OUT (job key in brackets, for `--only`):
 
@@ -22,6 +23,12 @@ Outputs, one Hub folder each under OUT (job key in brackets, for `--only`):
 | `jukebox-5b-lyrics-top-prior` | `prior_5b_lyrics` | `5b_lyrics/prior_level_2.pth.tar` |
 | `jukebox-1b-lyrics-top-prior` | `prior_1b_lyrics` | `1b_lyrics/prior_level_2.pth.tar` |
 | `jukebox-mir-5b-layer36` | `mir` | `5b/vqvae.pth.tar` + `5b/prior_level_2.pth.tar`, first 36 blocks, bfloat16 |
+| `jukebox-5b-chain` | `chain_5b` | `5b/vqvae.pth.tar` + `5b/prior_level_{0,1,2}.pth.tar` |
+| `jukebox-5b-lyrics-chain` | `chain_5b_lyrics` | `5b/vqvae.pth.tar` + `5b/prior_level_{0,1}` + `5b_lyrics/prior_level_2` |
+| `jukebox-1b-lyrics-chain` | `chain_1b_lyrics` | `5b/vqvae.pth.tar` + `5b/prior_level_{0,1}` + `1b_lyrics/prior_level_2` |
+
+A chain folder (`model_type` `jukebox_mir_chain`: VQ-VAE + the three priors, float32) is what
+`jukebox-mir sample --model DIR` generates music with.
 
 Each folder gets its README.md card (`hf_jukebox_mir.model_cards`) and is checked with
 `hf_jukebox_mir.hub.validate_hub_folder`; `--push` uploads the complete ones to `NAMESPACE/<folder>`.
@@ -32,7 +39,8 @@ Examples:
     python scripts/convert_all_to_hub.py jukebox_models/ --output-dir hub/ --namespace me --only vqvae,mir
     python scripts/convert_all_to_hub.py jukebox_models/ --output-dir hub/ --namespace me --push --private
 
-Converting the 5b priors needs tens of GB of RAM (about 5 billion parameters each); jobs run one at a time.
+Converting the 5b priors needs tens of GB of RAM (about 5 billion parameters each; a 5b chain holds about 7
+billion); jobs run one at a time.
 """
 
 from __future__ import annotations
@@ -56,6 +64,13 @@ OPENAI_JOBS: dict[str, tuple[str, str, int | None, dict[str, str]]] = {
     "prior_1b_lyrics": ("jukebox-1b-lyrics-top-prior", "prior", 2, {"prior": "1b_lyrics/prior_level_2.pth.tar"}),
     "mir": ("jukebox-mir-5b-layer{num_layers}", "mir", None,
             {"vqvae": "5b/vqvae.pth.tar", "prior": "5b/prior_level_2.pth.tar"}),
+    **{
+        f"chain_{variant}": (f"jukebox-{variant.replace('_', '-')}-chain", "chain", None,
+                             {"vqvae": "5b/vqvae.pth.tar", "prior_level_0": "5b/prior_level_0.pth.tar",
+                              "prior_level_1": "5b/prior_level_1.pth.tar",
+                              "prior_level_2": f"{variant}/prior_level_2.pth.tar"})
+        for variant in ("5b", "5b_lyrics", "1b_lyrics")
+    },
 }  # fmt: skip
 JOB_KEYS = tuple(OPENAI_JOBS)
 MIR_DTYPES = ("bfloat16", "float16", "float32")
@@ -73,10 +88,11 @@ class ConversionJob:
     """One output Hub folder and how to make it.
 
     Args:
-        key: job key (`vqvae`, `upsampler_level_0`, ..., `mir`).
-        kind: `vqvae`, `prior` or `mir`.
+        key: job key (`vqvae`, `upsampler_level_0`, ..., `mir`, `chain_5b`, ...).
+        kind: `vqvae`, `prior`, `mir` or `chain`.
         output_dir: the folder to write.
-        sources: role (`vqvae`, `prior`) -> input path (an original `.pth.tar` file or an hf4 folder).
+        sources: role (`vqvae`, `prior`; for chains `vqvae`, `prior_level_0`, `prior_level_1`, `prior_level_2`, or
+            `chain` for an hf4 folder) -> input path (an original `.pth.tar` file or an hf4 folder).
         source_format: `openai` or `hf4`.
         level: original level of a prior (0 bottom ... 2 top); for hf4 sources it selects `priors.{2 - level}`.
         num_layers: prior blocks to keep (MIR model only).
@@ -209,7 +225,7 @@ def plan_conversions(
     skipped: list[str] = []
     hf4 = _hf4_folders(root, skipped)
     for variant, folder in hf4:
-        candidates = {f"prior_{variant}": ("prior", 2)}
+        candidates = {f"prior_{variant}": ("prior", 2), f"chain_{variant}": ("chain", None)}
         if folder == hf4[0][1]:  # the shared VQ-VAE and upsamplers come from the preferred folder
             candidates.update(
                 {"vqvae": ("vqvae", None), "upsampler_level_0": ("prior", 0), "upsampler_level_1": ("prior", 1)}
@@ -280,6 +296,14 @@ def run_job(job: ConversionJob, *, results_json: str | None = None, overwrite: b
             convert_hf4_prior(job.sources["prior"], 2 - job.level, out, overwrite=overwrite)
         else:
             convert_prior_checkpoint(job.sources["prior"], out, overwrite=overwrite)
+    elif job.kind == "chain":
+        from hf_jukebox_mir.conversion.chain import convert_chain_checkpoints, convert_hf4_chain
+
+        if hf4:  # one transformers-4.x folder holds the whole chain
+            convert_hf4_chain(job.sources["chain"], out, overwrite=overwrite)
+        else:
+            priors = [job.sources[f"prior_level_{level}"] for level in (0, 1, 2)]
+            convert_chain_checkpoints(job.sources["vqvae"], priors, out, overwrite=overwrite)
     else:
         from hf_jukebox_mir.conversion.mir import convert_hf4_mir, convert_mir_model
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib.util
 import json
 import os
@@ -13,7 +14,9 @@ from unittest import mock
 
 import pytest
 import torch
-from safetensors.torch import save_file
+import yaml
+from huggingface_hub import ModelCard
+from safetensors.torch import load_file, save_file
 
 from hf_jukebox_mir.errors import JukeboxCheckpointError, JukeboxInputError
 from hf_jukebox_mir.hub import (
@@ -23,12 +26,14 @@ from hf_jukebox_mir.hub import (
     push_folder,
     validate_hub_folder,
 )
-from hf_jukebox_mir.model_cards import write_model_card
+from hf_jukebox_mir.model_cards import CARD_MARKER, render_model_card, validate_card_metadata, write_model_card
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MODEL_TYPES = {
-    "vqvae": "jukebox_mir_vqvae", "prior": "jukebox_mir_prior", "mir": "jukebox_mir", "probe": "jukebox_mir_probe"
+    "vqvae": "jukebox_mir_vqvae", "prior": "jukebox_mir_prior", "mir": "jukebox_mir", "probe": "jukebox_mir_probe",
+    "chain": "jukebox_mir_chain",
 }  # fmt: skip
+CHAIN_PARTS = ("vqvae", "prior_level_0", "prior_level_1", "prior_level_2")
 
 
 def make_hub_folder(root: Path, kind: str = "mir", *, sharded: bool = False, card: bool = True) -> Path:
@@ -51,6 +56,9 @@ def make_hub_folder(root: Path, kind: str = "mir", *, sharded: bool = False, car
         (folder / "feature_extraction_fake.py").write_text(
             "try:\n    import hf_jukebox_mir\nexcept ImportError:\n    pass\n"
         )
+    if kind == "chain":  # a sampling chain: the VQ-VAE and the priors of levels 0, 1, 2 as sub-configs
+        config["vqvae_config"] = {"model_type": "jukebox_mir_vqvae"}
+        config.update({f"prior_level_{n}_config": {"model_type": "jukebox_mir_prior", "level": n} for n in (0, 1, 2)})
     (folder / "config.json").write_text(json.dumps(config))
     (folder / "configuration_fake.py").write_text("from __future__ import annotations\n")
     (folder / "modeling_fake.py").write_text(
@@ -58,14 +66,21 @@ def make_hub_folder(root: Path, kind: str = "mir", *, sharded: bool = False, car
     )
     (folder / "layers_fake.py").write_text("X = 1\n")
     tensors = {"a": torch.zeros(4, 3), "b": torch.ones(3)}
+    if kind == "chain":  # one tensor per part, named like JukeboxChainModel's state dict
+        tensors = {f"{part}.weight": torch.zeros(2) for part in CHAIN_PARTS}
     if sharded:
-        save_file({"a": tensors["a"]}, str(folder / "model-00001-of-00002.safetensors"))
-        save_file({"b": tensors["b"]}, str(folder / "model-00002-of-00002.safetensors"))
+        names = list(tensors)
+        shards = {
+            "model-00001-of-00002.safetensors": names[: len(names) // 2],
+            "model-00002-of-00002.safetensors": names[len(names) // 2 :],
+        }
+        for shard, shard_names in shards.items():
+            save_file({name: tensors[name] for name in shard_names}, str(folder / shard))
         (folder / "model.safetensors.index.json").write_text(
             json.dumps(
                 {
-                    "metadata": {"total_size": 60},
-                    "weight_map": {"a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"},
+                    "metadata": {"total_size": sum(t.numel() * 4 for t in tensors.values())},
+                    "weight_map": {name: shard for shard, shard_names in shards.items() for name in shard_names},
                 }
             )
         )
@@ -103,7 +118,7 @@ def online(monkeypatch):
 # --- validation ----------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", ["vqvae", "prior", "mir", "probe"])
+@pytest.mark.parametrize("kind", ["vqvae", "prior", "mir", "probe", "chain"])
 def test_complete_folder_has_no_problems(tmp_path, kind):
     folder = make_hub_folder(tmp_path, kind)
     assert validate_hub_folder(folder) == []
@@ -217,6 +232,66 @@ def test_missing_shard_is_named(tmp_path):
     assert problem == (
         "model.safetensors.index.json references 1 missing shard(s): model-00002-of-00002.safetensors."
     )
+
+
+def _edit_config(folder: Path, edit) -> None:
+    config = json.loads((folder / "config.json").read_text())
+    edit(config)
+    (folder / "config.json").write_text(json.dumps(config))
+
+
+CHAIN_BROKEN = {
+    "missing prior": (
+        lambda c: c.pop("prior_level_1_config"),
+        r"config.json: prior_level_1_config is missing; a sampling chain needs the VQ-VAE and the priors of levels",
+    ),
+    "priors out of order": (
+        lambda c: c["prior_level_0_config"].update(level=1),
+        r"config.json: prior_level_0_config has level 1, expected 0; the priors must be given as levels 0, 1, 2",
+    ),
+    "wrong part type": (
+        lambda c: c["vqvae_config"].update(model_type="jukebox_mir_prior"),
+        r"config.json: vqvae_config has model_type 'jukebox_mir_prior', expected 'jukebox_mir_vqvae'",
+    ),
+}
+
+
+@pytest.mark.parametrize("how", list(CHAIN_BROKEN))
+def test_chain_sub_config_problems_are_named(tmp_path, how):
+    folder = make_hub_folder(tmp_path, "chain")
+    edit, message = CHAIN_BROKEN[how]
+    _edit_config(folder, edit)
+    assert len(validate_hub_folder(folder)) == 1
+    with pytest.raises(JukeboxCheckpointError, match=message):
+        check_hub_folder(folder)
+
+
+def test_chain_weights_must_hold_every_part(tmp_path):
+    folder = make_hub_folder(tmp_path, "chain")
+    save_file({f"{part}.weight": torch.zeros(2) for part in CHAIN_PARTS[:2]}, str(folder / "model.safetensors"))
+    (problem,) = validate_hub_folder(folder)
+    assert problem.startswith(
+        "the weights hold no tensors for prior_level_1, prior_level_2 (names starting with 'prior_level_1.', "
+        "'prior_level_2.'), so from_pretrained would leave those parts randomly initialised."
+    )
+    # sharded weights are read from the index
+    (tmp_path / "s").mkdir()
+    sharded = make_hub_folder(tmp_path / "s", "chain", sharded=True)
+    assert validate_hub_folder(sharded) == []
+    index = json.loads((sharded / "model.safetensors.index.json").read_text())
+    del index["weight_map"]["vqvae.weight"]
+    (sharded / "model.safetensors.index.json").write_text(json.dumps(index))
+    (problem,) = validate_hub_folder(sharded)
+    assert "no tensors for vqvae (names starting with 'vqvae.'), so from_pretrained would leave that part" in problem
+
+
+def test_chain_card_needs_the_text_to_audio_pipeline_tag(tmp_path):
+    folder = make_hub_folder(tmp_path, "chain")
+    text = (folder / "README.md").read_text()
+    assert "pipeline_tag: text-to-audio" in text
+    (folder / "README.md").write_text(text.replace("pipeline_tag: text-to-audio", "pipeline_tag: feature-extraction"))
+    with pytest.raises(JukeboxCheckpointError, match="pipeline_tag is 'feature-extraction', expected 'text-to-audio'"):
+        check_hub_folder(folder)
 
 
 def test_all_problems_are_listed_at_once(tmp_path):
@@ -433,8 +508,16 @@ def test_plan_maps_every_openai_file_to_its_folder(tmp_path, convert_all):
         "prior_1b_lyrics": ("jukebox-1b-lyrics-top-prior", "prior", 2, {"prior": "1b_lyrics/prior_level_2.pth.tar"}),
         "mir": ("jukebox-mir-5b-layer36", "mir", None,
                 {"vqvae": "5b/vqvae.pth.tar", "prior": "5b/prior_level_2.pth.tar"}),
+        **{
+            f"chain_{variant}": (f"jukebox-{variant.replace('_', '-')}-chain", "chain", None,
+                                 {"vqvae": "5b/vqvae.pth.tar", "prior_level_0": "5b/prior_level_0.pth.tar",
+                                  "prior_level_1": "5b/prior_level_1.pth.tar",
+                                  "prior_level_2": f"{variant}/prior_level_2.pth.tar"})
+            for variant in ("5b", "5b_lyrics", "1b_lyrics")
+        },
     }  # fmt: skip
-    mir = plan.jobs[-1]
+    assert [job.key for job in plan.jobs][-4:] == ["mir", "chain_5b", "chain_5b_lyrics", "chain_1b_lyrics"]
+    mir = plan.jobs[-4]
     assert (mir.num_layers, mir.dtype, mir.source_format) == (36, "bfloat16", "openai")
     assert mir.repo_id == "me/jukebox-mir-5b-layer36"
     assert all(job.output_dir.parent == tmp_path / "out" for job in plan.jobs)
@@ -444,11 +527,15 @@ def test_plan_maps_every_openai_file_to_its_folder(tmp_path, convert_all):
 def test_plan_subset_only_and_options(tmp_path, convert_all):
     root = _openai_tree(tmp_path / "in", ["5b/vqvae.pth.tar", "1b_lyrics/prior_level_2.pth.tar"])
     plan = convert_all.plan_conversions(root, tmp_path / "out")
-    assert [job.key for job in plan.jobs] == ["vqvae", "prior_1b_lyrics"]  # no MIR without 5b/prior_level_2
+    assert [job.key for job in plan.jobs] == ["vqvae", "prior_1b_lyrics"]  # no MIR / chain without the 5b files
     assert all(job.repo_id is None for job in plan.jobs)
     missing = r"Cannot make mir from .*: missing source files \(mir: 5b/vqvae.pth.tar \+ 5b/prior_level_2.pth.tar\)"
     with pytest.raises(convert_all.PlanError, match=missing):
         convert_all.plan_conversions(root, tmp_path / "out", only="vqvae,mir")
+    missing = (r"Cannot make chain_1b_lyrics from .*: missing source files \(chain_1b_lyrics: 5b/vqvae.pth.tar \+ "
+               r"5b/prior_level_0.pth.tar \+ 5b/prior_level_1.pth.tar \+ 1b_lyrics/prior_level_2.pth.tar\)")
+    with pytest.raises(convert_all.PlanError, match=missing):
+        convert_all.plan_conversions(root, tmp_path / "out", only="chain_1b_lyrics")
     only = convert_all.plan_conversions(root, tmp_path / "out", only=["prior_1b_lyrics"])
     assert [job.key for job in only.jobs] == ["prior_1b_lyrics"]
 
@@ -509,8 +596,10 @@ def test_plan_old_hub_format_folders(tmp_path, convert_all, fixtures_dir):
         "upsampler_level_1": ("prior", 1, five_b, "hf4"),
         "prior_5b_lyrics": ("prior", 2, five_b, "hf4"),
         "prior_1b_lyrics": ("prior", 2, one_b, "hf4"),
+        "chain_5b_lyrics": ("chain", None, five_b, "hf4"),  # each hf4 folder is a whole chain
+        "chain_1b_lyrics": ("chain", None, one_b, "hf4"),
     }
-    assert "mir" not in got  # the hf4 repos have no non-lyrics 5b top prior
+    assert "mir" not in got and "chain_5b" not in got  # the hf4 repos have no non-lyrics 5b top prior
     assert len(plan.skipped) == 1 and "c-config-only: Jukebox config.json without weights" in plan.skipped[0]
 
     # a single hf4 folder given directly works too, and original files take precedence where both exist
@@ -518,7 +607,8 @@ def test_plan_old_hub_format_folders(tmp_path, convert_all, fixtures_dir):
     direct = convert_all.plan_conversions(five_b, tmp_path / "out2")
     sources = {job.key: job.source_format for job in direct.jobs}
     assert sources == {
-        "vqvae": "openai", "upsampler_level_0": "hf4", "upsampler_level_1": "hf4", "prior_5b_lyrics": "hf4"
+        "vqvae": "openai", "upsampler_level_0": "hf4", "upsampler_level_1": "hf4", "prior_5b_lyrics": "hf4",
+        "chain_5b_lyrics": "hf4",
     }  # fmt: skip
 
 
@@ -561,6 +651,7 @@ def test_commands_plug_into_the_cli(tmp_path, capsys, monkeypatch):
 
 FIXTURE_FILES = {  # OpenAI layout -> the small original-format parity fixtures
     "5b/vqvae.pth.tar": "vqvae/vqvae.pth.tar",
+    "5b/prior_level_0.pth.tar": "upsampler_level_0/prior_level_0.pth.tar",
     "5b/prior_level_1.pth.tar": "upsampler_level_1/prior_level_1.pth.tar",
     "5b/prior_level_2.pth.tar": "prior_5b_top/prior_level_2.pth.tar",
 }
@@ -568,6 +659,7 @@ EXPECTED_CARDS = {  # folder -> (title, base_model line or None)
     "jukebox-vqvae": ("# Jukebox VQ-VAE (OpenAI, 5b)", "base_model: openai/jukebox-5b-lyrics"),
     "jukebox-upsampler-level-1": ("# Jukebox upsampler prior, level 1 (OpenAI, 5b)", "base_model: openai/"),
     "jukebox-5b-top-prior": ("# Jukebox 5b top-level prior (OpenAI)", None),
+    "jukebox-5b-chain": ("# Jukebox 5b sampling chain (OpenAI)", None),
 }
 
 
@@ -676,3 +768,106 @@ def test_uploaded_files_are_enough_for_trust_remote_code(tmp_path, fixtures_dir)
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.split()[-2:] == ["transformers_modules", "JukeboxPrior"]
+
+
+# --- a real sampling chain: `jukebox-mir convert --vqvae V --prior P0 P1 P2` on the parity fixtures ----------------
+
+CHAIN_SOURCES = {  # part -> original-format parity fixture (the released structure at tiny widths)
+    "vqvae": "vqvae/vqvae.pth.tar",
+    "prior_level_0": "upsampler_level_0/prior_level_0.pth.tar",
+    "prior_level_1": "upsampler_level_1/prior_level_1.pth.tar",
+    "prior_level_2": "prior_5b_top/prior_level_2.pth.tar",
+}
+
+
+@pytest.fixture(scope="module")
+def real_chain(tmp_path_factory, fixtures_dir):
+    """One real conversion through the CLI for the whole module (about 10 s on 2 cores): (return code, folder)."""
+    from hf_jukebox_mir import cli
+
+    folder = tmp_path_factory.mktemp("chain") / "jukebox-5b-chain"
+    vqvae, *priors = (str(fixtures_dir / rel) for rel in CHAIN_SOURCES.values())
+    return cli.main(["convert", "--vqvae", vqvae, "--prior", *priors, "--output", str(folder)]), folder
+
+
+def test_convert_command_writes_a_chain_folder_with_its_card(real_chain):
+    returncode, folder = real_chain
+    assert returncode == 0
+    assert json.loads((folder / "config.json").read_text())["model_type"] == "jukebox_mir_chain"
+    text = (folder / "README.md").read_text()
+    assert text.startswith("---\nlicense: other\n") and CARD_MARKER in text
+    assert "# Jukebox 5b sampling chain (OpenAI)" in text
+    assert 'AutoModel.from_pretrained("<owner>/jukebox-5b-chain", trust_remote_code=True)' in text  # no repo id yet
+
+
+def test_real_chain_card_renders_parses_and_validates(real_chain, fixtures_dir):
+    _, folder = real_chain
+    card = render_model_card(folder, repo_id="me/jukebox-5b-chain")
+    metadata = yaml.safe_load(str(card).split("---\n")[1])
+    assert validate_card_metadata(metadata, "chain") == []
+    assert metadata["pipeline_tag"] == "text-to-audio" and "base_model" not in metadata  # the 5b top has no Hub copy
+    reparsed = ModelCard(str(card))
+    assert reparsed.data.license_name == "openai-jukebox-noncommercial" and "custom_code" in reparsed.data.tags
+    text = reparsed.text
+
+    config = json.loads((folder / "config.json").read_text())
+    top = config["prior_level_2_config"]
+    assert f"| top prior (level 2) | width {top['hidden_size']}, layers {top['num_hidden_layers']}, " in text
+    assert "| lyrics | none (artist and genre only) |" in text and '    lyrics="' not in text
+    assert 'model = AutoModel.from_pretrained("me/jukebox-5b-chain", trust_remote_code=True).eval()' in text
+    assert "out = model.generate_audio(\n    seconds=10.0," in text and '    artist="Ella Fitzgerald",' in text
+    assert "jukebox-mir sample --model jukebox-5b-chain --seconds 20" in text
+    # provenance: every source file with its checksum, named by part, linked to OpenAI's file
+    root = "https://openaipublic.azureedge.net/jukebox/models/5b"
+    for part, rel in CHAIN_SOURCES.items():
+        sha = hashlib.sha256((fixtures_dir / rel).read_bytes()).hexdigest()
+        assert f"| {part} | [`{rel}`]({root}/{Path(rel).name}) | `{sha}` |" in text
+    assert "Converted with `hf-jukebox-mir` " in text and "(format: openai)" in text
+    assert "| reload_identical | true |" in text and "| prior_level_2.logits | shape (1, 32, 2048) float32;" in text
+
+
+def test_real_chain_folder_passes_hub_checks_and_pushes(real_chain, online):
+    _, folder = real_chain
+    files = check_hub_folder(folder)
+    assert files[:3] == ["README.md", "config.json", "conversion_audit.json"]
+    assert {"model.safetensors", "configuration_jukebox_chain.py", "modeling_jukebox_chain.py",
+            "modeling_jukebox_prior.py", "modeling_jukebox_vqvae.py", "generation_jukebox.py"} <= set(files)  # fmt: skip
+    assert all(name.endswith((".py", ".json", ".md", ".safetensors")) and "/" not in name for name in files)
+
+    api = mock.MagicMock()
+    result = push_folder(folder, "me/jukebox-5b-chain", api=api)
+    uploaded = [op.path_in_repo for op in api.create_commit.call_args.kwargs["operations"]]
+    assert uploaded == result.files == files
+    assert api.create_commit.call_args.kwargs["commit_message"].startswith("Upload Jukebox sampling chain with ")
+
+
+def test_real_chain_with_a_part_missing_from_the_weights_is_refused(real_chain, tmp_path):
+    _, folder = real_chain
+    broken = tmp_path / "broken"
+    shutil.copytree(folder, broken)
+    tensors = load_file(str(folder / "model.safetensors"))
+    kept = {name: tensor for name, tensor in tensors.items() if not name.startswith("prior_level_1.")}
+    assert len(kept) < len(tensors)
+    save_file(kept, str(broken / "model.safetensors"), metadata={"format": "pt"})
+    with pytest.raises(JukeboxCheckpointError, match=r"no tensors for prior_level_1 \(names starting with"):
+        check_hub_folder(broken)
+
+
+@pytest.mark.slow
+def test_convert_all_chain_on_parity_fixtures(tmp_path, convert_all, fixtures_dir, capsys):
+    """The script's chain job on the original-format fixtures (one more real conversion, about 10 s)."""
+    out, _ = _run_convert_all(convert_all, fixtures_dir, tmp_path, "chain_5b", capsys)
+    _check_converted(out / "jukebox-5b-chain")
+
+
+@pytest.mark.slow
+def test_convert_all_old_hub_format_chain(tmp_path, convert_all, fixtures_dir, capsys):
+    out = tmp_path / "hub"
+    folder = fixtures_dir / "hf4_format" / "jukebox_tiny_1b_lyrics"
+    argv = [str(folder), "--output-dir", str(out), "--only", "chain_1b_lyrics", "--namespace", "me"]
+    assert convert_all.main(argv) == 0, capsys.readouterr().err
+    converted = out / "jukebox-1b-lyrics-chain"
+    assert validate_hub_folder(converted) == []
+    text = (converted / "README.md").read_text()
+    assert "# Jukebox 1b_lyrics sampling chain (OpenAI)" in text and "base_model: openai/jukebox-1b-lyrics" in text
+    assert "(format: transformers-4.x)" in text and '    lyrics="' in text

@@ -34,8 +34,10 @@ from hf_jukebox_mir.model_cards import (
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PACKAGE_TEMPLATES = REPO_ROOT / "src" / "hf_jukebox_mir" / "card_templates"
 MODEL_TYPES = {
-    "vqvae": "jukebox_mir_vqvae", "prior": "jukebox_mir_prior", "mir": "jukebox_mir", "probe": "jukebox_mir_probe"
+    "vqvae": "jukebox_mir_vqvae", "prior": "jukebox_mir_prior", "mir": "jukebox_mir", "probe": "jukebox_mir_probe",
+    "chain": "jukebox_mir_chain",
 }  # fmt: skip
+PIPELINE_TAGS = {"probe": "audio-classification", "chain": "text-to-audio"}  # others: feature-extraction
 SOURCES = {
     "vqvae": [{"file": "5b/vqvae.pth.tar", "sha256": "1" * 64, "role": "vqvae"}],
     "prior": [{"file": "5b_lyrics/prior_level_2.pth.tar", "sha256": "2" * 64, "role": "prior"}],
@@ -43,7 +45,32 @@ SOURCES = {
         {"file": "5b/vqvae.pth.tar", "sha256": "1" * 64, "role": "vqvae"},
         {"file": "5b/prior_level_2.pth.tar", "sha256": "3" * 64, "role": "prior"},
     ],
+    "chain": [  # the layout of conversion.chain.convert_chain_checkpoints: no roles, they come from "parts"
+        {"file": "5b/vqvae.pth.tar", "sha256": "1" * 64},
+        {"file": "5b/prior_level_0.pth.tar", "sha256": "4" * 64},
+        {"file": "5b/prior_level_1.pth.tar", "sha256": "5" * 64},
+        {"file": "5b_lyrics/prior_level_2.pth.tar", "sha256": "2" * 64},
+    ],
 }
+CHAIN_PARTS = {"vqvae": "vqvae.pth.tar", "prior_level_0": "prior_level_0.pth.tar",
+               "prior_level_1": "prior_level_1.pth.tar", "prior_level_2": "prior_level_2.pth.tar"}  # fmt: skip
+
+
+def chain_config(lyrics_mode: str | None = "separate_encoder") -> dict:
+    """The parts of a `jukebox_mir_chain` config.json that the card reads (shapes of the released 5b models)."""
+    def prior(level, width, layers, n_ctx):
+        return {"model_type": "jukebox_mir_prior", "level": level, "hidden_size": width, "num_hidden_layers": layers,
+                "num_attention_heads": 8, "n_ctx": n_ctx, "hop_length": (8, 32, 128)[level], "sampling_rate": 44100,
+                "lyrics_mode": None}  # fmt: skip
+
+    return {
+        "hop_fractions": [0.5, 0.5, 0.125],
+        "temperatures": [0.99, 0.99, 0.99],
+        "vqvae_config": {"model_type": "jukebox_mir_vqvae", "codebook_size": 2048, "sampling_rate": 44100},
+        "prior_level_0_config": prior(0, 1920, 72, 8192),
+        "prior_level_1_config": prior(1, 1920, 72, 8192),
+        "prior_level_2_config": {**prior(2, 4800, 72, 8192), "lyrics_mode": lyrics_mode},
+    }
 RESULTS = {
     "model": "me/jukebox-mir-5b-layer36",
     "split": "test",
@@ -72,6 +99,9 @@ def make_folder(root: Path, kind: str, *, dtype: torch.dtype = torch.float32, au
         config.update(level=2, n_ctx=128, num_attention_heads=2)
     if kind == "probe":
         config.update(problem_type="single_label_classification", id2label={"0": "blues", "1": "rock"})
+    if kind == "chain":
+        del config["hidden_size"], config["num_hidden_layers"], config["sampling_rate"]
+        config.update(chain_config())
     if kind == "mir":
         config["custom_pipelines"] = {
             "feature-extraction": {"impl": "pipeline_fake.FakePipeline", "pt": ["AutoModel"], "type": "audio"}
@@ -98,6 +128,7 @@ def make_folder(root: Path, kind: str, *, dtype: torch.dtype = torch.float32, au
                     "source_format": "openai",
                     "key_map": {"a": "weight", "b": "bias"},
                     "output_check": {"codes_equal": True, "max_abs_diff": 2.5e-6},
+                    **({"parts": CHAIN_PARTS} if kind == "chain" else {}),
                 }
             )
         )
@@ -125,7 +156,7 @@ def test_template_path_resolves_package_data():
         template_path("tokenizer")
 
 
-@pytest.mark.parametrize("kind", ["vqvae", "prior", "mir", "probe"])
+@pytest.mark.parametrize("kind", ["vqvae", "prior", "mir", "probe", "chain"])
 def test_card_front_matter_parses_and_passes_our_validation(tmp_path, kind):
     folder = make_folder(tmp_path, kind)
     readme = write_model_card(folder, repo_id="me/fake-model")
@@ -133,7 +164,7 @@ def test_card_front_matter_parses_and_passes_our_validation(tmp_path, kind):
 
     metadata = metadata_load(readme)
     assert metadata["library_name"] == "transformers"
-    assert metadata["pipeline_tag"] == ("audio-classification" if kind == "probe" else "feature-extraction")
+    assert metadata["pipeline_tag"] == PIPELINE_TAGS.get(kind, "feature-extraction")
     assert metadata["license"] == "other"
     assert metadata["license_name"] == LICENSE_NAME
     assert metadata["license_link"] == LICENSE_LINK == "https://github.com/openai/jukebox/blob/master/LICENSE"
@@ -148,14 +179,17 @@ def test_card_front_matter_parses_and_passes_our_validation(tmp_path, kind):
         assert section in text, section
     assert CARD_MARKER in text
     assert 'from_pretrained("me/fake-model", trust_remote_code=True)' in text
-    assert "arXiv:2005.00341" in text and "Castellon, Rodrigo and Donahue, Chris and Liang, Percy" in text
-    assert "ISMIR" in text and "Noncommercial Use License" in text
+    assert "arXiv:2005.00341" in text and "Noncommercial Use License" in text
+    if kind == "chain":  # a generative model: JukeMIR is not what it is for
+        assert "music-generation" in metadata["tags"] and "Castellon" not in text
+    else:
+        assert "Castellon, Rodrigo and Donahue, Chris and Liang, Percy" in text and "ISMIR" in text
     assert "{{" not in text and "{%" not in text
     fences = [line for line in text.splitlines() if "```" in line]
     assert len(fences) % 2 == 0 and all(line.startswith("```") for line in fences), fences
 
 
-@pytest.mark.parametrize("kind", ["vqvae", "prior", "mir"])
+@pytest.mark.parametrize("kind", ["vqvae", "prior", "mir", "chain"])
 def test_card_provenance_lists_sources_checksums_and_version(tmp_path, kind):
     folder = make_folder(tmp_path, kind)
     text = str(render_model_card(folder))
@@ -565,3 +599,62 @@ def test_upsampler_card(tmp_path):
     assert "upper_level_codes=upper_codes" in text
     assert "jukebox-mir convert --prior prior_level_1.pth.tar --output up1" in text
     assert card.data.base_model == "openai/jukebox-5b-lyrics"  # the upsamplers are inside the hf4 repos
+
+
+# --- sampling chains (the real converted folder is tested in test_hub.py) ---------------------------------------
+
+
+@pytest.mark.parametrize("lyrics_mode, variant, base_model", [
+    (None, "5b", None),
+    ("separate_encoder", "5b_lyrics", "openai/jukebox-5b-lyrics"),
+    ("single_sequence", "1b_lyrics", "openai/jukebox-1b-lyrics"),
+])  # fmt: skip
+def test_chain_card_per_released_model(tmp_path, lyrics_mode, variant, base_model):
+    folder = make_folder(tmp_path, "chain")
+    config = json.loads((folder / "config.json").read_text())
+    config["prior_level_2_config"]["lyrics_mode"] = lyrics_mode
+    config["prior_level_2_config"]["n_ctx"] = 6144 if variant == "1b_lyrics" else 8192
+    (folder / "config.json").write_text(json.dumps(config))
+    card = render_model_card(folder, repo_id=f"me/jukebox-{variant.replace('_', '-')}-chain")
+    text = str(card)
+    name = f"jukebox-{variant.replace('_', '-')}-chain"
+
+    assert f"# Jukebox {variant} sampling chain (OpenAI)" in text
+    assert card.data.pipeline_tag == "text-to-audio" and card.data.base_model == base_model
+    assert validate_card_metadata(card.data.to_dict(), "chain") == []
+    # the top prior (not the first upsampler among the sub-configs) sizes the model
+    assert "| top prior (level 2) | width 4800, layers 72, heads 8, context" in text
+    assert "| bottom upsampler (level 0) | width 1920, layers 72, heads 8, context 8192, hop 8 |" in text
+    assert "| window hop fractions (levels 0, 1, 2) | 0.5, 0.5, 0.125 |" in text
+    context = "17.8" if variant == "1b_lyrics" else "23.8"  # n_ctx * 128 / 44100
+    assert f"The top prior sees about {context} s of audio at once" in text
+    # usage: AutoModel + generate_audio, and the sample CLI; lyrics only for the lyrics models
+    assert f'model = AutoModel.from_pretrained("me/{name}", trust_remote_code=True).eval()' in text
+    assert "out = model.generate_audio(\n    seconds=10.0," in text
+    assert f"jukebox-mir sample --model {name} --seconds 20" in text
+    assert f"hf download me/{name} --local-dir {name}" in text
+    has_lyrics = lyrics_mode is not None
+    assert ('    lyrics="' in text) is has_lyrics and ("--lyrics-file lyrics.txt" in text) is has_lyrics
+    assert ("lyric_tokens=[...]" in text) is has_lyrics
+    # reproducing it: the original files, and for the lyrics models the hf4 repo holding the same weights
+    assert f"5b/prior_level_1.pth.tar {variant}/prior_level_2.pth.tar \\\n    --output {name}" in text
+    assert (f"--hf4 jukebox-{variant.replace('_', '-')}/ --hf4-part chain" in text) is has_lyrics
+    # provenance: one row per part, named from the audit's "parts"; the top prior's URL follows the variant
+    root = "https://openaipublic.azureedge.net/jukebox/models"
+    assert f"| prior_level_0 | [`5b/prior_level_0.pth.tar`]({root}/5b/prior_level_0.pth.tar) | `{'4' * 64}` |" in text
+    assert f"| vqvae | [`5b/vqvae.pth.tar`]({root}/5b/vqvae.pth.tar) |" in text
+    assert f"| prior_level_2 | [`5b_lyrics/prior_level_2.pth.tar`]({root}/5b_lyrics/prior_level_2.pth.tar) |" in text
+    assert "{{" not in text and "{%" not in text
+    fences = [line for line in text.splitlines() if "```" in line]
+    assert len(fences) % 2 == 0 and all(line.startswith("```") for line in fences), fences
+
+
+def test_chain_variant_without_config_hint_comes_from_the_top_prior_file(tmp_path):
+    """Only the top prior's path names the released model: the VQ-VAE and upsamplers always come from 5b/."""
+    folder = make_folder(tmp_path, "chain")
+    config = json.loads((folder / "config.json").read_text())
+    del config["prior_level_2_config"]["lyrics_mode"]
+    (folder / "config.json").write_text(json.dumps(config))
+    card = render_model_card(folder)
+    assert "# Jukebox 5b_lyrics sampling chain (OpenAI)" in str(card)
+    assert card.data.base_model == "openai/jukebox-5b-lyrics"

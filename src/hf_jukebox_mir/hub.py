@@ -9,7 +9,10 @@ needs and a card:
   plus every module they import with `from .module import name`, transitively;
 * for MIR extraction folders (`model_type` `jukebox_mir`): `preprocessor_config.json` and a `feature-extraction`
   entry in `custom_pipelines`;
-* for converted folders (VQ-VAE, priors, MIR): `conversion_audit.json` (provenance shown on the card);
+* for sampling chains (`model_type` `jukebox_mir_chain`): the four sub-configs (`vqvae_config`,
+  `prior_level_{0,1,2}_config`, each prior of its own level) and weights for each of the four parts (a part
+  missing from the weights would be silently left randomly initialised by `from_pretrained`);
+* for converted folders (VQ-VAE, priors, MIR, chains): `conversion_audit.json` (provenance shown on the card);
 * `README.md` whose YAML front matter passes :func:`hf_jukebox_mir.model_cards.validate_card_metadata`.
 
 :func:`validate_hub_folder` lists every problem; :func:`push_folder` refuses to upload while there is one, then
@@ -27,11 +30,13 @@ from typing import Any
 
 from .errors import JukeboxCheckpointError, JukeboxInputError
 from .model_cards import (
+    CHAIN_PARTS,
     CONVERTED_KINDS,
     MODEL_TYPE_TO_KIND,
     REPO_ID_RE,
     inspect_weights,
     read_json_file,
+    read_safetensors_header,
     validate_card_metadata,
 )
 
@@ -144,6 +149,54 @@ def _load_json_problem(path: Path, problems: list[str]) -> Any:
     return data
 
 
+def _tensor_names(folder: Path) -> set[str]:
+    """Names of the stored tensors (from the index or the single file's header; the weights were checked before)."""
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        return set(read_json_file(index)["weight_map"])
+    return {name for name in read_safetensors_header(folder / "model.safetensors") if name != "__metadata__"}
+
+
+def _chain_config_problems(config: dict[str, Any]) -> list[str]:
+    """What is wrong with the sub-configs of a `jukebox_mir_chain` config.json."""
+    problems: list[str] = []
+    expected_types = {"vqvae": "jukebox_mir_vqvae"} | {f"prior_level_{n}": "jukebox_mir_prior" for n in (0, 1, 2)}
+    for part in CHAIN_PARTS:
+        sub = config.get(f"{part}_config")
+        if not isinstance(sub, dict):
+            problems.append(
+                f"config.json: {part}_config is missing; a sampling chain needs the VQ-VAE and the priors of levels "
+                "0, 1 and 2. Re-run `jukebox-mir convert --vqvae V --prior P0 P1 P2`."
+            )
+            continue
+        if sub.get("model_type", expected_types[part]) != expected_types[part]:
+            problems.append(
+                f"config.json: {part}_config has model_type {sub.get('model_type')!r}, expected "
+                f"{expected_types[part]!r}."
+            )
+        if part.startswith("prior_level_") and sub.get("level") != int(part[-1]):
+            problems.append(
+                f"config.json: {part}_config has level {sub.get('level')!r}, expected {int(part[-1])}; the priors "
+                "must be given as levels 0, 1, 2 (bottom upsampler, middle upsampler, top prior)."
+            )
+    return problems
+
+
+def _chain_weight_problems(folder: Path) -> list[str]:
+    """Parts of a chain (`vqvae`, `prior_level_0`, ...) without a single stored tensor."""
+    names = _tensor_names(folder)
+    missing = [part for part in CHAIN_PARTS if not any(name.startswith(part + ".") for name in names)]
+    if not missing:
+        return []
+    prefixes = ", ".join(repr(part + ".") for part in missing)
+    which = "that part" if len(missing) == 1 else "those parts"
+    return [
+        f"the weights hold no tensors for {', '.join(missing)} (names starting with {prefixes}), so "
+        f"from_pretrained would leave {which} randomly initialised. Convert the whole chain again with "
+        "`jukebox-mir convert --vqvae V --prior P0 P1 P2`."
+    ]
+
+
 def _inspect_folder(folder: str | Path) -> tuple[list[str], list[str], str | None]:
     """(files to upload, problems, kind) for `folder`."""
     folder = Path(folder)
@@ -194,6 +247,8 @@ def _inspect_folder(folder: str | Path) -> tuple[list[str], list[str], str | Non
                 "model=repo, trust_remote_code=True) would fall back to the text pipeline. Save the pipeline with "
                 "Pipeline.save_pretrained."
             )
+        if kind == "chain":
+            problems += _chain_config_problems(config)
 
     preprocessor = folder / "preprocessor_config.json"
     if preprocessor.is_file():
@@ -220,6 +275,8 @@ def _inspect_folder(folder: str | Path) -> tuple[list[str], list[str], str | Non
     weights = inspect_weights(folder)
     problems += weights.problems
     files += weights.files
+    if kind == "chain" and not weights.problems:
+        problems += _chain_weight_problems(folder)
 
     modules, module_problems = _module_closure(folder, roots)
     problems += module_problems
@@ -349,7 +406,8 @@ def _default_commit_message(kind: str | None) -> str:
         package_version = version("hf-jukebox-mir")
     except Exception:  # not installed as a distribution (e.g. run from a source tree)
         package_version = "unknown"
-    names = {"vqvae": "VQ-VAE", "prior": "prior", "mir": "MIR extraction model", "probe": "probe"}
+    names = {"vqvae": "VQ-VAE", "prior": "prior", "mir": "MIR extraction model", "probe": "probe",
+             "chain": "sampling chain"}
     what = names.get(kind or "", "model")
     return f"Upload Jukebox {what} with hf-jukebox-mir {package_version}"
 

@@ -1,4 +1,5 @@
-"""Model cards for Hub folders: converted Jukebox models (VQ-VAE, priors, the MIR extraction model) and probes.
+"""Model cards for Hub folders: converted Jukebox models (VQ-VAE, priors, the MIR extraction model, the full
+sampling chain) and probes.
 
 A card is rendered from data, never written by hand: :class:`JukeboxModelCardData` collects what a folder says
 about itself (`config.json`, `conversion_audit.json`, the safetensors headers) plus optional probing results, and
@@ -73,21 +74,27 @@ MODEL_TYPE_TO_KIND = {
     "jukebox_mir_prior": "prior",
     "jukebox_mir": "mir",
     "jukebox_mir_probe": "probe",
+    "jukebox_mir_chain": "chain",
 }
 KIND_TO_TEMPLATE = {
     "vqvae": "jukebox_vqvae.md",
     "prior": "jukebox_prior.md",
     "mir": "jukebox_mir.md",
     "probe": "jukebox_probe.md",
+    "chain": "jukebox_chain.md",
 }
 PIPELINE_TAGS = {
     "vqvae": "feature-extraction",
     "prior": "feature-extraction",
     "mir": "feature-extraction",
     "probe": "audio-classification",
+    "chain": "text-to-audio",
 }
 BASE_TAGS = ("audio", "music", "jukebox", "mir", "custom_code")
-CONVERTED_KINDS = ("vqvae", "prior", "mir")
+EXTRA_TAGS = {"chain": ("music-generation",)}
+CONVERTED_KINDS = ("vqvae", "prior", "mir", "chain")
+# sub-configs of a `jukebox_mir_chain` config.json, by part (levels use the original numbering: 0 = bottom)
+CHAIN_PARTS = ("vqvae", "prior_level_0", "prior_level_1", "prior_level_2")
 
 _SAFETENSORS_DTYPES = {
     "F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",
@@ -106,7 +113,7 @@ _ORIGINAL_FILE_RE = re.compile(r"(?:^|/)(?:(5b|5b_lyrics|1b_lyrics)/)?(vqvae|pri
 
 
 def kind_from_model_type(model_type: Any) -> str:
-    """Map a `config.json` `model_type` to a card kind (`"vqvae"`, `"prior"`, `"mir"`, `"probe"`)."""
+    """Map a `config.json` `model_type` to a card kind (`"vqvae"`, `"prior"`, `"mir"`, `"probe"`, `"chain"`)."""
     if model_type not in MODEL_TYPE_TO_KIND:
         raise JukeboxCheckpointError(
             f"config.json has model_type {model_type!r}, which is not a hf-jukebox-mir model type; expected one "
@@ -662,6 +669,8 @@ class JukeboxModelCardData:
     auto_model_class: str = "AutoModel"
     problem_type: str | None = None
     labels: list[str] = field(default_factory=list)
+    lyrics: bool = False
+    top_context_seconds: float | None = None
 
     @classmethod
     def from_folder(
@@ -692,7 +701,10 @@ class JukeboxModelCardData:
         weights = inspect_weights(folder)
         variant = _variant(kind, config, _audit_sources(audit))
         sources = [replace(source, model_hint=variant) for source in _audit_sources(audit)]
+        sources = _roles_from_parts(sources, audit.get("parts"))
         key_map = audit.get("key_map", audit.get("key_mapping"))
+        # the size of a chain is that of its top prior (the upsamplers come first among the sub-configs)
+        sizes = _chain_part(config, "prior_level_2") if kind == "chain" else config
 
         data = cls(
             kind=kind,
@@ -713,8 +725,8 @@ class JukeboxModelCardData:
             ),
             num_parameters=weights.num_parameters if not weights.problems else None,
             dtypes=weights.dtypes,
-            num_layers=_as_int(_find(config, "num_hidden_layers", "num_layers", "prior_depth")),
-            hidden_size=_as_int(_find(config, "hidden_size", "prior_width")),
+            num_layers=_as_int(_find(sizes, "num_hidden_layers", "num_layers", "prior_depth")),
+            hidden_size=_as_int(_find(sizes, "hidden_size", "prior_width")),
             level=_as_int(config.get("level")),
             problem_type=config.get("problem_type") if isinstance(config.get("problem_type"), str) else None,
             labels=_labels(config),
@@ -722,6 +734,13 @@ class JukeboxModelCardData:
         if base_model is None:
             base_model = _default_base_model(kind, config, variant, results_json)
         data.base_model = base_model
+        data.tags = [*BASE_TAGS, *EXTRA_TAGS.get(kind, ())]
+        if kind == "chain":
+            top = _chain_part(config, "prior_level_2")
+            data.lyrics = bool(top.get("lyrics_mode"))
+            n_ctx, hop, sr = (_as_int(top.get(k)) for k in ("n_ctx", "hop_length", "sampling_rate"))
+            if n_ctx and hop and sr:
+                data.top_context_seconds = round(n_ctx * hop / sr, 1)
         data.datasets = sorted({r.dataset_hub_id for r in results if r.dataset_hub_id})
         data.variant = variant
         auto_map = config.get("auto_map") if isinstance(config.get("auto_map"), Mapping) else {}
@@ -798,7 +817,21 @@ class JukeboxModelCardData:
             "problem_type": self.problem_type,
             "labels": self.labels,
             "original_weights_url": ORIGINAL_WEIGHTS_URL,
+            "lyrics": self.lyrics,
+            "top_context_seconds": self.top_context_seconds,
         }
+
+
+def _roles_from_parts(sources: list[JukeboxSourceFile], parts: Any) -> list[JukeboxSourceFile]:
+    """Name each source by the part it was read for, from the audit's `parts` (part -> file name; chain audits)."""
+    if not isinstance(parts, Mapping):
+        return sources
+    by_file = {str(name): str(part) for part, name in parts.items() if isinstance(name, str)}
+    named = []
+    for source in sources:
+        base = source.file.replace("\\", "/").rsplit("/", 1)[-1]
+        named.append(replace(source, role=by_file[base]) if base in by_file else source)
+    return named
 
 
 def _package_version(audit: Mapping[str, Any]) -> str | None:
@@ -832,10 +865,13 @@ def _labels(config: Mapping[str, Any]) -> list[str]:
 
 
 def _variant(kind: str, config: Mapping[str, Any], sources: list[JukeboxSourceFile]) -> str | None:
-    """Which released model a top prior (or the MIR model's prior) comes from: `5b`, `5b_lyrics`, `1b_lyrics`."""
-    prior = config.get("prior_config") if kind == "mir" else config if kind == "prior" else None
+    """Which released model a top prior (or the MIR model's / chain's top prior) comes from: `5b`, `5b_lyrics`,
+    `1b_lyrics`."""
+    prior = {"mir": config.get("prior_config"), "chain": config.get("prior_level_2_config"), "prior": config}.get(kind)
     if isinstance(prior, Mapping) and prior.get("level", 2) == 2 and "lyrics_mode" in prior:
         return {None: "5b", "separate_encoder": "5b_lyrics", "single_sequence": "1b_lyrics"}.get(prior["lyrics_mode"])
+    if kind == "chain":  # its VQ-VAE and upsamplers come from 5b/ whatever the model: only the top prior's path tells
+        sources = [source for source in sources if "prior_level_2" in source.file]
     for source in sources:
         path = source.file.replace("\\", "/").lower()
         for name in ("5b_lyrics", "1b_lyrics", "5b-lyrics", "1b-lyrics"):
@@ -856,8 +892,8 @@ def _default_base_model(kind: str, config: Mapping[str, Any], variant: str | Non
         return _results_base_model(results_json) if results_json is not None else None
     if kind == "vqvae" or (kind == "prior" and config.get("level") in (0, 1)):
         return HF4_REPOS["5b_lyrics"]  # the VQ-VAE and the upsamplers are inside both hf4 repos
-    if kind in ("prior", "mir") and variant in HF4_REPOS:
-        return HF4_REPOS[variant]
+    if kind in ("prior", "mir", "chain") and variant in HF4_REPOS:
+        return HF4_REPOS[variant]  # for a chain: the hf4 repo holds exactly its VQ-VAE, upsamplers and top prior
     return None  # the non-lyrics 5b top prior (JukeMIR's) has no Hub copy
 
 
@@ -888,6 +924,15 @@ def _title_and_summary(data: JukeboxModelCardData, config: Mapping[str, Any], va
             "(Castellon, Donahue and Liang, ISMIR 2021): per-layer hidden states and pooled representations for "
             "music information retrieval, in one folder with its feature extractor and pipeline.",
         )
+    if data.kind == "chain":
+        top = _chain_part(config, "prior_level_2")
+        labels = "artist, genre and lyrics" if top.get("lyrics_mode") else "artist and genre"
+        return (
+            f"Jukebox {variant} sampling chain (OpenAI)" if variant else "Jukebox sampling chain (OpenAI)",
+            "OpenAI's Jukebox as one transformers model: the three-level VQ-VAE, the "
+            f"{f'{variant} ' if variant else ''}top-level prior and the two upsamplers. It generates 44.1 kHz mono "
+            f"music conditioned on {labels}, from scratch or continuing an audio prime.",
+        )
     task = config.get("task") or config.get("finetuning_task") or (data.results[0].task if data.results else None)
     return (
         f"Jukebox probe{f': {task}' if task else ''}",
@@ -898,8 +943,43 @@ def _title_and_summary(data: JukeboxModelCardData, config: Mapping[str, Any], va
     )
 
 
+def _chain_part(config: Mapping[str, Any], part: str) -> Mapping[str, Any]:
+    """The sub-config dict of one chain part (`vqvae`, `prior_level_0`, ...); empty when absent."""
+    value = config.get(f"{part}_config")
+    return value if isinstance(value, Mapping) else {}
+
+
+def _chain_facts(config: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Rows of the facts table of a chain: one per prior (top first), the VQ-VAE, the sampling defaults."""
+    facts: list[tuple[str, str]] = []
+    names = {2: "top prior (level 2)", 1: "middle upsampler (level 1)", 0: "bottom upsampler (level 0)"}
+    for level, name in names.items():
+        prior = _chain_part(config, f"prior_level_{level}")
+        parts = [
+            f"{label} {prior[key]}"
+            for label, key in (("width", "hidden_size"), ("layers", "num_hidden_layers"),
+                               ("heads", "num_attention_heads"), ("context", "n_ctx"), ("hop", "hop_length"))
+            if _as_int(prior.get(key)) is not None
+        ]  # fmt: skip
+        if parts:
+            facts.append((name, ", ".join(parts)))
+    lyrics = _chain_part(config, "prior_level_2").get("lyrics_mode", "missing")
+    if lyrics != "missing":
+        facts.append(("lyrics", "none (artist and genre only)" if lyrics is None else str(lyrics)))
+    vqvae = _chain_part(config, "vqvae")
+    if _as_int(vqvae.get("codebook_size")) is not None:
+        facts.append(("VQ-VAE codebook size", f"{vqvae['codebook_size']} per level"))
+    for label, key in (("window hop fractions (levels 0, 1, 2)", "hop_fractions"),
+                       ("default temperatures (levels 0, 1, 2)", "temperatures")):  # fmt: skip
+        if isinstance(config.get(key), list):
+            facts.append((label, ", ".join(_format_value(v) for v in config[key])))
+    return facts
+
+
 def _facts(data: JukeboxModelCardData, config: Mapping[str, Any]) -> list[tuple[str, str]]:
     facts: list[tuple[str, str]] = [("model_type", f"`{data.model_type}`")]
+    if data.kind == "chain":
+        facts += _chain_facts(config)
     candidates = {
         "vqvae": [("levels", ("levels", "num_levels")),
                   ("codebook size", ("codebook_size", "l_bins", "nb_discrete_codes")),
@@ -913,6 +993,7 @@ def _facts(data: JukeboxModelCardData, config: Mapping[str, Any]) -> list[tuple[
                   ("input dimension", ("input_dim", "input_size", "feature_size")),
                   ("hidden layer width", ("hidden_size", "hidden_layer_sizes")), ("layer probed", ("layer",)),
                   ("features", ("feature_source",))],
+        "chain": [],
     }[data.kind]  # fmt: skip
     for label, names in candidates:
         value = _find(config, *names)
@@ -943,7 +1024,7 @@ def _facts(data: JukeboxModelCardData, config: Mapping[str, Any]) -> list[tuple[
 
 
 def template_path(kind: str, template_dir: str | Path | None = None) -> Path:
-    """Path of the card template for `kind` (`"vqvae"`, `"prior"`, `"mir"`, `"probe"`)."""
+    """Path of the card template for `kind` (`"vqvae"`, `"prior"`, `"mir"`, `"probe"`, `"chain"`)."""
     if kind not in KIND_TO_TEMPLATE:
         raise JukeboxInputError(f"Unknown card kind {kind!r}; expected one of {sorted(KIND_TO_TEMPLATE)}.")
     if template_dir is not None:
@@ -967,8 +1048,8 @@ def render_model_card(
 
     Args:
         folder (`str` or `Path`): a folder with `config.json` (`model_type` one of `jukebox_mir_vqvae`,
-            `jukebox_mir_prior`, `jukebox_mir`, `jukebox_mir_probe`), weights and, for converted models,
-            `conversion_audit.json`.
+            `jukebox_mir_prior`, `jukebox_mir`, `jukebox_mir_probe`, `jukebox_mir_chain`), weights and, for
+            converted models, `conversion_audit.json`.
         results_json (*optional*): probing results (path or parsed JSON) for the model-index and results table.
         repo_id (`str`, *optional*): the Hub repo the folder will live in, used in the usage snippets.
         base_model (*optional*): override the `base_model` front matter.
@@ -1042,9 +1123,9 @@ def write_model_card(
 def validate_card_metadata(metadata: Mapping[str, Any] | None, kind: str) -> list[str]:
     """Problems with a card's front matter for a folder of `kind`; an empty list when it is publishable.
 
-    Checks `library_name`, `pipeline_tag` (feature-extraction, or audio-classification for probes), the licence
-    (`other` + `license_name` + `license_link`: the Jukebox weights are non-commercial), the `custom_code` and
-    `jukebox` tags, and that `model-index` parses.
+    Checks `library_name`, `pipeline_tag` (feature-extraction; audio-classification for probes, text-to-audio for
+    sampling chains), the licence (`other` + `license_name` + `license_link`: the Jukebox weights are
+    non-commercial), the `custom_code` and `jukebox` tags, and that `model-index` parses.
     """
     fix = " Re-render the card with `jukebox-mir card DIR`."
     if not metadata:
