@@ -294,3 +294,27 @@ def test_config_validation_errors():
         JukeboxPriorConfig.from_preset("prior_9b")
     with pytest.raises(JukeboxConfigError, match=r"num_hidden_layers=80 is invalid: expected at most len\(attention_patterns\) = 72"):
         JukeboxPriorConfig(num_hidden_layers=80, attention_patterns=["row"] * 72)
+
+
+def test_logits_to_keep_matches_full_logits(converted):
+    model, golden = converted("upsampler_level_1")
+    full = _forward(model, golden).logits
+    last = _forward(model, golden, logits_to_keep=3).logits
+    assert last.shape[1] == 3
+    assert torch.allclose(last, full[:, -3:], atol=1e-5)
+    with pytest.raises(JukeboxInputError, match="labels need the logits of every position"):
+        _forward(model, golden, logits_to_keep=1, labels=golden["z"])
+
+
+@pytest.mark.slow
+def test_torch_compile_matches_eager():
+    config = JukeboxPriorConfig.from_preset("prior_5b", hidden_size=32, num_hidden_layers=3, num_attention_heads=2,
+                                            n_ctx=64, blocks=8)
+    model = JukeboxPrior(config).eval()
+    codes = torch.randint(0, 2048, (1, 64))
+    metadata = model.build_metadata()
+    compiled = torch.compile(model.layers[0])  # the blocks are what compile speeds up
+    with torch.no_grad():
+        hidden = torch.randn(1, 64, 32)
+        assert torch.allclose(compiled(hidden), model.layers[0](hidden), atol=1e-5)
+        assert model(codes, metadata=metadata).logits.shape == (1, 64, 2048)

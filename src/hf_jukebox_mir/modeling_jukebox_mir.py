@@ -167,7 +167,8 @@ class JukeboxMIRModel(JukeboxMIRPreTrainedModel):
             frame_mask = torch.ones(codes.shape, dtype=torch.bool, device=codes.device)
         else:
             codes, frame_mask = self._encode_unpadded(input_values, attention_mask, top)
-        out = self.prior(codes, metadata=self.build_metadata(codes.shape[0]), output_hidden_states=output_hidden_states)
+        out = self.prior(codes, metadata=self.build_metadata(codes.shape[0]), output_hidden_states=output_hidden_states,
+                         logits_to_keep=1)  # features only: skip the output head
         # music positions only (the single-sequence lyrics prior puts its lyric tokens first)
         prefix = config.prior_config.prime_length
         last = out.last_hidden_state[:, prefix:]

@@ -213,17 +213,24 @@ class JukeboxAttention(nn.Module):
         pad = n_blocks * blk - length
         if pad:
             q, k, v = (F.pad(t, (0, 0, 0, pad)) for t in (q, k, v))
-        q, k, v = (t.reshape(batch, heads, n_blocks, blk, dim) for t in (q, k, v))  # (B, H, nb, blk, D)
+        # 4-D views for SDPA (fused kernels, torch.compile): blocks folded into the batch-like axis
         if kind == "row":
+            q, k, v = (t.reshape(batch, heads * n_blocks, blk, dim) for t in (q, k, v))  # (B, H*nb, blk, D)
             out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         elif kind == "column":
             # positions with the same offset inside their block, causal over blocks
-            q, k, v = (t.transpose(2, 3) for t in (q, k, v))  # (B, H, blk, nb, D)
-            out = F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(2, 3)
+            q, k, v = (
+                t.reshape(batch, heads, n_blocks, blk, dim).transpose(2, 3).reshape(batch, heads * blk, n_blocks, dim)
+                for t in (q, k, v)
+            )  # (B, H*blk, nb, D)
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            out = out.reshape(batch, heads, blk, n_blocks, dim).transpose(2, 3)  # (B, H, nb, blk, D)
         elif kind == "previous_row":
             # block b attends to all of block b-1; block 0 attends to all-zero keys/values -> output 0
+            q, k, v = (t.reshape(batch, heads, n_blocks, blk, dim) for t in (q, k, v))  # (B, H, nb, blk, D)
             k = torch.cat([torch.zeros_like(k[:, :, :1]), k[:, :, :-1]], dim=2)
             v = torch.cat([torch.zeros_like(v[:, :, :1]), v[:, :, :-1]], dim=2)
+            q, k, v = (t.reshape(batch, heads * n_blocks, blk, dim) for t in (q, k, v))
             out = F.scaled_dot_product_attention(q, k, v)
         else:  # pragma: no cover - validated in the config
             raise ValueError(kind)
@@ -699,6 +706,7 @@ class JukeboxPrior(JukeboxPriorPreTrainedModel):
         cache: JukeboxPriorCache | None = None,
         use_cache: bool = False,
         conditioning: JukeboxPriorConditioning | None = None,
+        logits_to_keep: int = 0,
         return_dict: bool | None = None,
         **kwargs,
     ) -> JukeboxPriorOutput | tuple:
@@ -717,6 +725,8 @@ class JukeboxPrior(JukeboxPriorPreTrainedModel):
                 the next positions' codes; the first call (empty cache) starts at position 0.
             use_cache (`bool`): create a cache when none is given.
             conditioning ([`JukeboxPriorConditioning`]): precomputed conditioning (skips `metadata` processing).
+            logits_to_keep (`int`, defaults to 0): compute logits for the last `logits_to_keep` positions only
+                (0 = all). Feature extraction passes 1: the output head is then nearly free.
         """
         config = self.config
         return_dict = return_dict if return_dict is not None else config.return_dict
@@ -768,7 +778,12 @@ class JukeboxPrior(JukeboxPriorPreTrainedModel):
         hidden_states = self._run_blocks(hidden, x_cond, conditioning.encoder_hidden_states, cache, start,
                                          output_hidden_states)
         last = hidden_states[-1] if output_hidden_states else hidden_states
-        logits = self.lm_head(self._head_input(last, x_cond))
+        if logits_to_keep:
+            if labels is not None:
+                raise JukeboxInputError("labels need the logits of every position: leave logits_to_keep at 0.")
+            logits = self.lm_head(self._head_input(last[:, -logits_to_keep:], x_cond[:, -logits_to_keep:]))
+        else:
+            logits = self.lm_head(self._head_input(last, x_cond))
 
         loss = None
         if labels is not None:

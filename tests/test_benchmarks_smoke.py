@@ -1,0 +1,128 @@
+"""Smoke tests of the benchmark scripts in ``benchmarks/`` at tiny scale (subprocesses, a few seconds).
+
+The comparison against the old transformers port needs its own virtual environment
+(``benchmarks/port_env.py``); those tests are marked slow and skip when it does not exist.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+BENCH = REPO / "benchmarks"
+PORT_PYTHON = BENCH / ".venv-port" / "bin" / "python"
+TINY_PRIOR = ["--width", "64", "--depth", "3", "--heads", "2", "--n-ctx", "256", "--blocks", "4", "--layer", "2",
+              "--repeats", "1", "--warmup", "1", "--threads", "1"]
+
+
+def _run(args: list[str], python: str = sys.executable, timeout: float = 120) -> subprocess.CompletedProcess:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONUNBUFFERED="1")
+    return subprocess.run([python, *args], check=False, cwd=REPO, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def _last_json(stdout: str) -> dict:
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
+def test_bench_gpu_tiny_on_cpu(tmp_path):
+    out_json = tmp_path / "gpu.json"
+    results = tmp_path / "results.jsonl"
+    proc = _run([str(BENCH / "bench_gpu.py"), "--device", "cpu", "--tiny", "--threads", "1",
+                 "--json-out", str(out_json), "--results", str(results), "--workdir", str(tmp_path)])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    # the table: header and one row per batch size (1 and 2)
+    assert "| batch | ms / window | achieved | of matmul rate | peak RSS memory |" in proc.stdout
+    rows = [line for line in proc.stdout.splitlines() if line.startswith(("| 1 |", "| 2 |"))]
+    assert len(rows) == 2
+    result = json.loads(out_json.read_text())
+    assert result["benchmark"] == "bench_gpu" and result["tiny"] is True and result["dtype"] == "float32"
+    # 3 of 6 saved layers were loaded from the safetensors folder, and only those count in the FLOPs
+    assert result["save"]["layers_saved"] == 6 and result["layers_loaded"] == 3
+    assert result["save"]["checkpoint_mb"] > 0 and result["load_s"] > 0
+    assert result["flops_per_window"] == 2 * result["block_params"] * 256
+    # each block of the tiny prior: qkv 64x48 (+48), out 16x64 (+64), MLP 2 x 64x64 (+64 each), 2 LayerNorms
+    assert result["params_per_block"] == pytest.approx(64 * 48 + 48 + 16 * 64 + 64 + 2 * (64 * 64 + 64) + 4 * 64)
+    assert result["matmul_tflops_reference"] > 0
+    assert [row["batch"] for row in result["batches"]] == [1, 2]
+    for row in result["batches"]:
+        assert "error" not in row, row
+        assert row["output_shape"] == [row["batch"], 256, 64] and row["finite"]
+        assert row["ms_per_window"] > 0 and row["tflops"] > 0 and row["peak_memory_mb"] > 0
+    # one JSON line appended, identical in content to --json-out
+    lines = results.read_text().splitlines()
+    assert len(lines) == 1 and json.loads(lines[0])["flops_per_window"] == result["flops_per_window"]
+
+
+def test_ours_runner_tiny_forward_served():
+    # the --serve protocol of bench_cpu.py --paired, with one side: ready, 2 driven calls, final record
+    sys.path.insert(0, str(BENCH))
+    try:
+        from _common import run_paired
+    finally:
+        sys.path.remove(str(BENCH))
+    argv = [sys.executable, str(BENCH / "ours_runner.py"), "--measure", "prior_forward", *TINY_PRIOR]
+    records, pairs = run_paired({"ours": argv}, calls=2, timeout=120)
+    record = records["ours"]
+    assert "error" not in record, record
+    assert len(pairs) == 2 and all(pair["ours"] > 0 for pair in pairs)
+    assert record["times_s"] == [pair["ours"] for pair in pairs]  # the driven calls are the timed ones
+    assert record["side"] == "ours" and record["measure"] == "prior_forward" and record["serve"] is True
+    assert record["threads"] == 1 and record["dtype"] == "float32"
+    assert record["config"]["width"] == 64 and record["config"]["n_ctx"] == 256
+    assert record["median_s"] > 0 and len(record["cpu_times_s"]) == 2
+    assert record["peak_rss_mb"] >= record["rss_imports_mb"] > 0
+    assert record["layers_run"] == 3
+    assert record["output"]["logits"] == [1, 256, 2048]
+    assert record["output"]["hidden_states"] == [4, 1, 256, 64]  # embeddings + 3 blocks
+    assert record["output"]["finite"] is True
+
+
+def test_bench_cpu_table_ours_only(tmp_path):
+    results = tmp_path / "results.jsonl"
+    proc = _run([str(BENCH / "bench_cpu.py"), "--preset", "tiny", "--sides", "ours", "--measures", "prior_layer",
+                 "--threads", "1", "--results", str(results)])
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "| measure | ours median (best) | port median (best) | speed-up (median) | speed-up (best) |" in proc.stdout
+    row = next(line for line in proc.stdout.splitlines() if line.startswith("| prior_layer |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[2] == "not run" and cells[3] == cells[4] == "-"  # no port side, no ratios
+    record = json.loads(results.read_text().splitlines()[-1])
+    assert record["benchmark"] == "bench_cpu" and record["preset"] == "tiny" and record["threads"] == 1
+    assert set(record["machine"]) >= {"cpu", "cpu_count", "platform"}
+    ours = record["results"]["prior_layer"]["ours"]
+    assert ours["measure"] == "prior_layer" and ours["side"] == "ours"
+    assert ours["layers_run"] == 2  # built with only the layers needed for layer 2
+    assert ours["output"]["layer_activations"] == [1, 256, 64] and ours["output"]["finite"] is True
+    assert ours["config"]["truncate"] == "build" and len(ours["times_s"]) == 1
+    assert record["results"]["prior_layer"]["compare"]["speedup"] is None
+
+
+def test_bench_cpu_rejects_unknown_measure():
+    proc = _run([str(BENCH / "bench_cpu.py"), "--preset", "tiny", "--sides", "ours", "--measures", "nope",
+                 "--no-record"])
+    assert proc.returncode == 2 and "unknown measure 'nope'" in proc.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not PORT_PYTHON.exists(), reason="port environment missing: python benchmarks/port_env.py")
+def test_bench_cpu_tiny_against_port(tmp_path):
+    results = tmp_path / "results.jsonl"
+    proc = _run([str(BENCH / "bench_cpu.py"), "--preset", "tiny", "--results", str(results)], timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    record = json.loads(results.read_text().splitlines()[-1])
+    for measure in ("prior_forward", "prior_layer", "vqvae_encode"):
+        row = record["results"][measure]
+        assert row["ours"]["side"] == "ours" and row["port"]["side"] == "port"
+        assert row["compare"]["speedup"] > 0
+    fwd = record["results"]["prior_forward"]
+    # both sides return logits and one hidden state per block (ours also the embeddings)
+    assert fwd["ours"]["output"]["logits"] == fwd["port"]["output"]["logits"] == [1, 256, 2048]
+    assert fwd["port"]["output"]["hidden_states"] == [3, 1, 256, 64]
+    enc = record["results"]["vqvae_encode"]
+    assert enc["ours"]["output"]["top_codes"] == enc["port"]["output"]["top_codes"]
