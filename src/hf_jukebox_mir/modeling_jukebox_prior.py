@@ -464,7 +464,7 @@ class JukeboxLyricsEncoder(nn.Module):
         h = h + self.pos_emb[: h.shape[1]].to(h.dtype)
         for layer in self.layers:
             h = layer(h)
-        return self.layer_norm(self.proj(h.float()))  # (B, n, W), float32 like the original
+        return self.layer_norm(self.proj(h.to(self.proj.weight.dtype)))  # (B, n, W)
 
 
 # ---------------------------------------------------------------------------------------------- models
@@ -840,7 +840,8 @@ class JukeboxPrior(JukeboxPriorPreTrainedModel):
                 logits[:, :prefix].float().reshape(-1, logits.shape[-1]), tokens[:, :prefix].reshape(-1)
             ) / _LN2
         else:
-            lyric_logits = self.lyrics_encoder.lm_head(conditioning.encoder_hidden_states.float())
+            head = self.lyrics_encoder.lm_head
+            lyric_logits = head(conditioning.encoder_hidden_states.to(head.weight.dtype)).float()
             prime_loss = F.cross_entropy(
                 lyric_logits.reshape(-1, config.lyric_vocab_size), conditioning.lyric_tokens.reshape(-1)
             ) / _LN2
