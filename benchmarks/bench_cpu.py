@@ -95,6 +95,38 @@ def compare(ours: dict | None, port: dict | None) -> dict:
     }
 
 
+def extraction_summary(results: dict[str, dict], cfg: dict) -> dict | None:
+    """End-to-end layer-k extraction of one clip (top-level encode + prior up to layer k), ours vs the port,
+    in seconds of audio per second of wall time, derived from the `vqvae_encode` and `clip_layer` rows.
+
+    The clip of `clip_layer` covers `clip_tokens` top-level tokens (128 samples each); the encode row's time is
+    scaled from its own audio length to the clip's.
+    """
+    enc, clip = results.get("vqvae_encode"), results.get("clip_layer")
+    if not enc or not clip:
+        return None
+    out: dict = {}
+    for side in ("ours", "port"):
+        e, c = enc.get(side), clip.get(side)
+        if not e or not c or "error" in e or "error" in c or "s_per_audio_second" not in e:
+            return None
+        tokens = c.get("clip_tokens") or c.get("tokens") or cfg["n_ctx"] * 3445 // 8192
+        audio_s = tokens * 128 / 44100
+        total = e["s_per_audio_second"] * audio_s + c["median_s"]
+        out[side] = {"audio_seconds": audio_s, "wall_seconds": total, "audio_s_per_s": audio_s / total,
+                     "peak_rss_over_imports_mb": max(e["peak_rss_over_imports_mb"], c["peak_rss_over_imports_mb"])}
+    ratio = out["ours"]["audio_s_per_s"] / out["port"]["audio_s_per_s"]
+    out["speedup"] = ratio
+    out["text"] = (
+        f"Layer-{cfg['layer']} extraction of a {out['ours']['audio_seconds']:.2f} s clip (encode + prior): "
+        f"ours {out['ours']['audio_s_per_s']:.2f} s of audio per second "
+        f"(peak {out['ours']['peak_rss_over_imports_mb']:.0f} MB over imports), "
+        f"port {out['port']['audio_s_per_s']:.2f} s/s (peak {out['port']['peak_rss_over_imports_mb']:.0f} MB): "
+        f"{ratio:.2f}x"
+    )
+    return out
+
+
 def format_table(results: dict[str, dict]) -> str:
     """Markdown table: one row per measurement, ours vs port."""
     header = (
@@ -217,6 +249,10 @@ def main(argv: list[str] | None = None) -> int:
 
     print()
     print(format_table(results))
+    summary = extraction_summary(results, cfg)
+    if summary:
+        print()
+        print(summary["text"])
     record = {
         "benchmark": "bench_cpu",
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -231,6 +267,7 @@ def main(argv: list[str] | None = None) -> int:
         "load_average_start": load_start,
         "load_average_end": os.getloadavg() if hasattr(os, "getloadavg") else None,
         "results": results,
+        "extraction_summary": {k: v for k, v in (summary or {}).items() if k != "text"},
     }
     if not args.no_record:
         append_jsonl(args.results, record)

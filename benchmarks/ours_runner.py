@@ -137,7 +137,9 @@ def measure_prior(args: argparse.Namespace, record: dict) -> None:
 
     def forward():
         with torch.inference_mode():
-            out = prior(input_ids=codes, metadata=metadata, output_hidden_states=not truncated)
+            # layer extraction needs no logits: the MIR model passes logits_to_keep=1 the same way
+            out = prior(input_ids=codes, metadata=metadata, output_hidden_states=not truncated,
+                        logits_to_keep=1 if truncated else 0)
         if truncated:
             return {"layer_activations": out.last_hidden_state}
         return {"logits": out.logits, "hidden_states": out.hidden_states}
