@@ -1,0 +1,68 @@
+"""Names and lyrics -> the prior's label vector (architecture.md §5)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from hf_jukebox_mir import JukeboxInputError
+from hf_jukebox_mir.labels import LYRIC_VOCABULARIES, JukeboxLabeller, lyric_window, normalise_name
+
+
+def test_normalise_name():
+    assert normalise_name("  The Beatles!! ") == "the_beatles"
+    assert normalise_name("Ella   Fitzgerald & Co.") == "ella_fitzgerald_co"
+    assert normalise_name("AC/DC") == "ac_dc"
+
+
+def test_vocabulary_layout_matches_the_original_token_order():
+    v2, v3 = LYRIC_VOCABULARIES[2], LYRIC_VOCABULARIES[3]
+    assert len(v2) == 80 and len(v3) == 79
+    assert v3[1] == "A" and v3[27] == "a" and v3[53] == "0" and v3[63:70] == list(".,:;!?-")
+    assert v3[70:79] == ["'", '"', "(", ")", "[", "]", " ", "\t", "\n"]
+    assert v2[70] == "+" and v2[71:80] == v3[70:79]
+
+
+def test_v2_and_v3_lookups():
+    v2 = JukeboxLabeller(2)
+    assert v2.artist_id("unknown") == 0 and v2.artist_id("various") == 0 and v2.artist_id(None) == 0
+    jazz = v2.genre_ids("Jazz")
+    assert len(jazz) == 1 and jazz[0] > 0
+    assert len(v2.genre_ids("Pop Rock")) == 2  # v2 genres are a bag of words
+    with pytest.warns(UserWarning, match="not in the v2 vocabulary"):
+        assert v2.artist_id("No Such Artist 123456") == 0
+    v3 = JukeboxLabeller(3, max_genres=1)
+    assert v3.genre_ids("pop rock") == [v3.genre_table.get("pop rock", 0)]  # v3: one id for the whole string
+    with pytest.raises(JukeboxInputError, match="has 2 words but this prior has 1 genre slots"):
+        JukeboxLabeller(2, max_genres=1).genre_ids("pop rock")
+
+
+def test_lyrics_tokens_and_cleaning():
+    v3 = JukeboxLabeller(3)
+    tokens = v3.tokenize_lyrics("Héllo, wörld!\\2")
+    assert v3.decode_lyrics(tokens) == "Hello, world!\n2"
+    assert tokens[:2] == [8, 31]  # "H" = 8, "e" = 27 + 4
+    assert v3.tokenize_lyrics("a+b") == [27, 28]  # "+" exists only in v2
+    assert JukeboxLabeller(2).tokenize_lyrics("a+b") == [27, 70, 28]
+
+
+def test_lyric_window_original_heuristic():
+    full = list(range(1, 101))
+    assert lyric_window([5, 6], 4, 1000, 0, 100) == [0, 0, 5, 6]  # short: left-padded with 0
+    # window centre at 50 % of the song -> tokens around index 50
+    assert lyric_window(full, 10, 1000, 450, 100) == list(range(46, 56))
+    assert lyric_window(full, 10, 1000, 0, 10) == list(range(1, 11))  # clamped at the start
+    assert lyric_window(full, 10, 1000, 990, 100) == list(range(91, 101))  # clamped at the end
+    with pytest.raises(JukeboxInputError, match=r"offset must lie in \[0, total_length=1000\)"):
+        lyric_window(full, 10, 1000, 1000, 100)
+
+
+def test_metadata_row_layout():
+    labeller = JukeboxLabeller(3, max_genres=1, n_lyric_tokens=8, sample_length=786432)
+    row = labeller.metadata(artist="unknown", genre="unknown", lyrics="Hi", total_length=2_000_000, offset=44100,
+                            batch_size=2)
+    assert row.dtype == torch.long and row.shape == (2, 4 + 1 + 8)
+    assert row[0, :5].tolist() == [2_000_000, 44100, 786432, 0, 0]
+    assert row[0, 5:].tolist() == [0] * 6 + labeller.tokenize_lyrics("Hi")
+    v2 = JukeboxLabeller(2).metadata(genre="jazz", total_length=2_734_080)
+    assert v2.shape == (1, 9) and v2[0, 5:].tolist() == [-1, -1, -1, -1]
