@@ -104,6 +104,27 @@ def prior_config_dict(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def base_record(args: argparse.Namespace, *, side: str, impl: str, torch_version: str, transformers_version: str,
+                threads: int, import_s: float) -> dict[str, Any]:
+    """The fields every runner's JSON line starts with (same keys on both sides)."""
+    return {
+        "side": side,
+        "measure": args.measure,
+        "impl": impl,
+        "torch": torch_version,
+        "transformers": transformers_version,
+        "threads": threads,
+        "dtype": args.dtype,
+        "device": args.device,
+        "repeats": args.repeats,
+        "serve": args.serve,
+        "warmup": args.warmup,
+        "import_s": import_s,
+        "rss_imports_mb": rss_now_mb(),
+        "config": prior_config_dict(args),
+    }
+
+
 def time_callable(
     fn: Callable[[], Any],
     repeats: int,

@@ -26,13 +26,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import (  # noqa: E402
+from _common import (
+    base_record,
     add_common_args,
     audio_samples,
     clip_tokens,
     emit,
     metadata_row,
-    prior_config_dict,
     rss_now_mb,
     rss_peak_mb,
     summarize,
@@ -197,22 +197,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
-    record = {
-        "side": "ours",
-        "measure": args.measure,
-        "impl": f"hf_jukebox_mir {getattr(hf_jukebox_mir, '__version__', '?')}",
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "threads": torch.get_num_threads(),
-        "dtype": args.dtype,
-        "device": args.device,
-        "repeats": args.repeats,
-        "serve": args.serve,
-        "warmup": args.warmup,
-        "import_s": IMPORT_S,
-        "rss_imports_mb": rss_now_mb(),
-        "config": prior_config_dict(args),
-    }
+    record = base_record(args, side="ours", impl=f"hf_jukebox_mir {getattr(hf_jukebox_mir, '__version__', '?')}",
+                         torch_version=torch.__version__, transformers_version=transformers.__version__,
+                         threads=torch.get_num_threads(), import_s=IMPORT_S)
     if args.measure in ("prior_layer", "clip_layer"):
         record["config"].update(layer=args.layer, truncate="build")
     if args.measure == "clip_layer":

@@ -33,13 +33,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import (  # noqa: E402
+from _common import (
+    base_record,
     add_common_args,
     audio_samples,
     clip_tokens,
     emit,
     metadata_row,
-    prior_config_dict,
     rss_now_mb,
     rss_peak_mb,
     summarize,
@@ -214,22 +214,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
-    record = {
-        "side": "port",
-        "measure": args.measure,
-        "impl": f"transformers {transformers.__version__} deprecated Jukebox port",
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "threads": torch.get_num_threads(),
-        "dtype": args.dtype,
-        "device": args.device,
-        "repeats": args.repeats,
-        "serve": args.serve,
-        "warmup": args.warmup,
-        "import_s": IMPORT_S,
-        "rss_imports_mb": rss_now_mb(),
-        "config": prior_config_dict(args),
-    }
+    record = base_record(args, side="port", impl=f"transformers {transformers.__version__} deprecated Jukebox port",
+                         torch_version=torch.__version__, transformers_version=transformers.__version__,
+                         threads=torch.get_num_threads(), import_s=IMPORT_S)
     if args.measure in ("prior_layer", "clip_layer"):
         record["config"].update(layer=args.layer, truncate=args.truncate)
     if args.measure == "clip_layer":

@@ -6,10 +6,8 @@ import random
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from hf_jukebox_mir import JukeboxInputError
-from hf_jukebox_mir.conversion.prior import convert_prior_checkpoint
 from hf_jukebox_mir.generation_jukebox import (
     JukeboxSamplingState,
     filter_logits,
@@ -23,35 +21,10 @@ from hf_jukebox_mir.generation_jukebox import (
 )
 from hf_jukebox_mir.labels import lyric_window as labels_lyric_window
 
-PRIORS = {
-    "prior_5b_top": "prior_level_2",
-    "prior_5b_lyrics_top": "prior_level_2",
-    "prior_1b_lyrics_top": "prior_level_2",
-    "upsampler_level_1": "prior_level_1",
-    "upsampler_level_0": "prior_level_0",
-}
+from conftest import PRIOR_FIXTURES as PRIORS  # noqa: E402
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # token-by-token loops of tiny models are dominated by per-op overhead; one thread avoids oversubscription
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def converted(fixtures_dir):
-    cache = {}
-
-    def get(name):
-        if name not in cache:
-            path = fixtures_dir / name / f"{PRIORS[name]}.pth.tar"
-            cache[name] = (convert_prior_checkpoint(path).eval(), load_file(fixtures_dir / name / "golden.safetensors"))
-        return cache[name]
-
-    return get
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _inputs(golden, batch=2):

@@ -14,13 +14,7 @@ from hf_jukebox_mir.configuration_jukebox_prior import JukeboxPriorConfig
 from hf_jukebox_mir.conversion.prior import convert_prior_checkpoint
 from hf_jukebox_mir.modeling_jukebox_prior import JukeboxAttention, JukeboxPrior, JukeboxPriorCache
 
-PRIORS = {
-    "prior_5b_top": "prior_level_2",
-    "prior_5b_lyrics_top": "prior_level_2",
-    "prior_1b_lyrics_top": "prior_level_2",
-    "upsampler_level_1": "prior_level_1",
-    "upsampler_level_0": "prior_level_0",
-}
+from conftest import PRIOR_FIXTURES as PRIORS
 
 
 def assert_close(ours: torch.Tensor, ref: torch.Tensor, name: str = ""):
@@ -28,19 +22,6 @@ def assert_close(ours: torch.Tensor, ref: torch.Tensor, name: str = ""):
     tol = 1e-4 * max(1.0, ref.abs().max().item())
     diff = (ours.float() - ref.float()).abs().max().item()
     assert diff <= tol, f"{name}: max abs diff {diff:.3e} > tolerance {tol:.3e}"
-
-
-@pytest.fixture(scope="module")
-def converted(fixtures_dir):
-    cache = {}
-
-    def get(name):
-        if name not in cache:
-            path = fixtures_dir / name / f"{PRIORS[name]}.pth.tar"
-            cache[name] = (convert_prior_checkpoint(path).eval(), load_file(fixtures_dir / name / "golden.safetensors"))
-        return cache[name]
-
-    return get
 
 
 def _forward(model, golden, **kw):

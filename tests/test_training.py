@@ -29,13 +29,7 @@ from hf_jukebox_mir.training import (
 )
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # Probes this small run fastest on one thread; two threads on a busy 2-core machine are 10x slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -93,26 +93,13 @@ def convert_mir_model(
     feature_extractor_kwargs: dict | None = None,
 ) -> JukeboxMIRModel:
     """Original OpenAI files -> MIR folder. `num_layers=36` gives the JukeMIR layer-36 model."""
+    from .checkpoint_io import sha256_file
+
     vqvae = convert_vqvae_checkpoint(vqvae_path)
     prior = convert_prior_checkpoint(prior_path, num_layers=num_layers)
-    model = compose_mir_model(vqvae, prior)
-    if dtype is not None:
-        model = model.to(dtype)
-    if output_dir is not None:
-        from .checkpoint_io import sha256_file
-
-        audit = {
-            "source_format": "openai",
-            "sources": [
-                {"file": Path(vqvae_path).name, "sha256": sha256_file(vqvae_path)},
-                {"file": Path(prior_path).name, "sha256": sha256_file(prior_path)},
-            ],
-            "num_hidden_layers": model.config.num_hidden_layers,
-            "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
-        }
-        save_mir_folder(model, output_dir, audit=audit, overwrite=overwrite, max_shard_size=max_shard_size,
-                        feature_extractor_kwargs=feature_extractor_kwargs)
-    return model
+    sources = [{"file": Path(p).name, "sha256": sha256_file(p)} for p in (vqvae_path, prior_path)]
+    return _finish(compose_mir_model(vqvae, prior), output_dir, "openai", sources, dtype=dtype, overwrite=overwrite,
+                   max_shard_size=max_shard_size, feature_extractor_kwargs=feature_extractor_kwargs)
 
 
 def convert_hf4_mir(
@@ -129,13 +116,20 @@ def convert_hf4_mir(
     checkpoint = load_hf4_folder(folder, prefixes=("vqvae.", "priors.0."))
     vqvae = convert_hf4_vqvae(folder)
     prior = convert_hf4_prior(checkpoint, 0, num_layers=num_layers)
-    model = compose_mir_model(vqvae, prior)
+    sources = [{"file": n, "sha256": s} for n, s in sorted(checkpoint.shard_sha256.items())]
+    return _finish(compose_mir_model(vqvae, prior), output_dir, "transformers-4.x", sources, dtype=dtype,
+                   overwrite=overwrite, max_shard_size=max_shard_size, feature_extractor_kwargs=feature_extractor_kwargs)
+
+
+def _finish(model: JukeboxMIRModel, output_dir, source_format: str, sources: list[dict], *, dtype, overwrite,
+            max_shard_size, feature_extractor_kwargs) -> JukeboxMIRModel:
+    """Cast, then (if `output_dir` is given) save the MIR folder with its audit."""
     if dtype is not None:
         model = model.to(dtype)
     if output_dir is not None:
         audit = {
-            "source_format": "transformers-4.x",
-            "sources": [{"file": n, "sha256": s} for n, s in sorted(checkpoint.shard_sha256.items())],
+            "source_format": source_format,
+            "sources": sources,
             "num_hidden_layers": model.config.num_hidden_layers,
             "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
         }
