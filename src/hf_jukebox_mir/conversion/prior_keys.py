@@ -125,7 +125,7 @@ def hf4_prior_key_mapping(config: JukeboxPriorConfig, index: int) -> list[tuple[
         (p + r"encoder\.lm_head\.weight$", "lyrics_encoder.lm_head.weight"),
     ]
     for stage in range(config.upsampler_down_t):  # the port flattens (resnet, upsample) pairs: 2s and 2s + 1
-        src = p + rf"conditioner_blocks\.upsampler\.upsample_block\."
+        src = p + r"conditioner_blocks\.upsampler\.upsample_block\."
         rules += [
             (src + rf"{2 * stage}\.resnet_block\.(\d+)\.conv1d_1\.(weight|bias)$",
              rf"upsampler.stages.{stage}.resnet.\1.conv_dilated.\2"),
