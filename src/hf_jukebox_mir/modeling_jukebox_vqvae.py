@@ -389,6 +389,31 @@ class JukeboxVQVAEPreTrainedModel(PreTrainedModel):
                 codes.append(self.quantizers[level].quantize(self.encoders[level](audio)))
         return codes
 
+    def encode(
+        self,
+        input_values: torch.Tensor,
+        start_level: int = 0,
+        end_level: int | None = None,
+        return_dict: bool | None = None,
+    ) -> JukeboxVQVAEEncoderOutput | tuple:
+        r"""
+        Encode mono audio into codes, running only the encoders of levels `start_level .. end_level - 1`.
+
+        Args:
+            input_values (`torch.FloatTensor` of shape `(batch_size, num_samples)` or `(num_samples,)`):
+                Mono audio in [-1, 1] at `config.sampling_rate` (44.1 kHz). Lengths that are not a multiple of
+                the hop length are floored (the tail is dropped), as in the original.
+            start_level (`int`, defaults to 0): first level to encode (0 = hop 8).
+            end_level (`int`, *optional*): one past the last level to encode (default: all levels).
+
+        Returns:
+            [`JukeboxVQVAEEncoderOutput`] with `audio_codes`, a list of `(batch_size, num_samples // hop_L)`
+            LongTensors for L = start_level .. end_level - 1 (finest first).
+        """
+        codes = self._encode(input_values, start_level, end_level)
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        return JukeboxVQVAEEncoderOutput(audio_codes=codes) if return_dict else (codes,)
+
 
 class JukeboxVQVAE(JukeboxVQVAEPreTrainedModel):
     r"""
@@ -417,31 +442,6 @@ class JukeboxVQVAE(JukeboxVQVAEPreTrainedModel):
         self.quantizers = nn.ModuleList([JukeboxCodebook(config) for _ in range(config.levels)])
         self.decoders = nn.ModuleList([JukeboxDecoder(level, config) for level in range(config.levels)])
         self.post_init()
-
-    def encode(
-        self,
-        input_values: torch.Tensor,
-        start_level: int = 0,
-        end_level: int | None = None,
-        return_dict: bool | None = None,
-    ) -> JukeboxVQVAEEncoderOutput | tuple:
-        r"""
-        Encode mono audio into codes, running only the encoders of levels `start_level .. end_level - 1`.
-
-        Args:
-            input_values (`torch.FloatTensor` of shape `(batch_size, num_samples)` or `(num_samples,)`):
-                Mono audio in [-1, 1] at `config.sampling_rate` (44.1 kHz). Lengths that are not a multiple of
-                the hop length are floored (the tail is dropped), as in the original.
-            start_level (`int`, defaults to 0): first level to encode (0 = hop 8).
-            end_level (`int`, *optional*): one past the last level to encode (default: all levels).
-
-        Returns:
-            [`JukeboxVQVAEEncoderOutput`] with `audio_codes`, a list of `(batch_size, num_samples // hop_L)`
-            LongTensors for L = start_level .. end_level - 1 (finest first).
-        """
-        codes = self._encode(input_values, start_level, end_level)
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
-        return JukeboxVQVAEEncoderOutput(audio_codes=codes) if return_dict else (codes,)
 
     def decode(
         self,
@@ -540,18 +540,6 @@ class JukeboxVQVAEEncoderModel(JukeboxVQVAEPreTrainedModel):
             rf"(^|\.)(encoders|quantizers)\.{level}\." for level in skipped
         ]
         self.post_init()
-
-    def encode(
-        self,
-        input_values: torch.Tensor,
-        start_level: int = 0,
-        end_level: int | None = None,
-        return_dict: bool | None = None,
-    ) -> JukeboxVQVAEEncoderOutput | tuple:
-        """Same as [`JukeboxVQVAE.encode`]."""
-        codes = self._encode(input_values, start_level, end_level)
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
-        return JukeboxVQVAEEncoderOutput(audio_codes=codes) if return_dict else (codes,)
 
     def forward(
         self,
