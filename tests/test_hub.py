@@ -871,3 +871,27 @@ def test_convert_all_old_hub_format_chain(tmp_path, convert_all, fixtures_dir, c
     text = (converted / "README.md").read_text()
     assert "# Jukebox 1b_lyrics sampling chain (OpenAI)" in text and "base_model: openai/jukebox-1b-lyrics" in text
     assert "(format: transformers-4.x)" in text and '    lyrics="' in text
+
+
+def test_convert_all_mir_job_on_parity_fixtures(tmp_path, convert_all, fixtures_dir, capsys):
+    """The JukeMIR extraction folder of the script (VQ-VAE encoder + truncated 5b prior, bf16) is Hub-ready and loads."""
+    root = tmp_path / "openai"
+    for rel, src in FIXTURE_FILES.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).symlink_to(fixtures_dir / src)
+    out = tmp_path / "hub"
+    assert convert_all.main([str(root), "--output-dir", str(out), "--namespace", "me", "--only", "mir",
+                             "--num-layers", "4"]) == 0, capsys.readouterr().err
+    folder = out / "jukebox-mir-5b-layer4"
+    assert validate_hub_folder(folder) == []
+    config = json.loads((folder / "config.json").read_text())
+    assert config["prior_config"]["num_hidden_layers"] == 4 and "feature-extraction" in config["custom_pipelines"]
+    import torch
+    from transformers import AutoModel
+
+    import hf_jukebox_mir  # noqa: F401
+
+    model = AutoModel.from_pretrained(folder, dtype="auto")
+    assert model.prior.embed_tokens.weight.dtype == torch.bfloat16 and len(model.prior.layers) == 4
+    card = (folder / "README.md").read_text()
+    assert "pipeline_tag: feature-extraction" in card
