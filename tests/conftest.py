@@ -1,6 +1,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -11,6 +14,37 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 FIXTURES = Path(__file__).parent / "fixtures"
+
+# Prepended to every script run by `run_without_package`: hf_jukebox_mir (an editable install is on sys.path
+# through site-packages) cannot be imported, and the script fails if it still could.
+_HIDE_PACKAGE = """\
+import importlib.abc, sys
+
+class _HidePackage(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "hf_jukebox_mir" or name.startswith("hf_jukebox_mir."):
+            raise ImportError("hf_jukebox_mir is hidden in this test: " + name)
+        return None
+
+sys.meta_path.insert(0, _HidePackage())
+try:
+    import hf_jukebox_mir  # noqa: F401
+except ImportError:
+    pass
+else:
+    sys.exit("hf_jukebox_mir is importable; the test would prove nothing")
+"""
+
+
+def run_without_package(body: str, *args, tmp_path: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+    """Run `body` (a Python script, dedented) in a fresh isolated interpreter where hf_jukebox_mir cannot be
+    imported: what a `trust_remote_code=True` user without the package has. `args` become `sys.argv[1:]`;
+    remote code is cached under `tmp_path / "modules"`; the Hub is offline."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    env.update(HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"), OMP_NUM_THREADS="1")
+    script = _HIDE_PACKAGE + textwrap.dedent(body)
+    return subprocess.run([sys.executable, "-I", "-c", script, *map(str, args)], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=timeout, check=False)
 
 
 @pytest.fixture(scope="session")

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import textwrap
 
 import numpy as np
 import pytest
 import soundfile
 import torch
 
+from conftest import run_without_package
 from hf_jukebox_mir import JukeboxConfigError, JukeboxInputError
 from hf_jukebox_mir.configuration_jukebox_chain import JukeboxChainConfig
 from hf_jukebox_mir.conversion.chain import convert_chain_checkpoints, convert_hf4_chain
@@ -207,22 +204,13 @@ def test_sample_command_reads_hf4_folders_and_reports_errors(fixtures_dir, tmp_p
 
 @pytest.mark.slow
 def test_chain_folder_loads_with_trust_remote_code_without_the_package(chain_folder, tmp_path):
-    script = textwrap.dedent(
-        f"""
-        import sys, importlib.abc
-        class Block(importlib.abc.MetaPathFinder):
-            def find_spec(self, name, path=None, target=None):
-                if name == "hf_jukebox_mir" or name.startswith("hf_jukebox_mir."):
-                    raise ImportError("blocked: " + name)
-        sys.meta_path.insert(0, Block())
+    script = """
         import torch
         from transformers import AutoModel
-        model = AutoModel.from_pretrained({str(chain_folder)!r}, trust_remote_code=True)
+        model = AutoModel.from_pretrained(sys.argv[1], trust_remote_code=True)
         out = model.generate_audio(8 * 128 / 44100, generator=torch.Generator().manual_seed(0))
         print(type(model).__module__, tuple(out.audio_values.shape))
         """
-    )
-    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"))
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300, check=False)
+    proc = run_without_package(script, chain_folder, tmp_path=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "transformers_modules" in proc.stdout and "(1, 1024)" in proc.stdout

@@ -5,9 +5,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import subprocess
-import sys
-import textwrap
 import types
 from pathlib import Path
 
@@ -17,6 +14,7 @@ import soundfile as sf
 import torch
 from safetensors.numpy import load_file
 
+from conftest import run_without_package
 from hf_jukebox_mir.errors import JukeboxConfigError, JukeboxInputError
 from hf_jukebox_mir.feature_extraction_jukebox import JukeboxFeatureExtractor
 
@@ -299,22 +297,8 @@ def test_save_pretrained_round_trip(tmp_path: Path):
     assert JukeboxFeatureExtractor.from_pretrained(tmp_path, max_windows=1).max_windows == 1
 
 
-_REMOTE_SCRIPT = textwrap.dedent(
-    """
-    import importlib.abc, json, sys
-    sys.path[:] = [p for p in sys.path if not p.rstrip("/").endswith("/src")]
-
-    class _Block(importlib.abc.MetaPathFinder):  # hide the editable install
-        def find_spec(self, name, path=None, target=None):
-            if name == "hf_jukebox_mir" or name.startswith("hf_jukebox_mir."):
-                raise ImportError("blocked for this test: " + name)
-
-    sys.meta_path.insert(0, _Block())
-    try:
-        import hf_jukebox_mir  # noqa: F401
-        raise SystemExit("hf_jukebox_mir is importable; the test would prove nothing")
-    except ImportError:
-        pass
+_REMOTE_SCRIPT = """
+    import json
 
     import numpy as np
     from transformers import AutoFeatureExtractor
@@ -327,20 +311,12 @@ _REMOTE_SCRIPT = textwrap.dedent(
         "loaded": sorted(m for m in sys.modules if m.startswith("hf_jukebox_mir")),
     }))
     """
-)
 
 
 def test_auto_feature_extractor_trust_remote_code_without_package(tmp_path: Path):
     model_dir = tmp_path / "model"
     JukeboxFeatureExtractor(window_length=8192, max_windows=2).save_pretrained(model_dir)
-    script = tmp_path / "load_remote.py"
-    script.write_text(_REMOTE_SCRIPT)
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env.update(HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"))
-    run = subprocess.run(
-        [sys.executable, "-I", str(script), str(model_dir)],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240,
-    )
+    run = run_without_package(_REMOTE_SCRIPT, model_dir, tmp_path=tmp_path, timeout=240)
     assert run.returncode == 0, run.stderr[-3000:]
     result = json.loads(run.stdout.strip().splitlines()[-1])
     assert result["cls"] == "JukeboxFeatureExtractor"

@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import textwrap
 
 import pytest
 import torch
@@ -14,6 +10,7 @@ from safetensors.torch import load_file
 from transformers import AutoFeatureExtractor, AutoModel
 
 import hf_jukebox_mir  # noqa: F401  (registers the Auto classes)
+from conftest import run_without_package
 from hf_jukebox_mir import JukeboxInputError
 from hf_jukebox_mir.cli import main as cli_main
 from hf_jukebox_mir.conversion.mir import convert_hf4_mir, convert_mir_model
@@ -134,19 +131,7 @@ def test_hf4_mir_folder(tmp_path, fixtures_dir, golden):
 
 def test_trust_remote_code_without_the_package(mir_folder, fixtures_dir, tmp_path):
     golden_file = fixtures_dir / "prior_5b_top" / "jukemir_golden.safetensors"
-    script = textwrap.dedent(
-        """
-        import importlib.abc, sys
-        class Block(importlib.abc.MetaPathFinder):
-            def find_spec(self, name, path, target=None):
-                if name.split(".")[0] == "hf_jukebox_mir":
-                    raise ImportError("blocked for this test")
-        sys.meta_path.insert(0, Block())
-        try:
-            import hf_jukebox_mir
-            raise SystemExit("package importable")
-        except ImportError:
-            pass
+    script = """
         import torch
         from safetensors.torch import load_file
         from transformers import AutoModel
@@ -157,10 +142,7 @@ def test_trust_remote_code_without_the_package(mir_folder, fixtures_dir, tmp_pat
             out = model(g["input_audio"][..., 0]).pooler_output
         print(float((out - g["meanpool_layer_2"]).abs().max()))
         """
-    )
-    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"))
-    result = subprocess.run([sys.executable, "-c", script, str(golden_file), str(mir_folder)], capture_output=True,
-                            text=True, env=env, cwd=tmp_path, timeout=300)
+    result = run_without_package(script, golden_file, mir_folder, tmp_path=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert float(result.stdout.strip().splitlines()[-1]) < 1e-4
 

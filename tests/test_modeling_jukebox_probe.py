@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import run_without_package
 from hf_jukebox_mir.configuration_jukebox_probe import JukeboxProbeConfig
 from hf_jukebox_mir.errors import JukeboxConfigError, JukeboxInputError
 from hf_jukebox_mir.modeling_jukebox_probe import (
@@ -235,12 +236,6 @@ def test_end_to_end_custom_feature_fn_and_errors():
 
 
 _REMOTE_LOAD = """
-import sys, importlib.abc
-class Block(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path, target=None):
-        if name == "hf_jukebox_mir" or name.startswith("hf_jukebox_mir."):
-            raise ImportError("package hidden for this test")
-sys.meta_path.insert(0, Block())
 import torch
 from transformers import AutoModelForAudioClassification
 model = AutoModelForAudioClassification.from_pretrained(sys.argv[1], trust_remote_code=True).eval()
@@ -273,10 +268,6 @@ def test_hub_facing_modules_are_flat():
 
 @pytest.mark.slow
 def test_trust_remote_code_loads_without_the_package(tmp_path):
-    import os
-    import subprocess
-    import sys
-
     config = _config("multi_label_classification", hidden_size=4)
     model = JukeboxProbeForSequenceClassification(config)
     try:
@@ -290,7 +281,5 @@ def test_trust_remote_code_loads_without_the_package(tmp_path):
     assert {"configuration_jukebox_probe.py", "modeling_jukebox_probe.py", "errors.py"} <= {
         p.name for p in (tmp_path / "probe").iterdir()}
     torch.save(model.eval()(features=torch.ones(2, DIM)).logits, tmp_path / "expected.pt")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules")}
-    result = subprocess.run([sys.executable, "-c", _REMOTE_LOAD, str(tmp_path / "probe"), str(tmp_path / "expected.pt")],
-                            capture_output=True, text=True, env=env, timeout=300)
+    result = run_without_package(_REMOTE_LOAD, tmp_path / "probe", tmp_path / "expected.pt", tmp_path=tmp_path)
     assert result.returncode == 0 and "ok" in result.stdout, result.stderr[-2000:]

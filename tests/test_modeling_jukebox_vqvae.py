@@ -1,10 +1,6 @@
 from __future__ import annotations
 
 import logging
-import os
-import subprocess
-import sys
-import textwrap
 import warnings
 
 import numpy as np
@@ -13,6 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 import hf_jukebox_mir.modeling_jukebox_vqvae as modeling
+from conftest import run_without_package
 from hf_jukebox_mir.configuration_jukebox_vqvae import JukeboxVQVAEConfig
 from hf_jukebox_mir.conversion.checkpoint_io import load_original_checkpoint
 from hf_jukebox_mir.conversion.export import strict_load_state_dict
@@ -230,24 +227,7 @@ def test_encoder_model_with_only_the_top_level(reference_model, saved_dir, golde
         encoder.encode(golden["input_audio_odd"][..., 0], start_level=1)
 
 
-_REMOTE_CODE_SCRIPT = textwrap.dedent(
-    """
-    import importlib.abc, sys
-
-    class BlockPackage(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name == "hf_jukebox_mir" or name.startswith("hf_jukebox_mir."):
-                raise ImportError("hf_jukebox_mir is hidden in this test")
-            return None
-
-    sys.meta_path.insert(0, BlockPackage())
-    try:
-        import hf_jukebox_mir  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        sys.exit("hf_jukebox_mir should not be importable here")
-
+_REMOTE_CODE_SCRIPT = """
     import torch
     from safetensors.torch import load_file
     from transformers import AutoModel
@@ -261,19 +241,13 @@ _REMOTE_CODE_SCRIPT = textwrap.dedent(
     assert "hf_jukebox_mir" not in sys.modules
     print("REMOTE-OK", type(model).__module__, type(model).__name__)
     """
-)
 
 
 def test_trust_remote_code_load_without_the_package(saved_dir, fixtures_dir, tmp_path):
     names = {p.name for p in saved_dir.iterdir()}
     assert {"configuration_jukebox_vqvae.py", "modeling_jukebox_vqvae.py", "errors.py", "config.json"} <= names
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
-    env.update(HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"), OMP_NUM_THREADS="1")
-    result = subprocess.run(
-        [sys.executable, "-I", "-c", _REMOTE_CODE_SCRIPT, str(saved_dir),
-         str(fixtures_dir / "vqvae" / "golden.safetensors")],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
-    )
+    result = run_without_package(_REMOTE_CODE_SCRIPT, saved_dir, fixtures_dir / "vqvae" / "golden.safetensors",
+                                 tmp_path=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "REMOTE-OK transformers_modules" in result.stdout
     assert "JukeboxVQVAE" in result.stdout

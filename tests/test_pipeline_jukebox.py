@@ -8,10 +8,6 @@ once per session by `convert_mir_model`. Tests that do not need the golden audio
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +18,7 @@ import torch
 from safetensors.numpy import load_file
 
 import hf_jukebox_mir  # noqa: F401  (registers the pipeline route)
+from conftest import run_without_package
 from hf_jukebox_mir.errors import JukeboxInputError
 from hf_jukebox_mir.feature_extraction_jukebox import JukeboxFeatureExtractor
 from hf_jukebox_mir.pipeline_jukebox import (
@@ -165,21 +162,8 @@ def test_text_feature_extraction_still_works(tmp_path):
         pipeline("feature-extraction", model=model, device="cpu")
 
 
-_REMOTE_SCRIPT = textwrap.dedent(
-    """
-    import importlib.abc, json, sys
-
-    class _Block(importlib.abc.MetaPathFinder):  # hide the installed package
-        def find_spec(self, name, path=None, target=None):
-            if name == "hf_jukebox_mir" or name.startswith("hf_jukebox_mir."):
-                raise ImportError("blocked for this test: " + name)
-
-    sys.meta_path.insert(0, _Block())
-    try:
-        import hf_jukebox_mir  # noqa: F401
-        raise SystemExit("hf_jukebox_mir is importable; the test would prove nothing")
-    except ImportError:
-        pass
+_REMOTE_SCRIPT = """
+    import json
 
     from transformers import pipeline
 
@@ -190,19 +174,13 @@ _REMOTE_SCRIPT = textwrap.dedent(
         "out": [o.tolist() for o in out], "loaded": sorted(m for m in sys.modules if m.startswith("hf_jukebox_mir")),
     }))
     """
-)
 
 
 def test_trust_remote_code_without_the_package(mir_dir, golden, tmp_path):
     """Route (b): a fresh process that cannot import hf_jukebox_mir runs the folder's own pipeline code."""
     path = str(tmp_path / "clip1.wav")
     sf.write(path, golden["input_audio"][1, :, 0], SR, subtype="FLOAT")
-    script = tmp_path / "remote_pipeline.py"
-    script.write_text(_REMOTE_SCRIPT)
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env.update(HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"))
-    run = subprocess.run([sys.executable, "-I", str(script), str(mir_dir), path],
-                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False)
+    run = run_without_package(_REMOTE_SCRIPT, mir_dir, path, tmp_path=tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
     result = json.loads(run.stdout.strip().splitlines()[-1])
     assert result["cls"] == "JukeboxFeatureExtractionPipeline"
