@@ -290,15 +290,56 @@ def test_logits_to_keep_matches_full_logits(converted):
         _forward(model, golden, logits_to_keep=1, labels=golden["z"])
 
 
+def test_inference_path_equals_autograd_path_and_trains(converted):
+    """Without autograd the blocks add and gate in place; with it they must not (and must train)."""
+    model, golden = converted("prior_5b_top")
+    with torch.inference_mode():
+        frozen = _forward(model, golden, output_hidden_states=True)
+    try:
+        graded = model(golden["z"], metadata=golden["y"], output_hidden_states=True, labels=golden["z"])
+        graded.loss.backward()
+        grads = [p.grad for p in model.layers[0].mlp.parameters()]
+    finally:
+        model.zero_grad(set_to_none=True)  # the converted model is shared by the session
+    for a, b in zip(frozen.hidden_states, graded.hidden_states):
+        assert torch.equal(a, b.detach())
+    assert torch.equal(frozen.logits, graded.logits.detach())
+    assert all(g is not None and torch.isfinite(g).all() and g.abs().sum() > 0 for g in grads)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_layer_norm_is_the_float32_layer_norm(dtype):
+    from hf_jukebox_mir.modeling_jukebox_prior import JukeboxLayerNorm
+
+    torch.manual_seed(0)
+    norm = JukeboxLayerNorm(256)
+    with torch.no_grad():
+        norm.weight.normal_()
+        norm.bias.normal_()
+    norm = norm.to(dtype)
+    x = (torch.randn(2, 512, 256) * 3 + 0.5).to(dtype)
+    upcast = torch.nn.functional.layer_norm(x.float(), (256,), norm.weight.float(), norm.bias.float(), norm.eps)
+    out = norm(x)
+    assert out.dtype == dtype
+    # PyTorch's half kernels accumulate in float32: at most one rounding step from the float32 result
+    ulp = torch.finfo(dtype).eps * upcast.abs().clamp_min(1.0)
+    assert ((out.float() - upcast).abs() <= ulp).all()
+
+
 @pytest.mark.slow
 def test_torch_compile_matches_eager():
+    """The whole prior compiles (one graph break at the input-value check) and stays exact across batch sizes."""
     config = JukeboxPriorConfig.from_preset("prior_5b", hidden_size=32, num_hidden_layers=3, num_attention_heads=2,
                                             n_ctx=64, blocks=8)
     model = JukeboxPrior(config).eval()
-    codes = torch.randint(0, 2048, (1, 64))
-    metadata = model.build_metadata()
-    compiled = torch.compile(model.layers[0])  # the blocks are what compile speeds up
-    with torch.no_grad():
-        hidden = torch.randn(1, 64, 32)
-        assert torch.allclose(compiled(hidden), model.layers[0](hidden), atol=1e-5)
-        assert model(codes, metadata=metadata).logits.shape == (1, 64, 2048)
+    compiled = torch.compile(model)
+    generator = torch.Generator().manual_seed(0)
+    with torch.inference_mode():
+        for batch in (1, 2, 4):  # the second size recompiles with a dynamic batch
+            codes = torch.randint(0, 2048, (batch, 64), generator=generator)
+            metadata = model.build_metadata().expand(batch, -1)
+            eager = model(codes, metadata=metadata, output_hidden_states=True)
+            fast = compiled(codes, metadata=metadata, output_hidden_states=True)
+            assert fast.logits.shape == (batch, 64, 2048)
+            for a, b in zip(fast.hidden_states, eager.hidden_states):
+                assert torch.allclose(a, b, atol=1e-5)

@@ -143,17 +143,29 @@ class JukeboxPriorCache:
 
 # ---------------------------------------------------------------------------------------------- leaf modules
 class JukeboxLayerNorm(nn.LayerNorm):
-    """LayerNorm computed in float32 and cast back to the input dtype (as the original)."""
+    """LayerNorm computed in float32 and cast back to the input dtype (as the original).
+
+    Half-precision inputs with weights of the same dtype go straight to `F.layer_norm`: PyTorch's
+    bf16/fp16 kernels (CPU and CUDA) accumulate in float32 and round once, which is the same
+    computation without two float32 copies of the activation (each twice its size)."""
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        if hidden_states.dtype in (torch.float16, torch.bfloat16) and self.weight.dtype == hidden_states.dtype:
+            return F.layer_norm(hidden_states, self.normalized_shape, self.weight, self.bias, self.eps)
         return F.layer_norm(
             hidden_states.float(), self.normalized_shape, self.weight.float(), self.bias.float(), self.eps
         ).to(hidden_states.dtype)
 
 
 def quick_gelu(x: torch.Tensor) -> torch.Tensor:
-    """`x * sigmoid(1.702 x)`: the activation of every Jukebox MLP."""
-    return x * torch.sigmoid(1.702 * x)
+    """`x * sigmoid(1.702 x)`: the activation of every Jukebox MLP.
+
+    The gate is computed in place in a fresh tensor; without autograd the product is written into that
+    tensor too (one temporary instead of three, same values bit for bit)."""
+    gate = torch.sigmoid_(x * 1.702)
+    if torch.is_grad_enabled() and (x.requires_grad or gate.requires_grad):
+        return x * gate
+    return gate.mul_(x)
 
 
 class JukeboxMLP(nn.Module):
@@ -316,8 +328,11 @@ class JukeboxBlock(nn.Module):
 
     def forward(self, hidden_states, encoder_hidden_states=None, cache=None, layer_idx=0, start=0):
         attn = self.attn(self.input_layernorm(hidden_states), encoder_hidden_states, cache, layer_idx, start)
-        mlp = self.mlp(self.post_attention_layernorm(hidden_states + attn))
-        return hidden_states + attn + mlp
+        residual = hidden_states + attn  # x + a, reused below: (x + a) + m is exactly the original's x + a + m
+        del attn
+        mlp = self.mlp(self.post_attention_layernorm(residual))
+        # the MLP output is a fresh tensor that nothing saves for backward: add into it in place
+        return mlp.add_(residual)
 
 
 # ---------------------------------------------------------------------------------------------- conditioning
