@@ -127,6 +127,84 @@ def extraction_summary(results: dict[str, dict], cfg: dict) -> dict | None:
     return out
 
 
+def block_params(width: int) -> int:
+    """Parameters of one 5b-style block: attention width W/4 (fused qkv + output), MLP width W, 2 LayerNorms."""
+    attn = width // 4
+    return (width * 3 * attn + 3 * attn) + (attn * width + width) + 2 * (width * width + width) + 4 * width
+
+
+def useful_flops(cfg: dict, measure: str) -> float | None:
+    """Matrix-multiply FLOP a measurement cannot avoid (attention adds well under 1 % at these shapes):
+    2 x params x tokens of the blocks it must run, plus the output head where logits are asked for."""
+    per_token_block = 2 * block_params(cfg["width"])
+    if measure == "prior_forward":
+        return cfg["n_ctx"] * (cfg["depth"] * per_token_block + 2 * cfg["width"] * 2048)
+    if measure == "prior_layer":
+        return cfg["n_ctx"] * cfg["layer"] * per_token_block
+    if measure == "clip_layer":
+        tokens = cfg.get("clip_tokens") or cfg["n_ctx"] * 3445 // 8192
+        return tokens * cfg["layer"] * per_token_block
+    return None
+
+
+def gemm_gflops(cfg: dict, threads: int, dtype: str, repeats: int = 5) -> float:
+    """This machine's GEMM rate at the prior's projection shape (n_ctx x width x width), same threads and dtype."""
+    import time
+
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        dt = getattr(torch, dtype)
+        a = torch.randn(cfg["n_ctx"], cfg["width"], dtype=dt)
+        b = torch.randn(cfg["width"], cfg["width"], dtype=dt)
+        for _ in range(2):
+            a @ b
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            a @ b
+            times.append(time.perf_counter() - start)
+    finally:
+        torch.set_num_threads(previous)
+    return 2 * cfg["n_ctx"] * cfg["width"] ** 2 / min(times) / 1e9
+
+
+def roofline(results: dict[str, dict], cfg: dict, gemm: float) -> dict[str, dict]:
+    """Per prior measurement: achieved GFLOP/s of each side (useful FLOP / its fastest call), as a fraction of
+    the GEMM rate, and the largest speed-up over the port that ANY implementation doing the useful work at
+    the GEMM rate could reach (port fastest call / ideal time)."""
+    out = {}
+    for measure, row in results.items():
+        flops = useful_flops(cfg, measure)
+        if flops is None:
+            continue
+        entry: dict = {"useful_gflop": flops / 1e9, "gemm_gflops": gemm, "ideal_s": flops / (gemm * 1e9)}
+        for side in ("ours", "port"):
+            res = row.get(side)
+            if res and "error" not in res:
+                best = res.get("best_s", res["min_s"])
+                entry[f"{side}_gflops"] = flops / best / 1e9
+                entry[f"{side}_of_gemm"] = entry[f"{side}_gflops"] / gemm
+        if "port_gflops" in entry:
+            entry["speedup_ceiling"] = gemm / entry["port_gflops"]
+        out[measure] = entry
+    return out
+
+
+def format_roofline(lines_for: dict[str, dict]) -> str:
+    lines = ["| measure | useful work | ours achieved (of GEMM rate) | port achieved (of GEMM rate) "
+             "| ceiling of any speed-up over the port |", "|---|---|---|---|---|"]
+    for measure, e in lines_for.items():
+        def cell(side):
+            return (f"{e[side + '_gflops']:.0f} GFLOP/s ({e[side + '_of_gemm'] * 100:.0f} %)"
+                    if side + "_gflops" in e else "-")
+        ceiling = f"{e['speedup_ceiling']:.2f}x" if "speedup_ceiling" in e else "-"
+        lines.append(f"| {measure} | {e['useful_gflop']:.3g} GFLOP | {cell('ours')} | {cell('port')} | {ceiling} |")
+    return "\n".join(lines)
+
+
 def format_table(results: dict[str, dict]) -> str:
     """Markdown table: one row per measurement, ours vs port."""
     header = (
@@ -205,6 +283,9 @@ def main(argv: list[str] | None = None) -> int:
     scripts = {"ours": BENCH_DIR / "ours_runner.py", "port": BENCH_DIR / "port_runner.py"}
 
     print(f"[bench_cpu] preset {args.preset}: {cfg}; threads {args.threads}, {args.dtype}", flush=True)
+    gemm = gemm_gflops(cfg, args.threads, args.dtype)
+    print(f"[bench_cpu] GEMM rate ({cfg['n_ctx']} x {cfg['width']} x {cfg['width']}, {args.threads} threads, "
+          f"{args.dtype}): {gemm:.1f} GFLOP/s", flush=True)
     load_start = os.getloadavg() if hasattr(os, "getloadavg") else None
     results: dict[str, dict] = {}
     for measure in measures:
@@ -249,6 +330,12 @@ def main(argv: list[str] | None = None) -> int:
 
     print()
     print(format_table(results))
+    lines = roofline(results, cfg, gemm)
+    if lines:
+        print()
+        print(f"Roofline: useful matrix-multiply work of each prior measurement against this machine's GEMM rate "
+              f"({gemm:.1f} GFLOP/s), fastest calls:")
+        print(format_roofline(lines))
     summary = extraction_summary(results, cfg)
     if summary:
         print()
@@ -267,6 +354,8 @@ def main(argv: list[str] | None = None) -> int:
         "load_average_start": load_start,
         "load_average_end": os.getloadavg() if hasattr(os, "getloadavg") else None,
         "results": results,
+        "gemm_gflops": gemm,
+        "roofline": lines,
         "extraction_summary": {k: v for k, v in (summary or {}).items() if k != "text"},
     }
     if not args.no_record:

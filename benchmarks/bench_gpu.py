@@ -15,6 +15,12 @@ Usage::
 
     python benchmarks/bench_gpu.py                          # CUDA, real width, bf16, 36 of 72 layers
     python benchmarks/bench_gpu.py --device cpu --tiny      # seconds on CPU (what the smoke test runs)
+    python benchmarks/bench_gpu.py --plan-memory            # any machine: planned peak GPU memory, no GPU needed
+
+``--plan-memory`` runs the real-width model on the ``meta`` device (no memory, no compute) and counts the
+live tensors op by op (``_memory_plan.py``): weights + peak activations per batch size, the number
+``torch.cuda.max_memory_allocated`` reports up to allocator rounding. A CUDA run records the plan next to
+the measured peak, which checks the planner on the GPU.
 
 Prints a table, appends one JSON line to ``benchmarks/results.jsonl`` (``--no-record`` to skip), and
 writes the same object to ``--json-out`` when given.
@@ -34,6 +40,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _memory_plan import module_bytes, plan_forward_peak  # noqa: E402
 from _common import (  # noqa: E402
     BENCH_DIR,
     append_jsonl,
@@ -102,6 +109,43 @@ def prior_config(cfg: dict, num_layers: int):
         "prior_5b", hidden_size=cfg["width"], num_hidden_layers=num_layers, num_attention_heads=cfg["heads"],
         n_ctx=cfg["n_ctx"], blocks=cfg["blocks"],
     )
+
+
+def plan_memory(cfg: dict, dtype: torch.dtype) -> dict:
+    """Planned peak memory of layer-``cfg['layers']`` extraction at each batch size, on the meta device."""
+    from hf_jukebox_mir.modeling_jukebox_prior import JukeboxPrior
+
+    with torch.device("meta"):
+        model = JukeboxPrior(prior_config(cfg, cfg["layers"])).to(dtype).eval()
+    weights = module_bytes(model)
+    rows = []
+    for batch in cfg["batches"]:
+        codes = torch.zeros(batch, cfg["n_ctx"], dtype=torch.long, device="meta")
+        metadata = torch.zeros(batch, model.config.metadata_length, dtype=torch.long, device="meta")
+
+        def forward(codes=codes, metadata=metadata):
+            with torch.inference_mode():  # what JukeboxMIRModel runs: the last block's output, one logit
+                return model(input_ids=codes, metadata=metadata, logits_to_keep=1).last_hidden_state
+
+        peak, out = plan_forward_peak(forward, model)
+        rows.append({"batch": batch, "activations_peak_mb": peak / 2**20, "total_mb": (weights + peak) / 2**20,
+                     "total_gb": (weights + peak) / 1e9, "output_shape": list(out.shape)})
+    return {"weights_mb": weights / 2**20, "layers": cfg["layers"], "dtype": str(dtype).replace("torch.", ""),
+            "batches": rows}
+
+
+def format_plan(cfg: dict, plan: dict, limit_gb: float = 6.0) -> str:
+    lines = [
+        f"planned peak memory (meta device, live tensors op by op): {plan['layers']} layers, width {cfg['width']}, "
+        f"n_ctx {cfg['n_ctx']}, {plan['dtype']}; weights {plan['weights_mb']:.0f} MiB",
+        "",
+        f"| batch | peak activations | weights + activations | <= {limit_gb:g} GB |",
+        "|---|---|---|---|",
+    ]
+    for row in plan["batches"]:
+        lines.append(f"| {row['batch']} | {row['activations_peak_mb']:.0f} MiB | {row['total_mb']:.0f} MiB "
+                     f"({row['total_gb']:.2f} GB) | {'yes' if row['total_gb'] <= limit_gb else 'no'} |")
+    return "\n".join(lines)
 
 
 def save_random_checkpoint(cfg: dict, folder: Path, device: torch.device, dtype: torch.dtype, seed: int) -> dict:
@@ -188,7 +232,8 @@ def run(cfg: dict, device: torch.device, dtype: torch.dtype, workdir: Path, comp
     forward_model = torch.compile(model) if compile_model else model
     result["compiled"] = compile_model
 
-    # 3. time per window at each batch size
+    # 3. time per window at each batch size (with the planned peak next to the measured one)
+    planned = {row["batch"]: row["total_mb"] for row in plan_memory(cfg, dtype)["batches"]}
     rows = []
     for batch in cfg["batches"]:
         row: dict = {"batch": batch}
@@ -212,6 +257,7 @@ def run(cfg: dict, device: torch.device, dtype: torch.dtype, workdir: Path, comp
                 ms_per_window=median / batch * 1e3,
                 tflops=batch * flops_window / median / 1e12,
                 peak_memory_mb=_peak_memory_mb(device),
+                planned_peak_mb=planned[batch],
                 output_shape=list(out.shape),
                 finite=bool(torch.isfinite(out).all()),
             )
@@ -252,16 +298,16 @@ def format_table(result: dict) -> str:
         f"load {result['layers_loaded']} layers from safetensors ({result['save']['checkpoint_mb']:.0f} MB folder, "
         f"{result['page_cache']}): {result['load_s']:.2f} s, peak {unit} {result['load_peak_memory_mb']:.0f} MB",
         "",
-        f"| batch | ms / window | achieved | of matmul rate | peak {unit} memory |",
-        "|---|---|---|---|---|",
+        f"| batch | ms / window | achieved | of matmul rate | peak {unit} memory | planned peak |",
+        "|---|---|---|---|---|---|",
     ]
     for row in result["batches"]:
         if "error" in row:
-            lines.append(f"| {row['batch']} | {row['error']} | | | |")
+            lines.append(f"| {row['batch']} | {row['error']} | | | | |")
             continue
         lines.append(
             f"| {row['batch']} | {row['ms_per_window']:.1f} | {_fmt_rate(row['tflops'])} | "
-            f"{row['fraction_of_matmul'] * 100:.0f} % | {row['peak_memory_mb']:.0f} MB |"
+            f"{row['fraction_of_matmul'] * 100:.0f} % | {row['peak_memory_mb']:.0f} MB | {row['planned_peak_mb']:.0f} MB |"
         )
     return "\n".join(lines)
 
@@ -279,6 +325,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=None)
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model")
+    parser.add_argument("--plan-memory", action="store_true",
+                        help="only plan the peak memory on the meta device (no GPU, no compute)")
     parser.add_argument("--drop-caches", action="store_true", help="drop the OS page cache before loading (root)")
     parser.add_argument("--workdir", type=Path, default=None, help="where to save the checkpoint (default: temp)")
     parser.add_argument("--results", type=Path, default=BENCH_DIR / "results.jsonl")
@@ -293,6 +341,8 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:  # pragma: no cover
         pass
     device = torch.device(args.device)
+    if args.plan_memory:
+        return _plan_only(args, parser)
     if device.type == "cuda" and not torch.cuda.is_available():
         print("bench_gpu.py: CUDA is not available here; use --device cpu --tiny for the CPU smoke run.",
               file=sys.stderr)
@@ -338,6 +388,26 @@ def main(argv: list[str] | None = None) -> int:
         append_jsonl(args.results, result)
         print(f"\n[bench_gpu] appended to {args.results}")
     return 1 if any("error" in row for row in result["batches"]) else 0
+
+
+def _plan_only(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    cfg = dict(TINY if args.tiny else REAL)
+    if args.layers is not None:
+        cfg["layers"] = args.layers
+    if args.batches:
+        cfg["batches"] = [int(b) for b in args.batches.split(",")]
+    dtype = DTYPES[args.dtype or "bfloat16"]
+    plan = plan_memory(cfg, dtype)
+    result = {"benchmark": "bench_gpu_plan_memory", "config": cfg, "tiny": args.tiny, "plan": plan,
+              "torch": torch.__version__, "git_commit": git_commit(),
+              "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+    print(format_plan(cfg, plan))
+    if args.json_out is not None:
+        args.json_out.write_text(json.dumps(result, indent=2, sort_keys=True))
+    if not args.no_record:
+        append_jsonl(args.results, result)
+        print(f"\n[bench_gpu] appended to {args.results}")
+    return 0
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO / "benchmarks"
@@ -126,3 +127,68 @@ def test_bench_cpu_tiny_against_port(tmp_path):
     assert fwd["port"]["output"]["hidden_states"] == [3, 1, 256, 64]
     enc = record["results"]["vqvae_encode"]
     assert enc["ours"]["output"]["top_codes"] == enc["port"]["output"]["top_codes"]
+
+
+def _memory_plan_module():
+    sys.path.insert(0, str(BENCH))
+    try:
+        import _memory_plan
+    finally:
+        sys.path.remove(str(BENCH))
+    return _memory_plan
+
+
+def test_live_tensor_tracker_counts_peak_and_frees():
+    plan = _memory_plan_module()
+    weight = torch.nn.Linear(256, 256, bias=False)
+
+    def forward():
+        x = torch.ones(1000)  # 4000 B
+        y = x + 1  # 8000 B alive
+        del x  # freed before the next op
+        z = y * 2  # y and z: 8000 B
+        view = z[:10]  # a view allocates nothing, and keeps z's storage alive
+        del y, z  # 4000 B
+        return weight(torch.zeros(1, 256)).sum() + view.sum()  # + 2 x 1024 B + scalars; weights not counted
+
+    peak, _ = plan.plan_forward_peak(forward, weight)
+    assert peak == 8000
+    assert plan.module_bytes(weight) == 256 * 256 * 4
+
+
+def test_memory_plan_on_meta_equals_the_same_run_on_cpu():
+    plan = _memory_plan_module()
+    from hf_jukebox_mir import JukeboxPrior, JukeboxPriorConfig
+
+    config = JukeboxPriorConfig.from_preset("prior_5b", hidden_size=64, num_hidden_layers=3, num_attention_heads=2,
+                                            n_ctx=256, blocks=4)
+    peaks = {}
+    for device in ("cpu", "meta"):
+        with torch.device(device):
+            model = JukeboxPrior(config).eval()
+        codes = torch.zeros(2, 256, dtype=torch.long, device=device)
+        metadata = model.build_metadata().to(device).expand(2, -1)
+
+        def forward(model=model, codes=codes, metadata=metadata):
+            with torch.inference_mode():
+                return model(codes, metadata=metadata, logits_to_keep=1).last_hidden_state
+
+        peaks[device], out = plan.plan_forward_peak(forward, model)
+        assert out.shape == (2, 256, 64)
+    assert peaks["meta"] == peaks["cpu"]
+    one_activation = 2 * 256 * 64 * 4
+    # the blocks keep a handful of activations alive at once, never one per layer
+    assert one_activation * 3 <= peaks["cpu"] <= one_activation * 6
+
+
+def test_bench_gpu_plan_memory_tiny(tmp_path):
+    out_json = tmp_path / "plan.json"
+    proc = _run([str(BENCH / "bench_gpu.py"), "--plan-memory", "--tiny", "--batches", "1,2", "--no-record",
+                 "--json-out", str(out_json)])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "| batch | peak activations | weights + activations | <= 6 GB |" in proc.stdout
+    plan = json.loads(out_json.read_text())["plan"]
+    one, two = plan["batches"]
+    assert one["output_shape"] == [1, 256, 64] and two["output_shape"] == [2, 256, 64]
+    assert two["activations_peak_mb"] == pytest.approx(2 * one["activations_peak_mb"], rel=0.05)
+    assert one["total_mb"] == pytest.approx(plan["weights_mb"] + one["activations_peak_mb"])

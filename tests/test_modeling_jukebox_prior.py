@@ -141,8 +141,9 @@ def test_factorized_patterns_match_dense_mask_reference(layer_type):
     torch.manual_seed(0)
     heads, dim, blk, length = 2, 8, 4, 19  # length not a multiple of the block length
     attn = JukeboxAttention(heads * dim * 2, heads * dim, heads, layer_type, blk, prime_attention_length=8)
-    q, k, v = (torch.randn(1, heads, length, dim) for _ in range(3))
-    ours = attn._full_attention(q, k, v)
+    qkv = torch.randn(2, length, 3 * heads * dim)  # a fused projection, batch 2
+    q, k, v = attn._heads(qkv)  # (B, H, T, D)
+    ours = attn._full_attention(qkv.clone()).view(2, length, heads, dim).transpose(1, 2)
     i = torch.arange(length)[:, None]
     j = torch.arange(length)[None, :]
     visible = attn._visible(torch.arange(length), torch.arange(length))

@@ -160,12 +160,12 @@ class JukeboxLayerNorm(nn.LayerNorm):
 def quick_gelu(x: torch.Tensor) -> torch.Tensor:
     """`x * sigmoid(1.702 x)`: the activation of every Jukebox MLP.
 
-    The gate is computed in place in a fresh tensor; without autograd the product is written into that
-    tensor too (one temporary instead of three, same values bit for bit)."""
+    The gate is computed in place in a fresh tensor; without autograd the product is written into `x`
+    (one temporary instead of three, same values bit for bit)."""
     gate = torch.sigmoid_(x * 1.702)
     if torch.is_grad_enabled() and (x.requires_grad or gate.requires_grad):
         return x * gate
-    return gate.mul_(x)
+    return x.mul_(gate)  # x is the fresh fc_in output: gated in place, the gate freed on return
 
 
 class JukeboxMLP(nn.Module):
@@ -208,45 +208,66 @@ class JukeboxAttention(nn.Module):
         batch, _, length, _ = x.shape
         return x.transpose(1, 2).reshape(batch, length, self.attention_width)  # (B, T, H*D)
 
-    # ---- full pass from position 0: patterns as reshapes of whole blocks
-    def _full_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        batch, heads, length, dim = q.shape
-        blk = self.block_length
+    # ---- full pass from position 0: patterns as strided views of the fused projection
+    def _heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(N, L, 3A) slab of the fused projection -> q, k, v as (N, H, L, D) strided views (no copy)."""
+        n, length, _ = x.shape
+        return tuple(
+            t.view(n, length, self.num_heads, self.head_dim).transpose(1, 2) for t in x.split(self.attention_width, -1)
+        )
+
+    def _full_attention(self, qkv: torch.Tensor) -> torch.Tensor:
+        """Attention of the whole sequence from position 0: fused projection (B, T, 3A) -> (B, T, A).
+
+        Row and previous-row blocks are views of the projection; the column pattern needs one transposed
+        copy of it (the caller passes the projection without keeping it, so the original is freed)."""
+        batch, length, _ = qkv.shape
+        blk, width = self.block_length, self.attention_width
         kind = self.layer_type
-        if kind == "dense":
-            return F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        if kind == "prime":
-            n_keys = min(self.prime_attention_length, length)
-            # query i sees keys j <= i among the first `prime_attention_length` positions
-            mask = torch.ones(length, n_keys, dtype=torch.bool, device=q.device).tril()
-            return F.scaled_dot_product_attention(q, k[:, :, :n_keys], v[:, :, :n_keys], attn_mask=mask)
+        if kind in ("dense", "prime"):
+            q, k, v = self._heads(qkv)  # (B, H, T, D)
+            if kind == "dense":
+                out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            else:
+                n_keys = min(self.prime_attention_length, length)
+                # query i sees keys j <= i among the first `prime_attention_length` positions
+                mask = torch.ones(length, n_keys, dtype=torch.bool, device=qkv.device).tril()
+                out = F.scaled_dot_product_attention(q, k[:, :, :n_keys], v[:, :, :n_keys], attn_mask=mask)
+            return out.transpose(1, 2).reshape(batch, length, width)
         # block patterns: pad the end to whole blocks (padded positions are in the future of every real one)
         n_blocks = -(-length // blk)
         pad = n_blocks * blk - length
         if pad:
-            q, k, v = (F.pad(t, (0, 0, 0, pad)) for t in (q, k, v))
-        # 4-D views for SDPA (fused kernels, torch.compile): blocks folded into the batch-like axis
+            qkv = F.pad(qkv, (0, 0, 0, pad))
         if kind == "row":
-            q, k, v = (t.reshape(batch, heads * n_blocks, blk, dim) for t in (q, k, v))  # (B, H*nb, blk, D)
+            # each block attends causally to itself: blocks folded into the batch axis
+            q, k, v = self._heads(qkv.view(batch * n_blocks, blk, 3 * width))  # (B*nb, H, blk, D)
             out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            out = out.transpose(1, 2).reshape(batch, n_blocks * blk, width)
         elif kind == "column":
             # positions with the same offset inside their block, causal over blocks
-            q, k, v = (
-                t.reshape(batch, heads, n_blocks, blk, dim).transpose(2, 3).reshape(batch, heads * blk, n_blocks, dim)
-                for t in (q, k, v)
-            )  # (B, H*blk, nb, D)
-            out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-            out = out.reshape(batch, heads, blk, n_blocks, dim).transpose(2, 3)  # (B, H, nb, blk, D)
+            qkv = qkv.view(batch, n_blocks, blk, 3 * width).transpose(1, 2).reshape(batch * blk, n_blocks, 3 * width)
+            q, k, v = self._heads(qkv)  # (B*blk, H, nb, D)
+            del qkv
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B*blk, H, nb, D)
+            del q, k, v
+            out = out.transpose(1, 2).reshape(batch, blk, n_blocks, width).transpose(1, 2)  # (B, nb, blk, A)
+            out = out.reshape(batch, n_blocks * blk, width)
         elif kind == "previous_row":
             # block b attends to all of block b-1; block 0 attends to all-zero keys/values -> output 0
-            q, k, v = (t.reshape(batch, heads, n_blocks, blk, dim) for t in (q, k, v))  # (B, H, nb, blk, D)
-            k = torch.cat([torch.zeros_like(k[:, :, :1]), k[:, :, :-1]], dim=2)
-            v = torch.cat([torch.zeros_like(v[:, :, :1]), v[:, :, :-1]], dim=2)
-            q, k, v = (t.reshape(batch, heads * n_blocks, blk, dim) for t in (q, k, v))
-            out = F.scaled_dot_product_attention(q, k, v)
+            out = qkv.new_zeros(batch, n_blocks, blk, width)  # (B, nb, blk, A)
+            if n_blocks > 1:
+                blocks = qkv.view(batch, n_blocks, blk, 3 * width)
+                for b in range(batch):  # per example, blocks 1.. and blocks ..nb-2 are views (no copy)
+                    q, _, _ = self._heads(blocks[b, 1:])  # (nb-1, H, blk, D): the queries of blocks 1..
+                    _, k, v = self._heads(blocks[b, :-1])  # keys and values of the block before each
+                    prev = F.scaled_dot_product_attention(q, k, v)  # (nb-1, H, blk, D)
+                    out[b, 1:] = prev.transpose(1, 2).reshape(n_blocks - 1, blk, width)
+                del blocks, q, k, v, prev
+            out = out.view(batch, n_blocks * blk, width)
         else:  # pragma: no cover - validated in the config
             raise ValueError(kind)
-        return out.reshape(batch, heads, n_blocks * blk, dim)[:, :, :length]
+        return out[:, :length]
 
     # ---- cached pass: a chunk of queries at absolute positions [start, start + c)
     def _visible(self, q_pos: torch.Tensor, k_pos: torch.Tensor) -> torch.Tensor:
@@ -303,14 +324,15 @@ class JukeboxAttention(nn.Module):
                 if cache is not None:
                     cache.encoder_kv[layer_idx] = (k, v)
             out = F.scaled_dot_product_attention(q, k, v)
+            out = self._merge_heads(out)
+        elif cache is None:
+            # the projection is passed without a name, so the attention can free it (column: after its copy)
+            out = self._full_attention(self.qkv_proj(hidden_states))  # (B, T, A)
         else:
-            q, k, v = self.qkv_proj(hidden_states).chunk(3, dim=-1)
-            q, k, v = self._split_heads(q), self._split_heads(k), self._split_heads(v)
-            if cache is None:
-                out = self._full_attention(q, k, v)
-            else:
-                out = self._cached_attention(q, k, v, cache, layer_idx, start)
-        return self.out_proj(self._merge_heads(out))
+            q, k, v = self._heads(self.qkv_proj(hidden_states))  # (B, H, c, D)
+            out = self._merge_heads(self._cached_attention(q, k, v, cache, layer_idx, start))
+            del q, k, v
+        return self.out_proj(out)
 
 
 class JukeboxBlock(nn.Module):
@@ -326,11 +348,16 @@ class JukeboxBlock(nn.Module):
         self.post_attention_layernorm = JukeboxLayerNorm(hidden_size, eps=eps)
         self.mlp = JukeboxMLP(hidden_size, intermediate_size)
 
-    def forward(self, hidden_states, encoder_hidden_states=None, cache=None, layer_idx=0, start=0):
+    def forward(self, hidden_states, encoder_hidden_states=None, cache=None, layer_idx=0, start=0,
+                overwrite_input: bool = False):
+        """`overwrite_input=True` (no autograd, input not kept by the caller) adds the attention output into
+        `hidden_states` in place: one activation less alive at the peak."""
         attn = self.attn(self.input_layernorm(hidden_states), encoder_hidden_states, cache, layer_idx, start)
-        residual = hidden_states + attn  # x + a, reused below: (x + a) + m is exactly the original's x + a + m
-        del attn
-        mlp = self.mlp(self.post_attention_layernorm(residual))
+        # x + a, reused below: (x + a) + m is exactly the original's x + a + m
+        residual = hidden_states.add_(attn) if overwrite_input else hidden_states + attn
+        del attn, hidden_states
+        # = self.mlp(self.post_attention_layernorm(residual)), with the LayerNorm output freed after fc_in
+        mlp = self.mlp.fc_out(quick_gelu(self.mlp.fc_in(self.post_attention_layernorm(residual))))
         # the MLP output is a fresh tensor that nothing saves for backward: add into it in place
         return mlp.add_(residual)
 
@@ -575,6 +602,8 @@ class JukeboxPrior(JukeboxPriorPreTrainedModel):
                 f"{name} has {codes.shape[1]} tokens but this prior's context holds at most {length_limit} "
                 f"(n_ctx). Split longer code sequences into windows of {length_limit} tokens."
             )
+        if codes.device.type == "meta":  # shape-only run (memory planning): no values to check
+            return
         lo, hi = int(codes.min()), int(codes.max())
         if lo < 0 or hi >= vocab:
             raise JukeboxInputError(
@@ -605,6 +634,8 @@ class JukeboxPrior(JukeboxPriorPreTrainedModel):
             )
         if metadata.shape[0] not in (1, batch):
             raise JukeboxInputError(f"metadata has batch size {metadata.shape[0]} but input_ids has {batch}.")
+        if metadata.device.type == "meta":  # shape-only run (memory planning): no values to check
+            return
         artist = metadata[:, 3]
         genres = metadata[:, 4 : 4 + config.max_genres]
         if int(artist.min()) < 0 or int(artist.max()) >= config.num_artists:
@@ -780,18 +811,13 @@ class JukeboxPrior(JukeboxPriorPreTrainedModel):
             raise JukeboxInputError("A cached pass of the single-sequence lyrics prior must start with the whole lyric prefix.")
         seq_len = tokens.shape[1]
 
-        # ---- consumed inputs: position p sees the token of position p - 1 (y_cond at position 0)
-        if start == 0:
-            consumed = self.embed_tokens(tokens[:, :-1])
-            hidden = torch.cat([y_cond.to(consumed.dtype).expand(batch, 1, -1), consumed], dim=1)  # (B, L, W)
-        else:
-            if cache.last_token is None:
-                raise JukeboxInputError("The cache has no last token; pass it through JukeboxPrior.forward first.")
-            hidden = self.embed_tokens(torch.cat([cache.last_token, tokens[:, :-1]], dim=1))
+        if start > 0 and cache.last_token is None:
+            raise JukeboxInputError("The cache has no last token; pass it through JukeboxPrior.forward first.")
+        # the embedded inputs are passed without a name here, so that the blocks can free them
+        hidden_states = self._run_blocks(self._embed_inputs(tokens, y_cond, cache, start), x_cond,
+                                         conditioning.encoder_hidden_states, cache, start, output_hidden_states)
         if cache is not None:
             cache.last_token = tokens[:, -1:]
-        hidden_states = self._run_blocks(hidden, x_cond, conditioning.encoder_hidden_states, cache, start,
-                                         output_hidden_states)
         last = hidden_states[-1] if output_hidden_states else hidden_states
         if logits_to_keep:
             if labels is not None:
@@ -814,15 +840,27 @@ class JukeboxPrior(JukeboxPriorPreTrainedModel):
         )
         return out if return_dict else out.to_tuple()
 
+    def _embed_inputs(self, tokens, y_cond, cache, start):
+        """Consumed inputs (B, L, W): position p sees the token of position p - 1 (y_cond at position 0)."""
+        if start == 0:
+            consumed = self.embed_tokens(tokens[:, :-1])
+            return torch.cat([y_cond.to(consumed.dtype).expand(tokens.shape[0], 1, -1), consumed], dim=1)
+        return self.embed_tokens(torch.cat([cache.last_token, tokens[:, :-1]], dim=1))
+
     def _run_blocks(self, hidden, x_cond, encoder_states, cache, start, output_hidden_states):
-        """Positions, conditioning and the blocks. Returns the last state or the list of all states."""
+        """Positions, conditioning and the blocks. Returns the last state or the list of all states.
+
+        `hidden` is a fresh tensor owned by this call: it is added into in place ((h + pos) + cond, the same
+        sums as the original) and, without autograd and without `output_hidden_states`, every block
+        overwrites its input, so only the activations a block needs are alive at once."""
         dtype = self.embed_tokens.weight.dtype
         length = hidden.shape[1]
-        hidden = hidden + self.pos_emb[start : start + length].to(hidden.dtype) + x_cond.to(hidden.dtype)
+        hidden = hidden.add_(self.pos_emb[start : start + length].to(hidden.dtype)).add_(x_cond.to(hidden.dtype))
         hidden = hidden.to(dtype)
         states = [hidden] if output_hidden_states else None
+        overwrite = not output_hidden_states and not torch.is_grad_enabled()
         for idx, layer in enumerate(self.layers):
-            hidden = layer(hidden, encoder_states, cache, idx, start)
+            hidden = layer(hidden, encoder_states, cache, idx, start, overwrite_input=overwrite)
             if output_hidden_states:
                 states.append(hidden)
         if cache is not None:
