@@ -50,7 +50,7 @@ def test_jukemir_golden_every_layer(mir_folder, golden):
     model = AutoModel.from_pretrained(mir_folder).eval()
     assert isinstance(model, JukeboxMIRModel)
     with torch.no_grad():
-        out = model(golden["input_audio"][..., 0])
+        out = model(golden["input_audio"][..., 0], output_hidden_states=True)
     assert torch.equal(out.audio_codes, golden["top_codes"])
     for i in range(1, 7):
         assert_close(out.hidden_states[i].mean(1), golden[f"meanpool_layer_{i}"], f"meanpool_layer_{i}")
@@ -91,9 +91,9 @@ def test_padding_mask_pools_real_frames_only(mir_folder, golden):
     padded = audio.clone()
     padded[1, 12800:] = 0.0
     with torch.no_grad():
-        full = model(audio)
-        part = model(padded, attention_mask=mask)
-        alone = model(audio[1:, :12800])  # the short example on its own, never padded
+        full = model(audio, output_hidden_states=True)
+        part = model(padded, attention_mask=mask, output_hidden_states=True)
+        alone = model(audio[1:, :12800], output_hidden_states=True)  # the short example on its own, never padded
     assert part.frame_mask.sum(1).tolist() == [256, 100]
     assert torch.equal(part.audio_codes[1, :100], alone.audio_codes[0])
     assert_close(part.hidden_states[6][0], full.hidden_states[6][0], "full-length example unchanged")

@@ -308,6 +308,36 @@ def test_inference_path_equals_autograd_path_and_trains(converted):
     assert all(g is not None and torch.isfinite(g).all() and g.abs().sum() > 0 for g in grads)
 
 
+def test_forward_hooks_see_activations_that_later_blocks_do_not_overwrite(converted):
+    """Buffer reuse (in-place adds and gates) is off while hooks are registered: the JukeMIR way of
+    grabbing activations with hooks keeps working."""
+    model, golden = converted("prior_5b_top")
+    with torch.inference_mode():
+        reference = _forward(model, golden, output_hidden_states=True)
+        lean = _forward(model, golden)  # no hooks: buffers reused
+    assert torch.equal(lean.last_hidden_state, reference.last_hidden_state)
+    captured = {}
+
+    def keep(name):
+        return lambda module, args, output: captured.__setitem__(name, output)
+
+    handles = [model.layers[i].register_forward_hook(keep(f"block{i}")) for i in range(len(model.layers))]
+    handles.append(model.layers[0].mlp.fc_in.register_forward_hook(keep("fc_in0")))
+    try:
+        with torch.inference_mode():
+            _forward(model, golden)
+    finally:
+        for handle in handles:
+            handle.remove()
+    for i in range(len(model.layers)):
+        assert torch.equal(captured[f"block{i}"], reference.hidden_states[i + 1]), f"block {i}"
+    block = model.layers[0]
+    with torch.inference_mode():
+        attn = block.attn(block.input_layernorm(reference.hidden_states[0]))
+        fc_in = block.mlp.fc_in(block.post_attention_layernorm(reference.hidden_states[0] + attn))
+    assert torch.equal(captured["fc_in0"], fc_in)  # not gated in place afterwards
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_half_precision_layer_norm_is_the_float32_layer_norm(dtype):
     from hf_jukebox_mir.modeling_jukebox_prior import JukeboxLayerNorm

@@ -91,7 +91,7 @@ def _reference(model, waveform: np.ndarray, layers=(6,), window_length: int = SM
     fe = JukeboxFeatureExtractor(window_length=window_length)
     feats = fe(waveform, sampling_rate=SR, return_tensors="pt", return_window_info=False)
     with torch.no_grad():
-        out = model(**feats)
+        out = model(**feats, output_hidden_states=True)
     mask = out.frame_mask[:, None, :, None].float()  # (W, 1, T, 1)
     hidden = torch.stack([out.hidden_states[i] for i in layers], 1)  # (W, L, T, D)
     return ((hidden * mask).sum(2) / mask.sum(2)).numpy(), out
@@ -264,7 +264,7 @@ def test_short_clip_pools_only_real_frames(small):
     fe = JukeboxFeatureExtractor(window_length=SMALL)
     feats = fe(x, sampling_rate=SR, return_tensors="pt", return_window_info=False)
     with torch.no_grad():
-        out = small.model(**feats)
+        out = small.model(**feats, output_hidden_states=True)
     assert out.frame_mask.sum().item() == 7
     expected = torch.stack([out.hidden_states[1][0, :7], out.hidden_states[6][0, :7]]).numpy()
     np.testing.assert_allclose(frames, expected, atol=1e-5)

@@ -140,7 +140,7 @@ class JukeboxMIRModel(JukeboxMIRPreTrainedModel):
         self,
         input_values: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
-        output_hidden_states: bool = True,
+        output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
         **kwargs,
     ) -> JukeboxMIROutput | tuple:
@@ -151,10 +151,15 @@ class JukeboxMIRModel(JukeboxMIRPreTrainedModel):
                 [`JukeboxFeatureExtractor`].
             attention_mask (`torch.LongTensor` of shape `(batch, samples)`, *optional*): 1 for real samples,
                 0 for padding (as returned by the feature extractor).
-            output_hidden_states (`bool`, defaults to `True`): return every block's output.
+            output_hidden_states (`bool`, defaults to `config.output_hidden_states`, False): also return every
+                block's output. Without it only the last built block's output is kept (`last_hidden_state`,
+                pooled in `pooler_output`): load the model with `num_hidden_layers=36` for JukeMIR's layer 36 and
+                the blocks reuse their buffers, so activations of one block at a time are alive.
         """
         config = self.config
         return_dict = return_dict if return_dict is not None else config.return_dict
+        if output_hidden_states is None:
+            output_hidden_states = config.output_hidden_states
         if isinstance(input_values, torch.Tensor) and input_values.dim() == 2 and input_values.shape[1] > config.window_length:
             raise JukeboxInputError(
                 f"input_values has {input_values.shape[1]} samples but one prior window holds {config.window_length} "

@@ -157,15 +157,13 @@ class JukeboxLayerNorm(nn.LayerNorm):
         ).to(hidden_states.dtype)
 
 
-def quick_gelu(x: torch.Tensor) -> torch.Tensor:
+def quick_gelu(x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
     """`x * sigmoid(1.702 x)`: the activation of every Jukebox MLP.
 
-    The gate is computed in place in a fresh tensor; without autograd the product is written into `x`
-    (one temporary instead of three, same values bit for bit)."""
+    The gate is computed in place in a fresh tensor; `inplace=True` (no autograd) also writes the product
+    into `x` (one temporary instead of three, same values bit for bit)."""
     gate = torch.sigmoid_(x * 1.702)
-    if torch.is_grad_enabled() and (x.requires_grad or gate.requires_grad):
-        return x * gate
-    return x.mul_(gate)  # x is the fresh fc_in output: gated in place, the gate freed on return
+    return x.mul_(gate) if inplace else x * gate
 
 
 class JukeboxMLP(nn.Module):
@@ -349,17 +347,19 @@ class JukeboxBlock(nn.Module):
         self.mlp = JukeboxMLP(hidden_size, intermediate_size)
 
     def forward(self, hidden_states, encoder_hidden_states=None, cache=None, layer_idx=0, start=0,
-                overwrite_input: bool = False):
-        """`overwrite_input=True` (no autograd, input not kept by the caller) adds the attention output into
-        `hidden_states` in place: one activation less alive at the peak."""
+                reuse_buffers: bool = False, overwrite_input: bool = False):
+        """`reuse_buffers=True` (no autograd, no hooks) writes the MLP gate and the residual sum into tensors
+        this block has just made; `overwrite_input=True` (the caller does not keep its input) also adds the
+        attention output into `hidden_states`. Same values; fewer activations alive at once."""
         attn = self.attn(self.input_layernorm(hidden_states), encoder_hidden_states, cache, layer_idx, start)
         # x + a, reused below: (x + a) + m is exactly the original's x + a + m
         residual = hidden_states.add_(attn) if overwrite_input else hidden_states + attn
         del attn, hidden_states
-        # = self.mlp(self.post_attention_layernorm(residual)), with the LayerNorm output freed after fc_in
-        mlp = self.mlp.fc_out(quick_gelu(self.mlp.fc_in(self.post_attention_layernorm(residual))))
-        # the MLP output is a fresh tensor that nothing saves for backward: add into it in place
-        return mlp.add_(residual)
+        if reuse_buffers:
+            # = self.mlp(self.post_attention_layernorm(residual)), the LayerNorm output freed after fc_in
+            mlp = self.mlp.fc_out(quick_gelu(self.mlp.fc_in(self.post_attention_layernorm(residual)), inplace=True))
+            return mlp.add_(residual)
+        return residual + self.mlp(self.post_attention_layernorm(residual))
 
 
 # ---------------------------------------------------------------------------------------------- conditioning
@@ -840,6 +840,14 @@ class JukeboxPrior(JukeboxPriorPreTrainedModel):
         )
         return out if return_dict else out.to_tuple()
 
+    def _has_hooks(self) -> bool:
+        """Whether a forward hook (global, or on any module of this prior) could see an activation."""
+        from torch.nn.modules import module as _module
+
+        if _module._global_forward_hooks or _module._global_forward_pre_hooks:
+            return True
+        return any(m._forward_hooks or m._forward_pre_hooks for m in self.modules())
+
     def _embed_inputs(self, tokens, y_cond, cache, start):
         """Consumed inputs (B, L, W): position p sees the token of position p - 1 (y_cond at position 0)."""
         if start == 0:
@@ -850,17 +858,24 @@ class JukeboxPrior(JukeboxPriorPreTrainedModel):
     def _run_blocks(self, hidden, x_cond, encoder_states, cache, start, output_hidden_states):
         """Positions, conditioning and the blocks. Returns the last state or the list of all states.
 
-        `hidden` is a fresh tensor owned by this call: it is added into in place ((h + pos) + cond, the same
-        sums as the original) and, without autograd and without `output_hidden_states`, every block
-        overwrites its input, so only the activations a block needs are alive at once."""
+        `hidden` is a fresh tensor owned by this call. Without autograd and without hooks on any module
+        (a hook may keep a tensor that would then change), buffers are reused: positions and conditioning
+        are added in place ((h + pos) + cond, the same sums as the original) and, without
+        `output_hidden_states`, every block overwrites its input, so only the activations one block needs
+        are alive at once."""
         dtype = self.embed_tokens.weight.dtype
         length = hidden.shape[1]
-        hidden = hidden.add_(self.pos_emb[start : start + length].to(hidden.dtype)).add_(x_cond.to(hidden.dtype))
+        reuse = not torch.is_grad_enabled() and not self._has_hooks()
+        pos = self.pos_emb[start : start + length].to(hidden.dtype)
+        if reuse:
+            hidden = hidden.add_(pos).add_(x_cond.to(hidden.dtype))
+        else:
+            hidden = hidden + pos + x_cond.to(hidden.dtype)
         hidden = hidden.to(dtype)
         states = [hidden] if output_hidden_states else None
-        overwrite = not output_hidden_states and not torch.is_grad_enabled()
+        overwrite = reuse and not output_hidden_states
         for idx, layer in enumerate(self.layers):
-            hidden = layer(hidden, encoder_states, cache, idx, start, overwrite_input=overwrite)
+            hidden = layer(hidden, encoder_states, cache, idx, start, reuse_buffers=reuse, overwrite_input=overwrite)
             if output_hidden_states:
                 states.append(hidden)
         if cache is not None:

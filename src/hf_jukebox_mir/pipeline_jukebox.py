@@ -319,14 +319,18 @@ class JukeboxFeatureExtractionPipeline(ChunkPipeline):
         config = self.model.config
         indices, _ = resolve_layers(layers, config.num_hidden_layers)
         values = model_inputs["input_values"].to(self.model.dtype)
-        out = self.model(input_values=values, attention_mask=model_inputs["attention_mask"], output_hidden_states=True)
+        # only the last block asked (the JukeMIR default): no per-block outputs kept, far less memory
+        last_only = indices == [config.num_hidden_layers]
+        out = self.model(input_values=values, attention_mask=model_inputs["attention_mask"],
+                         output_hidden_states=not last_only)
+        states = {config.num_hidden_layers: out.last_hidden_state} if last_only else dict(enumerate(out.hidden_states))
         frame_mask = out.frame_mask  # (B, T) True on real frames
         result = {"num_frames": frame_mask.sum(-1)}  # (B,)
         # one layer at a time, so that only one float32 copy of a layer exists on the device
         if pooling == "none":
-            result["frames"] = torch.stack([out.hidden_states[i].float().cpu() for i in indices], dim=1)  # (B, L, T, D)
+            result["frames"] = torch.stack([states[i].float().cpu() for i in indices], dim=1)  # (B, L, T, D)
         else:
-            result["pooled"] = torch.stack([pool_windows(out.hidden_states[i], frame_mask, pooling)
+            result["pooled"] = torch.stack([pool_windows(states[i], frame_mask, pooling)
                                             for i in indices], dim=1)  # (B, L, D)
         result["window_offset"] = model_inputs["window_offset"]
         result["is_last"] = model_inputs["is_last"]
