@@ -186,9 +186,12 @@ def test_bench_gpu_plan_memory_tiny(tmp_path):
     proc = _run([str(BENCH / "bench_gpu.py"), "--plan-memory", "--tiny", "--batches", "1,2", "--no-record",
                  "--json-out", str(out_json)])
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "| batch | peak activations | weights + activations | <= 6 GB |" in proc.stdout
+    assert "| batch | prior: peak activations | prior: weights + activations | <= 6 GB |" in proc.stdout
+    whole = json.loads(out_json.read_text())["plan"]["end_to_end"]
+    assert [row["batch"] for row in whole] == [1, 2] and whole[0]["total_mb"] < whole[1]["total_mb"]
     plan = json.loads(out_json.read_text())["plan"]
     one, two = plan["batches"]
     assert one["output_shape"] == [1, 256, 64] and two["output_shape"] == [2, 256, 64]
-    assert two["activations_peak_mb"] == pytest.approx(2 * one["activations_peak_mb"], rel=0.05)
+    # activations grow with the batch (a bit more than 2x here: at batch 1 the column pattern needs no copy)
+    assert 1.5 * one["activations_peak_mb"] <= two["activations_peak_mb"] <= 2.5 * one["activations_peak_mb"]
     assert one["total_mb"] == pytest.approx(plan["weights_mb"] + one["activations_peak_mb"])

@@ -893,5 +893,9 @@ def test_convert_all_mir_job_on_parity_fixtures(tmp_path, convert_all, fixtures_
 
     model = AutoModel.from_pretrained(folder, dtype="auto")
     assert model.prior.embed_tokens.weight.dtype == torch.bfloat16 and len(model.prior.layers) == 4
+    # the encoder is stored (and loaded) in float32: the codes stay exact
+    assert {p.dtype for p in model.vqvae.parameters()} == {torch.float32}
+    audit = json.loads((folder / "conversion_audit.json").read_text())
+    assert (audit["dtype"], audit["vqvae_dtype"]) == ("bfloat16", "float32")
     card = (folder / "README.md").read_text()
     assert "pipeline_tag: feature-extraction" in card

@@ -58,6 +58,19 @@ def test_jukemir_golden_every_layer(mir_folder, golden):
     assert_close(out.pooler_output, golden["meanpool_layer_6"], "pooler_output")
 
 
+def test_bfloat16_load_keeps_the_encoder_float32_and_the_codes_exact(mir_folder, golden):
+    model = AutoModel.from_pretrained(mir_folder, dtype=torch.bfloat16).eval()
+    assert {p.dtype for p in model.vqvae.parameters()} == {torch.float32}
+    assert {p.dtype for p in model.prior.parameters()} == {torch.bfloat16}
+    with torch.no_grad():
+        out = model(golden["input_audio"][..., 0])
+    assert torch.equal(out.audio_codes, golden["top_codes"])  # bf16 encoding would change some codes
+    assert out.pooler_output.dtype == torch.bfloat16
+    ref = golden["meanpool_layer_6"]
+    rel = (out.pooler_output.float() - ref).norm() / ref.norm()
+    assert rel < 3e-2, f"relative error {rel:.3e}"
+
+
 @pytest.mark.parametrize("layers", [1, 4])
 def test_truncated_at_load_time(mir_folder, golden, layers):
     model = AutoModel.from_pretrained(mir_folder, num_hidden_layers=layers).eval()

@@ -232,8 +232,8 @@ class JukeboxSamplingState:
 
     def _inputs(self, tokens: torch.LongTensor | None) -> torch.Tensor:
         """Embeddings consumed by the next positions: (previous token | y_cond), then `tokens[:, :-1]`."""
-        if self.position == 0:
-            first = self.y_cond.to(self.prior.embed_tokens.weight.dtype)
+        if self.position == 0:  # a copy: the blocks may add into their input in place
+            first = self.y_cond.to(self.prior.embed_tokens.weight.dtype, copy=True)
         else:
             first = self.prior.embed_tokens(self.cache.last_token)
         if tokens is None or tokens.shape[1] <= 1:
@@ -252,7 +252,7 @@ class JukeboxSamplingState:
             )
         hidden = self._inputs(tokens)
         x_cond = self.x_cond[:, start : start + length]
-        last = self.prior._run_blocks(hidden, x_cond, self.encoder_states, self.cache, start, False)
+        last = self.prior._run_blocks([hidden, x_cond], self.encoder_states, self.cache, start, False)
         if tokens is not None:
             self.cache.last_token = tokens[:, -1:]
         if not want_logits:

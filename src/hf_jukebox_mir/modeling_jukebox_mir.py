@@ -58,11 +58,30 @@ def pool_hidden_states(hidden: torch.Tensor, frame_mask: torch.Tensor | None = N
         return hidden
     if frame_mask is None:
         return hidden.mean(1) if mode == "mean" else hidden.amax(1)
+    return pool_float32(hidden, frame_mask, mode).to(hidden.dtype)
+
+
+def pool_float32(hidden: torch.Tensor, frame_mask: torch.Tensor, mode: str = "mean",
+                 chunk_frames: int = 1024) -> torch.Tensor:
+    """Masked mean or max over time of (batch, T, W) in float32 -> (batch, W) float32.
+
+    Runs over `chunk_frames` frames at a time, so that no float32 copy of the whole activation (twice the
+    size of a bf16 one) is ever made: pooling never sets the peak memory of an extraction."""
     mask = frame_mask.to(hidden.device)[..., None]  # (B, T, 1)
+    batch, frames, width = hidden.shape
     if mode == "mean":
-        total = (hidden.float() * mask).sum(1)
-        return (total / mask.sum(1).clamp(min=1)).to(hidden.dtype)
-    return hidden.masked_fill(~mask, float("-inf")).amax(1)
+        total = hidden.new_zeros(batch, width, dtype=torch.float32)
+        for begin in range(0, frames, chunk_frames):
+            part = slice(begin, begin + chunk_frames)
+            total += (hidden[:, part].float() * mask[:, part]).sum(1)
+        return total / mask.sum(1).clamp(min=1)
+    if mode == "max":
+        best = hidden.new_full((batch, width), float("-inf"), dtype=torch.float32)
+        for begin in range(0, frames, chunk_frames):
+            part = slice(begin, begin + chunk_frames)
+            best = torch.maximum(best, hidden[:, part].float().masked_fill(~mask[:, part], float("-inf")).amax(1))
+        return best
+    raise JukeboxInputError(f"Unknown pooling {mode!r} for pool_float32: expected 'mean' or 'max'.")
 
 
 class JukeboxMIRPreTrainedModel(PreTrainedModel):
@@ -71,6 +90,9 @@ class JukeboxMIRPreTrainedModel(PreTrainedModel):
     main_input_name = "input_values"
     input_modalities = "audio"
     _no_split_modules = ["JukeboxBlock"]
+    # the codes must be exact (JukeMIR ran the VQ-VAE in float32, bf16 changes ~7 % of the top codes): the
+    # encoder stays float32 when loading in half precision; it is small (~4 MB) and sets no memory peak
+    _keep_in_fp32_modules_strict = ["vqvae"]
     _supports_sdpa = True
     # decoders are never built; prior blocks beyond num_hidden_layers are skipped (JukeMIR's 36 of 72)
     _keys_to_ignore_on_load_unexpected = [r"^vqvae\.decoders\.", r"^prior\.layers\.\d+\."]
@@ -100,8 +122,10 @@ class JukeboxMIRModel(JukeboxMIRPreTrainedModel):
 
     def __init__(self, config: JukeboxMIRConfig):
         super().__init__(config)
-        self.vqvae = JukeboxVQVAEEncoderModel(config.vqvae_config)
+        # the prior first: its dtype is the model's (`model.dtype`, the saved config's `dtype`), while the
+        # small encoder stays float32 (`_keep_in_fp32_modules_strict`)
         self.prior = JukeboxPrior(config.prior_config)
+        self.vqvae = JukeboxVQVAEEncoderModel(config.vqvae_config)
         self.post_init()
 
     def build_metadata(self, batch_size: int) -> torch.LongTensor:
@@ -191,4 +215,5 @@ class JukeboxMIRModel(JukeboxMIRPreTrainedModel):
 
 JukeboxMIRModel.register_for_auto_class("AutoModel")
 
-__all__ = ["POOLING_MODES", "JukeboxMIRModel", "JukeboxMIROutput", "JukeboxMIRPreTrainedModel", "pool_hidden_states"]
+__all__ = ["POOLING_MODES", "JukeboxMIRModel", "JukeboxMIROutput", "JukeboxMIRPreTrainedModel", "pool_float32",
+           "pool_hidden_states"]

@@ -260,7 +260,7 @@ class JukeboxAttention(nn.Module):
                     q, _, _ = self._heads(blocks[b, 1:])  # (nb-1, H, blk, D): the queries of blocks 1..
                     _, k, v = self._heads(blocks[b, :-1])  # keys and values of the block before each
                     prev = F.scaled_dot_product_attention(q, k, v)  # (nb-1, H, blk, D)
-                    out[b, 1:] = prev.transpose(1, 2).reshape(n_blocks - 1, blk, width)
+                    out[b, 1:].view(n_blocks - 1, blk, self.num_heads, self.head_dim).copy_(prev.transpose(1, 2))
                 del blocks, q, k, v, prev
             out = out.view(batch, n_blocks * blk, width)
         else:  # pragma: no cover - validated in the config
@@ -788,6 +788,7 @@ class JukeboxPrior(JukeboxPriorPreTrainedModel):
 
         if conditioning is None and cache is not None and cache.conditioning is not None:
             conditioning = cache.conditioning
+        owns_conditioning = conditioning is None and cache is None  # made here, kept by nobody else
         if conditioning is None:
             conditioning = self.get_conditioning(metadata, upper_level_codes, batch)
         if cache is not None:
@@ -813,18 +814,26 @@ class JukeboxPrior(JukeboxPriorPreTrainedModel):
 
         if start > 0 and cache.last_token is None:
             raise JukeboxInputError("The cache has no last token; pass it through JukeboxPrior.forward first.")
-        # the embedded inputs are passed without a name here, so that the blocks can free them
-        hidden_states = self._run_blocks(self._embed_inputs(tokens, y_cond, cache, start), x_cond,
-                                         conditioning.encoder_hidden_states, cache, start, output_hidden_states)
+        if logits_to_keep and labels is not None:
+            raise JukeboxInputError("labels need the logits of every position: leave logits_to_keep at 0.")
+        encoder_states = conditioning.encoder_hidden_states
+        head_cond = x_cond  # the conditioning the output head adds back (B, T or logits_to_keep, W)
+        if owns_conditioning and logits_to_keep:
+            # afterwards only the head needs the per-position conditioning, at its last positions: keep
+            # those, so that the blocks can free the rest once it is added to the inputs
+            head_cond = x_cond[:, -logits_to_keep:].clone()
+            conditioning = x_cond_music = None
+        # inputs handed over in a list the blocks empty: no name here keeps those activations alive
+        inputs = [self._embed_inputs(tokens, y_cond, cache, start), x_cond]
+        del x_cond
+        hidden_states = self._run_blocks(inputs, encoder_states, cache, start, output_hidden_states)
         if cache is not None:
             cache.last_token = tokens[:, -1:]
         last = hidden_states[-1] if output_hidden_states else hidden_states
         if logits_to_keep:
-            if labels is not None:
-                raise JukeboxInputError("labels need the logits of every position: leave logits_to_keep at 0.")
-            logits = self.lm_head(self._head_input(last[:, -logits_to_keep:], x_cond[:, -logits_to_keep:]))
+            logits = self.lm_head(self._head_input(last[:, -logits_to_keep:], head_cond[:, -logits_to_keep:]))
         else:
-            logits = self.lm_head(self._head_input(last, x_cond))
+            logits = self.lm_head(self._head_input(last, head_cond))
 
         loss = None
         if labels is not None:
@@ -835,7 +844,7 @@ class JukeboxPrior(JukeboxPriorPreTrainedModel):
             logits=logits,
             last_hidden_state=last,
             hidden_states=tuple(hidden_states) if output_hidden_states else None,
-            encoder_last_hidden_state=conditioning.encoder_hidden_states,
+            encoder_last_hidden_state=encoder_states,
             cache=cache,
         )
         return out if return_dict else out.to_tuple()
@@ -855,14 +864,18 @@ class JukeboxPrior(JukeboxPriorPreTrainedModel):
             return torch.cat([y_cond.to(consumed.dtype).expand(tokens.shape[0], 1, -1), consumed], dim=1)
         return self.embed_tokens(torch.cat([cache.last_token, tokens[:, :-1]], dim=1))
 
-    def _run_blocks(self, hidden, x_cond, encoder_states, cache, start, output_hidden_states):
+    def _run_blocks(self, inputs: list, encoder_states, cache, start, output_hidden_states):
         """Positions, conditioning and the blocks. Returns the last state or the list of all states.
 
-        `hidden` is a fresh tensor owned by this call. Without autograd and without hooks on any module
+        `inputs` is `[hidden, x_cond]`: the consumed-token embeddings (B, L, W), a fresh tensor handed over
+        to this call, and the per-position conditioning (B, L, W), only read. The list is emptied, so that
+        the caller keeps neither alive. Without autograd and without hooks on any module
         (a hook may keep a tensor that would then change), buffers are reused: positions and conditioning
         are added in place ((h + pos) + cond, the same sums as the original) and, without
         `output_hidden_states`, every block overwrites its input, so only the activations one block needs
         are alive at once."""
+        hidden, x_cond = inputs
+        inputs.clear()
         dtype = self.embed_tokens.weight.dtype
         length = hidden.shape[1]
         reuse = not torch.is_grad_enabled() and not self._has_hooks()
@@ -871,6 +884,7 @@ class JukeboxPrior(JukeboxPriorPreTrainedModel):
             hidden = hidden.add_(pos).add_(x_cond.to(hidden.dtype))
         else:
             hidden = hidden + pos + x_cond.to(hidden.dtype)
+        del x_cond, pos
         hidden = hidden.to(dtype)
         states = [hidden] if output_hidden_states else None
         overwrite = reuse and not output_hidden_states

@@ -41,6 +41,7 @@ from transformers.pipelines.base import ChunkPipeline
 from transformers.pipelines.feature_extraction import FeatureExtractionPipeline
 
 from .errors import JukeboxInputError
+from .modeling_jukebox_mir import pool_float32
 
 #: `model_type` of the models this pipeline serves.
 MODEL_TYPE = "jukebox_mir"
@@ -155,11 +156,7 @@ def check_options(pooling: str, frame_rate: float | None, window_aggregation: st
 
 def pool_windows(hidden: torch.Tensor, frame_mask: torch.Tensor, pooling: str) -> torch.Tensor:
     """Pool one layer `(batch, frames, dim)` over the real frames of each window -> float32 `(batch, dim)`."""
-    mask = frame_mask[:, :, None].to(hidden.device)  # (B, T, 1)
-    if pooling == "mean":
-        total = (hidden.float() * mask).sum(1)  # (B, D), accumulated in float32
-        return total / mask.sum(1).clamp(min=1)
-    return hidden.float().masked_fill(~mask, float("-inf")).amax(1)
+    return pool_float32(hidden, frame_mask, pooling)
 
 
 def aggregate_pooled(pooled: np.ndarray, num_frames: np.ndarray, pooling: str) -> np.ndarray:
@@ -318,7 +315,8 @@ class JukeboxFeatureExtractionPipeline(ChunkPipeline):
     def _forward(self, model_inputs, layers=None, pooling="mean"):
         config = self.model.config
         indices, _ = resolve_layers(layers, config.num_hidden_layers)
-        values = model_inputs["input_values"].to(self.model.dtype)
+        # audio goes to the encoder in its own dtype (float32 even when the prior runs in bf16)
+        values = model_inputs["input_values"].to(next(self.model.vqvae.parameters()).dtype)
         # only the last block asked (the JukeMIR default): no per-block outputs kept, far less memory
         last_only = indices == [config.num_hidden_layers]
         out = self.model(input_values=values, attention_mask=model_inputs["attention_mask"],

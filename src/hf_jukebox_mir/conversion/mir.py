@@ -53,7 +53,7 @@ def mir_output_check(model: JukeboxMIRModel) -> dict[str, torch.Tensor]:
     n = min(config.window_length, 8 * config.prior_config.block_length * config.hop_length)
     t = torch.arange(n, dtype=torch.float32) / config.vqvae_config.sampling_rate
     audio = (0.5 * torch.sin(2 * torch.pi * (220.0 + 200.0 * t) * t))[None]
-    param = next(model.parameters())
+    param = next(model.vqvae.parameters())  # audio in the encoder's dtype (float32), never rounded to the prior's
     with torch.no_grad():
         out = model(audio.to(param.device, param.dtype), output_hidden_states=False)
     return {"audio_codes": out.audio_codes, "pooler_output": out.pooler_output.float()}
@@ -123,15 +123,17 @@ def convert_hf4_mir(
 
 def _finish(model: JukeboxMIRModel, output_dir, source_format: str, sources: list[dict], *, dtype, overwrite,
             max_shard_size, feature_extractor_kwargs) -> JukeboxMIRModel:
-    """Cast, then (if `output_dir` is given) save the MIR folder with its audit."""
+    """Cast the prior (the VQ-VAE encoder stays float32: exact codes), then (if `output_dir` is given) save the
+    MIR folder with its audit."""
     if dtype is not None:
-        model = model.to(dtype)
+        model.prior.to(dtype)
     if output_dir is not None:
         audit = {
             "source_format": source_format,
             "sources": sources,
             "num_hidden_layers": model.config.num_hidden_layers,
-            "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
+            "dtype": str(next(model.prior.parameters()).dtype).replace("torch.", ""),
+            "vqvae_dtype": str(next(model.vqvae.parameters()).dtype).replace("torch.", ""),
         }
         save_mir_folder(model, output_dir, audit=audit, overwrite=overwrite, max_shard_size=max_shard_size,
                         feature_extractor_kwargs=feature_extractor_kwargs)
