@@ -188,6 +188,16 @@ def test_make_embed_fn_matches_the_pipeline_and_loads_only_needed_blocks(model_d
     np.testing.assert_allclose(emb, np.stack(expected), atol=1e-5)
 
 
+@pytest.mark.slow
+def test_compiled_extraction_matches_eager(model_dir, pipe):
+    """`compile=True` (torch.compile of the prior; needs a C++ compiler on CPU) gives the same features."""
+    waves = [_signal(2500, 32), _signal(WINDOW + 900, 33)]
+    eager = make_embed_fn(model_dir, layers=[2], device="cpu")
+    fast = make_embed_fn(model_dir, layers=[2], device="cpu", compile=True)
+    assert fast.extractor.compiled and not eager.extractor.compiled
+    np.testing.assert_allclose(fast(waves), eager(waves), atol=1e-5)
+
+
 def test_explicit_shards_merge_when_the_last_one_finishes(tmp_path, model_dir):
     folder = tmp_path / "music"
     folder.mkdir()

@@ -318,7 +318,7 @@ class JukeboxExtractor:
 
     def __init__(self, model_dir: str | os.PathLike, *, layers: Any = None, pooling: str | None = None,
                  frame_rate: float | None = None, batch_size: int = 1, device: str | torch.device | None = None,
-                 dtype: str | torch.dtype | None = None):
+                 dtype: str | torch.dtype | None = None, compile: bool = False):
         from transformers import AutoFeatureExtractor, AutoModel
 
         model_dir = _check_model_dir(model_dir)
@@ -330,8 +330,12 @@ class JukeboxExtractor:
         self.batch_size = _positive_int("batch_size", batch_size)
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
-        model = AutoModel.from_pretrained(str(model_dir), dtype=self.dtype,
+        # only the blocks up to the deepest requested layer are read, straight to the device in the dtype
+        model = AutoModel.from_pretrained(str(model_dir), dtype=self.dtype, device_map=str(self.device),
                                           num_hidden_layers=max(1, max(self.layer_ids)))
+        if compile:  # torch.compile of the prior's forward (in place: the model keeps its structure)
+            model.prior.compile()
+        self.compiled = bool(compile)
         feature_extractor = AutoFeatureExtractor.from_pretrained(str(model_dir))
         self.pipeline = JukeboxFeatureExtractionPipeline(model=model.eval(), feature_extractor=feature_extractor,
                                                          device=self.device)
@@ -445,6 +449,7 @@ def make_embed_fn(
     device: str | torch.device | None = None,
     dtype: str | torch.dtype | None = None,
     batch_size: int | None = None,
+    compile: bool = False,
 ) -> Callable[[list[np.ndarray]], np.ndarray]:
     """A clip-embedding function for probing: `embed_fn(waveforms) -> (N, n_layers, dim)` float32.
 
@@ -455,6 +460,7 @@ def make_embed_fn(
         pooling: "mean" (JukeMIR) or "max" over time; long clips are windowed and joined (frame-weighted).
         device, dtype: as `extract_dataset` (bf16 on GPU, fp32 on CPU by default).
         batch_size: windows per forward pass (default 1).
+        compile: `torch.compile` the prior.
 
     The function takes a list of mono float32 waveforms at the model's rate (44.1 kHz; other shapes and
     rates are accepted as by the feature extractor if passed as `{"array", "sampling_rate"}` dicts) and has
@@ -466,7 +472,7 @@ def make_embed_fn(
     if layers is not None and not isinstance(layers, str):
         layers = [layers] if isinstance(layers, (int, np.integer)) else list(layers)
     extractor = JukeboxExtractor(model_dir, layers=layers if layers is not None else None, pooling=pooling,
-                                 batch_size=batch_size or 1, device=device, dtype=dtype)
+                                 batch_size=batch_size or 1, device=device, dtype=dtype, compile=compile)
 
     def embed_fn(waveforms: Iterable[Any]) -> np.ndarray:
         sources = [w if isinstance(w, dict) else {"array": np.asarray(w, dtype=np.float32),
@@ -652,6 +658,7 @@ def extract_dataset(
     batch_size: int = 1,
     device: str | torch.device | None = None,
     dtype: str | torch.dtype | None = None,
+    compile: bool = False,
     resume: bool = True,
     overwrite: bool = False,
     num_shards: int | None = None,
@@ -676,7 +683,9 @@ def extract_dataset(
         frame_rate: average frames into bins of 1/frame_rate s (implies pooling="none").
         batch_size: windows per forward pass (windows of different inputs are batched together).
         device: default CUDA if available (the process's GPU under `accelerate launch`), else CPU.
-        dtype: default bf16 on CUDA (fp16 without bf16 support), fp32 on CPU.
+        dtype: default bf16 on CUDA (fp16 without bf16 support), fp32 on CPU. The VQ-VAE encoder always
+            runs in float32 (exact codes).
+        compile: `torch.compile` the prior (the first batches of each shape compile, later ones are faster).
         resume: continue an earlier run in `output_dir` (skipping its inputs); False refuses such a folder.
         overwrite: delete an earlier run's results in `output_dir` and start again.
         num_shards, shard_index: process only inputs `i % num_shards == shard_index` (independent jobs); under
@@ -736,7 +745,8 @@ def extract_dataset(
     computed = 0
     if pending:
         extractor = JukeboxExtractor(model_path, layers=layer_ids, pooling=pooling, frame_rate=frame_rate,
-                                     batch_size=batch_size, device=torch_device, dtype=torch_dtype)
+                                     batch_size=batch_size, device=torch_device, dtype=torch_dtype,
+                                     compile=compile)
         features = _features(layer_ids, extractor.hidden_size, pooling == "none")
         computed, failures = _run_pending(extractor, pending, chunks, shard, num_shards, features, chunk_size,
                                           progress, callback, len(done))

@@ -56,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         device=args.device,
         dtype=args.dtype,
+        compile=args.compile,
         resume=not args.no_resume,
         overwrite=args.overwrite,
         num_shards=args.num_shards,
@@ -108,7 +109,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         help="windows per forward pass (default: 1)")
     parser.add_argument("--device", default=None, help="e.g. cuda, cuda:1, cpu (default: cuda if available)")
     parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
-                        help="model dtype (default auto: bfloat16 on GPU, float32 on CPU)")
+                        help="model dtype (default auto: bfloat16 on GPU, float32 on CPU; the VQ-VAE encoder stays float32)")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the prior (slower start, faster batches; needs a C++ compiler on CPU)")
     parser.add_argument("--no-resume", action="store_true",
                         help="refuse an output folder that already holds results (default: resume it)")
     parser.add_argument("--overwrite", action="store_true", help="delete earlier results in --output and start again")
