@@ -148,27 +148,18 @@ def useful_flops(cfg: dict, measure: str) -> float | None:
 
 
 def gemm_gflops(cfg: dict, threads: int, dtype: str, repeats: int = 5) -> float:
-    """This machine's GEMM rate at the prior's projection shape (n_ctx x width x width), same threads and dtype."""
-    import time
-
+    """This machine's GEMM rate at the prior's projection shape (n_ctx x width x width), same threads and dtype,
+    of the fastest call (the roofline compares it with each side's fastest call)."""
     import torch
+    from bench_gpu import matmul_tflops
 
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        dt = getattr(torch, dtype)
-        a = torch.randn(cfg["n_ctx"], cfg["width"], dtype=dt)
-        b = torch.randn(cfg["width"], cfg["width"], dtype=dt)
-        for _ in range(2):
-            a @ b
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            a @ b
-            times.append(time.perf_counter() - start)
+        return 1e3 * matmul_tflops(torch.device("cpu"), getattr(torch, dtype), cfg["n_ctx"], cfg["width"],
+                                   cfg["width"], repeats, fastest=True)
     finally:
         torch.set_num_threads(previous)
-    return 2 * cfg["n_ctx"] * cfg["width"] ** 2 / min(times) / 1e9
 
 
 def roofline(results: dict[str, dict], cfg: dict, gemm: float) -> dict[str, dict]:

@@ -6,6 +6,7 @@ The comparison against the old transformers port needs its own virtual environme
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import subprocess
@@ -60,13 +61,18 @@ def test_bench_gpu_tiny_on_cpu(tmp_path):
     assert len(lines) == 1 and json.loads(lines[0])["flops_per_window"] == result["flops_per_window"]
 
 
-def test_ours_runner_tiny_forward_served():
-    # the --serve protocol of bench_cpu.py --paired, with one side: ready, 2 driven calls, final record
+def _bench_module(name: str):
+    """A module of benchmarks/ (they import each other by plain name)."""
     sys.path.insert(0, str(BENCH))
     try:
-        from _common import run_paired
+        return importlib.import_module(name)
     finally:
         sys.path.remove(str(BENCH))
+
+
+def test_ours_runner_tiny_forward_served():
+    # the --serve protocol of bench_cpu.py --paired, with one side: ready, 2 driven calls, final record
+    run_paired = _bench_module("_common").run_paired
     argv = [sys.executable, str(BENCH / "ours_runner.py"), "--measure", "prior_forward", *TINY_PRIOR]
     records, pairs = run_paired({"ours": argv}, calls=2, timeout=120)
     record = records["ours"]
@@ -129,17 +135,8 @@ def test_bench_cpu_tiny_against_port(tmp_path):
     assert enc["ours"]["output"]["top_codes"] == enc["port"]["output"]["top_codes"]
 
 
-def _memory_plan_module():
-    sys.path.insert(0, str(BENCH))
-    try:
-        import _memory_plan
-    finally:
-        sys.path.remove(str(BENCH))
-    return _memory_plan
-
-
 def test_live_tensor_tracker_counts_peak_and_frees():
-    plan = _memory_plan_module()
+    plan = _bench_module("_memory_plan")
     weight = torch.nn.Linear(256, 256, bias=False)
 
     def forward():
@@ -157,7 +154,7 @@ def test_live_tensor_tracker_counts_peak_and_frees():
 
 
 def test_memory_plan_on_meta_equals_the_same_run_on_cpu():
-    plan = _memory_plan_module()
+    plan = _bench_module("_memory_plan")
     from hf_jukebox_mir import JukeboxPrior, JukeboxPriorConfig
 
     config = JukeboxPriorConfig.from_preset("prior_5b", hidden_size=64, num_hidden_layers=3, num_attention_heads=2,

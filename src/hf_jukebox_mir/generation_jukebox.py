@@ -184,8 +184,7 @@ class JukeboxDecodeBuffers:
                 k, v = self.encoder_kv[idx]
                 out = F.scaled_dot_product_attention(q, k, v)
             else:
-                q, k, v = attn.qkv_proj(normed).chunk(3, dim=-1)
-                out = self._attend(idx, attn._split_heads(q), attn._split_heads(k), attn._split_heads(v), position)
+                out = self._attend(idx, *attn._heads(attn.qkv_proj(normed)), position)
             a = attn.out_proj(attn._merge_heads(out))
             m = layer.mlp(layer.post_attention_layernorm(hidden + a))
             hidden = hidden + a + m

@@ -209,10 +209,7 @@ class JukeboxAttention(nn.Module):
     # ---- full pass from position 0: patterns as strided views of the fused projection
     def _heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(N, L, 3A) slab of the fused projection -> q, k, v as (N, H, L, D) strided views (no copy)."""
-        n, length, _ = x.shape
-        return tuple(
-            t.view(n, length, self.num_heads, self.head_dim).transpose(1, 2) for t in x.split(self.attention_width, -1)
-        )
+        return tuple(self._split_heads(t) for t in x.split(self.attention_width, -1))
 
     def _full_attention(self, qkv: torch.Tensor) -> torch.Tensor:
         """Attention of the whole sequence from position 0: fused projection (B, T, 3A) -> (B, T, A).
@@ -231,7 +228,7 @@ class JukeboxAttention(nn.Module):
                 # query i sees keys j <= i among the first `prime_attention_length` positions
                 mask = torch.ones(length, n_keys, dtype=torch.bool, device=qkv.device).tril()
                 out = F.scaled_dot_product_attention(q, k[:, :, :n_keys], v[:, :, :n_keys], attn_mask=mask)
-            return out.transpose(1, 2).reshape(batch, length, width)
+            return self._merge_heads(out)
         # block patterns: pad the end to whole blocks (padded positions are in the future of every real one)
         n_blocks = -(-length // blk)
         pad = n_blocks * blk - length
@@ -241,7 +238,7 @@ class JukeboxAttention(nn.Module):
             # each block attends causally to itself: blocks folded into the batch axis
             q, k, v = self._heads(qkv.view(batch * n_blocks, blk, 3 * width))  # (B*nb, H, blk, D)
             out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-            out = out.transpose(1, 2).reshape(batch, n_blocks * blk, width)
+            out = self._merge_heads(out).view(batch, n_blocks * blk, width)  # (B*nb, blk, A) -> (B, T, A)
         elif kind == "column":
             # positions with the same offset inside their block, causal over blocks
             qkv = qkv.view(batch, n_blocks, blk, 3 * width).transpose(1, 2).reshape(batch * blk, n_blocks, 3 * width)

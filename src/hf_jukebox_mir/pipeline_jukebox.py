@@ -154,11 +154,6 @@ def check_options(pooling: str, frame_rate: float | None, window_aggregation: st
 # --------------------------------------------------------------------------------------------- pooling math
 
 
-def pool_windows(hidden: torch.Tensor, frame_mask: torch.Tensor, pooling: str) -> torch.Tensor:
-    """Pool one layer `(batch, frames, dim)` over the real frames of each window -> float32 `(batch, dim)`."""
-    return pool_float32(hidden, frame_mask, pooling)
-
-
 def aggregate_pooled(pooled: np.ndarray, num_frames: np.ndarray, pooling: str) -> np.ndarray:
     """Join per-window pooled vectors `(windows, layers, dim)` into one `(layers, dim)`.
 
@@ -315,8 +310,7 @@ class JukeboxFeatureExtractionPipeline(ChunkPipeline):
     def _forward(self, model_inputs, layers=None, pooling="mean"):
         config = self.model.config
         indices, _ = resolve_layers(layers, config.num_hidden_layers)
-        # audio goes to the encoder in its own dtype (float32 even when the prior runs in bf16)
-        values = model_inputs["input_values"].to(next(self.model.vqvae.parameters()).dtype)
+        values = model_inputs["input_values"]  # the encoder casts audio to its own dtype (float32)
         # only the last block asked (the JukeMIR default): no per-block outputs kept, far less memory
         last_only = indices == [config.num_hidden_layers]
         out = self.model(input_values=values, attention_mask=model_inputs["attention_mask"],
@@ -328,7 +322,7 @@ class JukeboxFeatureExtractionPipeline(ChunkPipeline):
         if pooling == "none":
             result["frames"] = torch.stack([states[i].float().cpu() for i in indices], dim=1)  # (B, L, T, D)
         else:
-            result["pooled"] = torch.stack([pool_windows(states[i], frame_mask, pooling)
+            result["pooled"] = torch.stack([pool_float32(states[i], frame_mask, pooling)
                                             for i in indices], dim=1)  # (B, L, D)
         result["window_offset"] = model_inputs["window_offset"]
         result["is_last"] = model_inputs["is_last"]
@@ -459,7 +453,6 @@ __all__ = [
     "check_options",
     "concat_frames",
     "is_jukebox_mir_model",
-    "pool_windows",
     "register_pipeline",
     "resolve_layers",
     "save_pipeline_files",
