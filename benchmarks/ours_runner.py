@@ -55,15 +55,15 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 
 def _prior_classes():
-    from hf_jukebox_mir.configuration_jukebox_prior import JukeboxPriorConfig
-    from hf_jukebox_mir.modeling_jukebox_prior import JukeboxPrior
+    from hf_jukebox_mir.models.configuration_jukebox_prior import JukeboxPriorConfig
+    from hf_jukebox_mir.models.modeling_jukebox_prior import JukeboxPrior
 
     return JukeboxPriorConfig, JukeboxPrior
 
 
 def _vqvae_classes():
-    from hf_jukebox_mir.configuration_jukebox_vqvae import JukeboxVQVAEConfig
-    from hf_jukebox_mir.modeling_jukebox_vqvae import JukeboxVQVAE
+    from hf_jukebox_mir.models.configuration_jukebox_vqvae import JukeboxVQVAEConfig
+    from hf_jukebox_mir.models.modeling_jukebox_vqvae import JukeboxVQVAE
 
     return JukeboxVQVAEConfig, JukeboxVQVAE
 

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from hf_jukebox_mir.configuration_jukebox_vqvae import JukeboxVQVAEConfig
-from hf_jukebox_mir.errors import JukeboxConfigError
+from hf_jukebox_mir.models.configuration_jukebox_vqvae import JukeboxVQVAEConfig
+from hf_jukebox_mir.models.errors import JukeboxConfigError
 
 
 def test_defaults_are_the_released_5b_vqvae(fixtures_dir):

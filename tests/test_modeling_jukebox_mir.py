@@ -14,7 +14,7 @@ from conftest import run_without_package
 from hf_jukebox_mir import JukeboxInputError
 from hf_jukebox_mir.cli import main as cli_main
 from hf_jukebox_mir.conversion.mir import convert_hf4_mir, convert_mir_model
-from hf_jukebox_mir.modeling_jukebox_mir import JukeboxMIRModel, pool_hidden_states
+from hf_jukebox_mir.models.modeling_jukebox_mir import JukeboxMIRModel, pool_hidden_states
 
 
 def assert_close(ours, ref, name=""):

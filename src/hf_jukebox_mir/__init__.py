@@ -9,18 +9,19 @@ MIR model (pooled representations) -> probes.
 
 from __future__ import annotations
 
-from .errors import JukeboxCheckpointError, JukeboxConfigError, JukeboxInputError
-from .feature_extraction_jukebox import JukeboxFeatureExtractor
-from .configuration_jukebox_vqvae import JukeboxVQVAEConfig
-from .modeling_jukebox_vqvae import JukeboxVQVAE, JukeboxVQVAEEncoderModel
-from .configuration_jukebox_prior import JukeboxPriorConfig
-from .modeling_jukebox_prior import JukeboxPrior, JukeboxPriorCache
-from .configuration_jukebox_mir import JukeboxMIRConfig
-from .modeling_jukebox_mir import JukeboxMIRModel
-from .configuration_jukebox_chain import JukeboxChainConfig
-from .modeling_jukebox_chain import JukeboxChainModel
-from .generation_jukebox import sample_prior
-from .labels import JukeboxLabeller
+from .models.errors import JukeboxCheckpointError, JukeboxConfigError, JukeboxInputError
+from .models.feature_extraction_jukebox import JukeboxFeatureExtractor
+from .models.configuration_jukebox_vqvae import JukeboxVQVAEConfig
+from .models.modeling_jukebox_vqvae import JukeboxVQVAE, JukeboxVQVAEEncoderModel
+from .models.configuration_jukebox_prior import JukeboxPriorConfig
+from .models.modeling_jukebox_prior import JukeboxPrior, JukeboxPriorCache
+from .models.configuration_jukebox_mir import JukeboxMIRConfig
+from .models.modeling_jukebox_mir import JukeboxMIRModel
+from .models.configuration_jukebox_chain import JukeboxChainConfig
+from .models.modeling_jukebox_chain import JukeboxChainModel
+from .models.generation_jukebox import sample_prior
+from .models.pipeline_jukebox import JukeboxFeatureExtractionPipeline, jukebox_feature_extraction_pipeline
+from .models.tokenization_jukebox import JukeboxTokenizer
 from ._registration import register
 
 __version__ = "0.1.0"
@@ -33,9 +34,10 @@ __all__ = [
     "sample_prior",
     "JukeboxCheckpointError",
     "JukeboxConfigError",
+    "JukeboxFeatureExtractionPipeline",
     "JukeboxFeatureExtractor",
     "JukeboxInputError",
-    "JukeboxLabeller",
+    "JukeboxTokenizer",
     "JukeboxMIRConfig",
     "JukeboxMIRModel",
     "JukeboxPrior",
@@ -44,6 +46,7 @@ __all__ = [
     "JukeboxVQVAE",
     "JukeboxVQVAEConfig",
     "JukeboxVQVAEEncoderModel",
+    "jukebox_feature_extraction_pipeline",
     "register",
     "__version__",
 ]

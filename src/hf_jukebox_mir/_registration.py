@@ -1,4 +1,8 @@
-"""Registration of our configs, models, feature extractor and pipeline with the transformers Auto API.
+"""Registration of our configs, models and feature extractor with the transformers Auto API.
+
+Only our own `model_type`s are added: nothing of transformers' behaviour for other models changes (no task is
+re-routed; the pipeline is chosen with `pipeline_class=` or `trust_remote_code=True`, see
+`models/pipeline_jukebox.py`).
 
 `register()` is idempotent and called once by `hf_jukebox_mir/__init__.py`. Each entry names a
 module of this package (the flat, Hub-facing modules) and the classes to register from it.
@@ -45,28 +49,13 @@ def register() -> None:
         import transformers
 
         for module_name, config_name, models in _MODELS:
-            module = importlib.import_module(f"hf_jukebox_mir.{module_name}")
+            module = importlib.import_module(f"hf_jukebox_mir.models.{module_name}")
             config_cls = getattr(module, config_name)
             transformers.AutoConfig.register(config_cls.model_type, config_cls, exist_ok=True)
             for auto_name, model_name in models.items():
                 auto_cls = getattr(transformers, auto_name)
-                model_module = importlib.import_module(f"hf_jukebox_mir.{model_name.split(':')[0]}")
+                model_module = importlib.import_module(f"hf_jukebox_mir.models.{model_name.split(':')[0]}")
                 model_cls = getattr(model_module, model_name.split(":")[1])
                 auto_cls.register(config_cls, model_cls, exist_ok=True)
-        _register_pipelines()
         _DONE = True
 
-
-def _register_pipelines() -> None:
-    """`pipeline("feature-extraction", model=<Jukebox MIR folder>)` without trust_remote_code.
-
-    The task's registry entry gets a dispatcher (Jukebox MIR models -> our audio pipeline, every other model ->
-    transformers' text pipeline), and `JukeboxMIRConfig` then keeps a folder's `custom_pipelines` key (needed by
-    `trust_remote_code=True` users without the package) out of sight, since transformers refuses such a folder
-    without trust_remote_code.
-    """
-    from .configuration_jukebox_mir import JukeboxMIRConfig
-    from .pipeline_jukebox import register_pipeline
-
-    register_pipeline()
-    JukeboxMIRConfig._hide_custom_pipelines = True

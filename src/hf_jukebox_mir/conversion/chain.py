@@ -20,8 +20,8 @@ from typing import Any
 
 import torch
 
-from ..errors import JukeboxCheckpointError
-from ..modeling_jukebox_chain import JukeboxChainModel
+from ..models.errors import JukeboxCheckpointError
+from ..models.modeling_jukebox_chain import JukeboxChainModel
 from .checkpoint_io import load_hf4_folder, sha256_file
 from .export import run_output_check, save_converted
 from .prior import convert_hf4_prior, convert_prior_checkpoint, prior_output_check

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from ..errors import JukeboxCheckpointError
+from ..models.errors import JukeboxCheckpointError
 
 # Globals (besides tensors and builtin containers, which `weights_only` allows by default) that real Jukebox
 # checkpoints reference, as (object, "module.qualname" in the pickle).

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import JukeboxCheckpointError
+from ..models.errors import JukeboxCheckpointError
 from .checkpoint_io import sha256_file
 
 AUDIT_FILE = "conversion_audit.json"

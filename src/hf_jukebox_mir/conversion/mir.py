@@ -14,12 +14,12 @@ from typing import Any
 
 import torch
 
-from ..configuration_jukebox_mir import JukeboxMIRConfig
-from ..errors import JukeboxCheckpointError
-from ..feature_extraction_jukebox import JukeboxFeatureExtractor
-from ..modeling_jukebox_mir import JukeboxMIRModel
-from ..modeling_jukebox_prior import JukeboxPrior
-from ..modeling_jukebox_vqvae import JukeboxVQVAE
+from ..models.configuration_jukebox_mir import JukeboxMIRConfig
+from ..models.errors import JukeboxCheckpointError
+from ..models.feature_extraction_jukebox import JukeboxFeatureExtractor
+from ..models.modeling_jukebox_mir import JukeboxMIRModel
+from ..models.modeling_jukebox_prior import JukeboxPrior
+from ..models.modeling_jukebox_vqvae import JukeboxVQVAE
 from .checkpoint_io import load_hf4_folder
 from .export import save_converted, strict_load_state_dict
 from .prior import convert_hf4_prior, convert_prior_checkpoint
@@ -70,7 +70,7 @@ def save_mir_folder(model: JukeboxMIRModel, output_dir, *, audit: dict[str, Any]
         **(feature_extractor_kwargs or {}),
     )
     def add_files(folder: Path) -> None:
-        from ..pipeline_jukebox import save_pipeline_files
+        from ..models.pipeline_jukebox import save_pipeline_files
 
         fe.save_pretrained(folder)
         # custom pipeline entry + module: `pipeline(..., trust_remote_code=True)` works without the package

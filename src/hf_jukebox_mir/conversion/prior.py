@@ -23,9 +23,9 @@ from typing import Any
 
 import torch
 
-from ..configuration_jukebox_prior import JukeboxPriorConfig, attention_layer_types
-from ..errors import JukeboxCheckpointError
-from ..modeling_jukebox_prior import JukeboxPrior
+from ..models.configuration_jukebox_prior import JukeboxPriorConfig, attention_layer_types
+from ..models.errors import JukeboxCheckpointError
+from ..models.modeling_jukebox_prior import JukeboxPrior
 from .checkpoint_io import Hf4Checkpoint, load_hf4_folder, load_original_checkpoint
 from .export import save_converted, strict_load_state_dict
 from .key_mapping import convert_keys

@@ -15,9 +15,9 @@ from typing import Any
 
 import torch
 
-from ..configuration_jukebox_vqvae import JukeboxVQVAEConfig
-from ..errors import JukeboxCheckpointError, JukeboxConfigError
-from ..modeling_jukebox_vqvae import JukeboxVQVAE
+from ..models.configuration_jukebox_vqvae import JukeboxVQVAEConfig
+from ..models.errors import JukeboxCheckpointError, JukeboxConfigError
+from ..models.modeling_jukebox_vqvae import JukeboxVQVAE
 from .checkpoint_io import load_hf4_folder, load_original_checkpoint, sha256_file
 from .export import run_output_check, save_converted, strict_load_state_dict
 from .key_mapping import HF4_VQVAE_KEY_MAPPING, VQVAE_KEY_MAPPING, rename_state_dict
