@@ -43,7 +43,9 @@ _t0 = time.perf_counter()
 import torch  # noqa: E402
 
 try:
-    import hf_jukebox_mir  # noqa: E402, F401
+    import hf_jukebox_mir  # noqa: E402
+
+    hf_jukebox_mir.register()
 except ImportError as exc:  # pragma: no cover - only without the package installed
     raise SystemExit(
         f"ours_runner.py needs the hf_jukebox_mir package in this interpreter ({sys.executable}): {exc}. "

@@ -199,3 +199,25 @@ def test_the_layering_check_catches_a_back_arrow_and_a_cycle():
         "hf_jukebox_mir.probing.tasks imports hf_jukebox_mir.cli.probe: the probing wing may not import the cli wing",
     ]
     assert import_cycles(graph) == [["hf_jukebox_mir.probing.metrics", "hf_jukebox_mir.probing.tasks"]]
+
+
+def test_the_package_and_the_cli_parser_import_neither_torch_nor_transformers():
+    """`import hf_jukebox_mir` and building the CLI parser stay light (what keeps `jukebox-mir --help` fast);
+    the first public name used loads the models and registers them."""
+    import json
+    import subprocess
+
+    script = (
+        "import json, sys\n"
+        "import hf_jukebox_mir\n"
+        "from hf_jukebox_mir.cli import get_parser\n"
+        "get_parser()\n"
+        "light = sorted(m for m in ('torch', 'transformers', 'datasets', 'numpy') if m in sys.modules)\n"
+        "hf_jukebox_mir.JukeboxMIRConfig\n"
+        "from transformers import AutoConfig\n"
+        "from transformers.models.auto.configuration_auto import CONFIG_MAPPING\n"
+        "print(json.dumps({'light': light, 'registered': 'jukebox_mir' in CONFIG_MAPPING}))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == {"light": [], "registered": True}

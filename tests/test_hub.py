@@ -889,7 +889,8 @@ def test_convert_all_mir_job_on_parity_fixtures(tmp_path, convert_all, fixtures_
     import torch
     from transformers import AutoModel
 
-    import hf_jukebox_mir  # noqa: F401
+    import hf_jukebox_mir
+    hf_jukebox_mir.register()  # the Auto classes
 
     model = AutoModel.from_pretrained(folder, dtype="auto")
     assert model.prior.embed_tokens.weight.dtype == torch.bfloat16 and len(model.prior.layers) == 4

@@ -174,7 +174,8 @@ def test_save_and_from_pretrained_round_trip(reference_model, saved_dir, golden)
 def test_auto_model_after_import(saved_dir):
     from transformers import AutoModel
 
-    import hf_jukebox_mir  # noqa: F401
+    import hf_jukebox_mir
+    hf_jukebox_mir.register()  # the Auto classes
 
     model = AutoModel.from_pretrained(saved_dir)
     assert type(model) is JukeboxVQVAE

@@ -17,7 +17,7 @@ import soxr
 import torch
 from safetensors.numpy import load_file
 
-import hf_jukebox_mir  # noqa: F401  (registers the Auto classes)
+import hf_jukebox_mir
 from conftest import run_without_package
 from hf_jukebox_mir.models.errors import JukeboxInputError
 from hf_jukebox_mir.models.feature_extraction_jukebox import JukeboxFeatureExtractor
@@ -30,6 +30,8 @@ from hf_jukebox_mir.models.pipeline_jukebox import (
     jukebox_feature_extraction_pipeline,
     resolve_layers,
 )
+
+hf_jukebox_mir.register()  # the Auto classes (AutoModel/AutoFeatureExtractor on our folders)
 
 SR = 44100
 SMALL = 4096  # window of the cheap pipeline
@@ -167,7 +169,7 @@ _TEXT_PIPELINE = """
     folder = sys.argv[1]
     before = registration()
     if sys.argv[2] == "import":
-        import hf_jukebox_mir  # noqa: F401
+        import hf_jukebox_mir
         hf_jukebox_mir.register()
     after = registration()
     text = pipeline("feature-extraction", model=folder, device="cpu")

@@ -441,6 +441,28 @@ def _positive_int(name: str, value: Any) -> int:
     return int(value)
 
 
+class JukeboxEmbedder:
+    """`embedder(waveforms) -> (N, n_layers, dim)` float32: the clip-embedding function of [`make_embed_fn`].
+
+    Attributes: `layer_names` (e.g. `("36",)`), `output_shape` (`(n_layers, dim)`), `sampling_rate` and
+    `extractor` (the [`JukeboxExtractor`]).
+    """
+
+    def __init__(self, extractor: JukeboxExtractor):
+        self.extractor = extractor
+        self.layer_names = tuple(str(i) for i in extractor.layer_ids)
+        self.output_shape = (len(extractor.layer_ids), extractor.hidden_size)
+        self.sampling_rate = extractor.sampling_rate
+
+    def __call__(self, waveforms: Iterable[Any]) -> np.ndarray:
+        extractor = self.extractor
+        sources = [w if isinstance(w, dict) else {"array": np.asarray(w, dtype=np.float32),
+                                                  "sampling_rate": extractor.sampling_rate} for w in waveforms]
+        if not sources:
+            return np.zeros((0, len(extractor.layer_ids), extractor.hidden_size), dtype=np.float32)
+        return np.stack(extractor.embed(sources)).astype(np.float32, copy=False)  # (N, L, D)
+
+
 def make_embed_fn(
     model_dir: str | os.PathLike,
     *,
@@ -450,7 +472,7 @@ def make_embed_fn(
     dtype: str | torch.dtype | None = None,
     batch_size: int | None = None,
     compile: bool = False,
-) -> Callable[[list[np.ndarray]], np.ndarray]:
+) -> JukeboxEmbedder:
     """A clip-embedding function for probing: `embed_fn(waveforms) -> (N, n_layers, dim)` float32.
 
     Args:
@@ -474,18 +496,7 @@ def make_embed_fn(
     extractor = JukeboxExtractor(model_dir, layers=layers if layers is not None else None, pooling=pooling,
                                  batch_size=batch_size or 1, device=device, dtype=dtype, compile=compile)
 
-    def embed_fn(waveforms: Iterable[Any]) -> np.ndarray:
-        sources = [w if isinstance(w, dict) else {"array": np.asarray(w, dtype=np.float32),
-                                                  "sampling_rate": extractor.sampling_rate} for w in waveforms]
-        if not sources:
-            return np.zeros((0, len(extractor.layer_ids), extractor.hidden_size), dtype=np.float32)
-        return np.stack(extractor.embed(sources)).astype(np.float32, copy=False)  # (N, L, D)
-
-    embed_fn.layer_names = tuple(str(i) for i in extractor.layer_ids)
-    embed_fn.output_shape = (len(extractor.layer_ids), extractor.hidden_size)
-    embed_fn.sampling_rate = extractor.sampling_rate
-    embed_fn.extractor = extractor
-    return embed_fn
+    return JukeboxEmbedder(extractor)
 
 
 # ------------------------------------------------------------------------------------------- dataset output
@@ -858,6 +869,7 @@ def _run_pending(extractor: JukeboxExtractor, pending: list[ExtractionInput], ch
 
 
 __all__ = [
+    "JukeboxEmbedder",
     "AUDIO_EXTENSIONS",
     "ExtractionInput",
     "ExtractionResult",

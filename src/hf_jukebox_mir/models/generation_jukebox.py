@@ -127,7 +127,7 @@ class JukeboxDecodeBuffers:
                 self.values.append(None)
                 self.slots.append(0)
                 continue
-            slots = {"row": blk, "previous_row": 2 * blk, "prime": attn.prime_attention_length}.get(kind, max_positions)
+            slots: int = {"row": blk, "previous_row": 2 * blk, "prime": attn.prime_attention_length}.get(kind, max_positions)
             slots = min(slots, max_positions) if kind != "previous_row" else slots
             shape = (batch, attn.num_heads, slots, attn.head_dim)
             keys = torch.zeros(shape, dtype=weight.dtype, device=weight.device)

@@ -212,7 +212,7 @@ class JukeboxChainModel(JukeboxChainPreTrainedModel):
         if prime_audio is not None and prime_codes is not None:
             raise JukeboxInputError("Pass prime_audio or prime_codes, not both.")
 
-        codes: list[torch.LongTensor | None] = [None, None, None]
+        codes: list[torch.Tensor | None] = [None, None, None]
         if prime_audio is not None:
             audio = torch.as_tensor(prime_audio)
             if audio.dim() == 1:

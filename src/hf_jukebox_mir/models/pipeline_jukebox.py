@@ -102,7 +102,7 @@ def resolve_layers(layers: Any, num_hidden_layers: int) -> tuple[list[int], bool
             f"layers={layers!r} is not supported: expected an int, a list of ints or 'all' "
             f"(1-indexed blocks, 1..{num_hidden_layers})."
         )
-    out = []
+    out: list[Any] = []
     for value in values:
         if isinstance(value, bool) or not isinstance(value, (numbers.Integral, np.integer)):
             raise JukeboxInputError(f"layers must be integers, got {value!r} in {layers!r}.")

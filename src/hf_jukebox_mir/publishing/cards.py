@@ -980,7 +980,7 @@ def _facts(data: JukeboxModelCardData, config: Mapping[str, Any]) -> list[tuple[
     facts: list[tuple[str, str]] = [("model_type", f"`{data.model_type}`")]
     if data.kind == "chain":
         facts += _chain_facts(config)
-    candidates = {
+    candidates: list[tuple[str, tuple[str, ...]]] = {
         "vqvae": [("levels", ("levels", "num_levels")),
                   ("codebook size", ("codebook_size", "l_bins", "nb_discrete_codes")),
                   ("code dimension", ("codebook_dim", "emb_width", "embed_dim")), ("hop lengths", ("hop_lengths",))],
@@ -1030,7 +1030,7 @@ def template_path(kind: str, template_dir: str | Path | None = None) -> Path:
     if template_dir is not None:
         path = Path(template_dir) / KIND_TO_TEMPLATE[kind]
     else:
-        path = Path(str(resources.files(__package__).joinpath(TEMPLATE_PACKAGE_DIR, KIND_TO_TEMPLATE[kind])))
+        path = Path(str(resources.files(__package__) / TEMPLATE_PACKAGE_DIR / KIND_TO_TEMPLATE[kind]))
     if not path.is_file():
         raise JukeboxInputError(f"Card template not found: {path}.")
     return path
