@@ -18,8 +18,8 @@ import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -68,9 +68,13 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n-ctx", type=int, default=2048, help="tokens per window")
     parser.add_argument("--blocks", type=int, default=32, help="n_ctx // blocks = block length")
     parser.add_argument("--layer", type=int, default=6, help="layer to extract (prior_layer, clip_layer)")
-    parser.add_argument("--clip-tokens", type=int, default=None,
-                        help="clip_layer: codes of the clip (default: a 10 s clip in a 23.8 s window, scaled "
-                             "to n_ctx, i.e. n_ctx * 3445 // 8192)")
+    parser.add_argument(
+        "--clip-tokens",
+        type=int,
+        default=None,
+        help="clip_layer: codes of the clip (default: a 10 s clip in a 23.8 s window, scaled "
+        "to n_ctx, i.e. n_ctx * 3445 // 8192)",
+    )
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--seconds", type=float, default=10.0, help="audio length (vqvae_encode)")
     parser.add_argument("--repeats", type=int, default=5)
@@ -79,8 +83,11 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--serve", action="store_true",
-                        help="timed calls driven from stdin (bench_cpu.py --paired); --repeats is ignored")
+    parser.add_argument(
+        "--serve",
+        action="store_true",
+        help="timed calls driven from stdin (bench_cpu.py --paired); --repeats is ignored",
+    )
 
 
 def clip_tokens(args: argparse.Namespace) -> int:
@@ -104,8 +111,16 @@ def prior_config_dict(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def base_record(args: argparse.Namespace, *, side: str, impl: str, torch_version: str, transformers_version: str,
-                threads: int, import_s: float) -> dict[str, Any]:
+def base_record(
+    args: argparse.Namespace,
+    *,
+    side: str,
+    impl: str,
+    torch_version: str,
+    transformers_version: str,
+    threads: int,
+    import_s: float,
+) -> dict[str, Any]:
     """The fields every runner's JSON line starts with (same keys on both sides)."""
     return {
         "side": side,
@@ -268,8 +283,13 @@ def run_paired(
     for side, argv in commands.items():
         errlogs[side] = tempfile.TemporaryFile(mode="w+")
         procs[side] = subprocess.Popen(
-            [*argv, "--serve"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errlogs[side],
-            text=True, bufsize=1, env=env,
+            [*argv, "--serve"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=errlogs[side],
+            text=True,
+            bufsize=1,
+            env=env,
         )
     timer = None
     if timeout:

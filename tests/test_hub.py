@@ -19,6 +19,7 @@ from huggingface_hub import ModelCard
 from safetensors.torch import load_file, save_file
 
 from hf_jukebox_mir.models.errors import JukeboxCheckpointError, JukeboxInputError
+from hf_jukebox_mir.publishing.cards import CARD_MARKER, render_model_card, validate_card_metadata, write_model_card
 from hf_jukebox_mir.publishing.hub import (
     JukeboxHubConnectionError,
     check_hub_folder,
@@ -26,7 +27,6 @@ from hf_jukebox_mir.publishing.hub import (
     push_folder,
     validate_hub_folder,
 )
-from hf_jukebox_mir.publishing.cards import CARD_MARKER, render_model_card, validate_card_metadata, write_model_card
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MODEL_TYPES = {
@@ -229,9 +229,7 @@ def test_missing_shard_is_named(tmp_path):
     folder = make_hub_folder(tmp_path, "vqvae", sharded=True)
     (folder / "model-00002-of-00002.safetensors").unlink()
     (problem,) = validate_hub_folder(folder)
-    assert problem == (
-        "model.safetensors.index.json references 1 missing shard(s): model-00002-of-00002.safetensors."
-    )
+    assert problem == ("model.safetensors.index.json references 1 missing shard(s): model-00002-of-00002.safetensors.")
 
 
 def _edit_config(folder: Path, edit) -> None:
@@ -383,9 +381,7 @@ def test_push_connection_errors_are_translated(tmp_path, online, error):
     folder = make_hub_folder(tmp_path, "vqvae")
     api = mock.MagicMock()
     api.create_repo.side_effect = (
-        OfflineModeIsEnabled("offline")
-        if error == "offline"
-        else httpx2.ConnectError("[Errno 111] Connection refused")
+        OfflineModeIsEnabled("offline") if error == "offline" else httpx2.ConnectError("[Errno 111] Connection refused")
     )
     with pytest.raises(JukeboxHubConnectionError, match="the Hugging Face Hub cannot be reached"):
         push_folder(folder, "me/jukebox-test", api=api)
@@ -495,6 +491,7 @@ ALL_OPENAI = [
 def test_plan_maps_every_openai_file_to_its_folder(tmp_path, convert_all):
     root = _openai_tree(tmp_path / "in", ALL_OPENAI)
     plan = convert_all.plan_conversions(root, tmp_path / "out", namespace="me")
+
     def relative(sources):
         return {role: str(path.relative_to(root)) for role, path in sources.items()}
 
@@ -532,8 +529,10 @@ def test_plan_subset_only_and_options(tmp_path, convert_all):
     missing = r"Cannot make mir from .*: missing source files \(mir: 5b/vqvae.pth.tar \+ 5b/prior_level_2.pth.tar\)"
     with pytest.raises(convert_all.PlanError, match=missing):
         convert_all.plan_conversions(root, tmp_path / "out", only="vqvae,mir")
-    missing = (r"Cannot make chain_1b_lyrics from .*: missing source files \(chain_1b_lyrics: 5b/vqvae.pth.tar \+ "
-               r"5b/prior_level_0.pth.tar \+ 5b/prior_level_1.pth.tar \+ 1b_lyrics/prior_level_2.pth.tar\)")
+    missing = (
+        r"Cannot make chain_1b_lyrics from .*: missing source files \(chain_1b_lyrics: 5b/vqvae.pth.tar \+ "
+        r"5b/prior_level_0.pth.tar \+ 5b/prior_level_1.pth.tar \+ 1b_lyrics/prior_level_2.pth.tar\)"
+    )
     with pytest.raises(convert_all.PlanError, match=missing):
         convert_all.plan_conversions(root, tmp_path / "out", only="chain_1b_lyrics")
     only = convert_all.plan_conversions(root, tmp_path / "out", only=["prior_1b_lyrics"])
@@ -831,7 +830,7 @@ def test_real_chain_folder_passes_hub_checks_and_pushes(real_chain, online):
     files = check_hub_folder(folder)
     assert files[:3] == ["README.md", "config.json", "conversion_audit.json"]
     assert {"model.safetensors", "configuration_jukebox_chain.py", "modeling_jukebox_chain.py",
-            "modeling_jukebox_prior.py", "modeling_jukebox_vqvae.py", "generation_jukebox.py"} <= set(files)  # fmt: skip
+            "modeling_jukebox_prior.py", "modeling_jukebox_vqvae.py", "generation_jukebox.py"} <= set(files)  # fmt: skip  # noqa: E501
     assert all(name.endswith((".py", ".json", ".md", ".safetensors")) and "/" not in name for name in files)
 
     api = mock.MagicMock()
@@ -874,14 +873,19 @@ def test_convert_all_old_hub_format_chain(tmp_path, convert_all, fixtures_dir, c
 
 
 def test_convert_all_mir_job_on_parity_fixtures(tmp_path, convert_all, fixtures_dir, capsys):
-    """The JukeMIR extraction folder of the script (VQ-VAE encoder + truncated 5b prior, bf16) is Hub-ready and loads."""
+    """The JukeMIR extraction folder of the script (VQ-VAE encoder + truncated 5b prior, bf16) is Hub-ready and
+    loads."""
     root = tmp_path / "openai"
     for rel, src in FIXTURE_FILES.items():
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).symlink_to(fixtures_dir / src)
     out = tmp_path / "hub"
-    assert convert_all.main([str(root), "--output-dir", str(out), "--namespace", "me", "--only", "mir",
-                             "--num-layers", "4"]) == 0, capsys.readouterr().err
+    assert (
+        convert_all.main(
+            [str(root), "--output-dir", str(out), "--namespace", "me", "--only", "mir", "--num-layers", "4"]
+        )
+        == 0
+    ), capsys.readouterr().err
     folder = out / "jukebox-mir-5b-layer4"
     assert validate_hub_folder(folder) == []
     config = json.loads((folder / "config.json").read_text())
@@ -890,6 +894,7 @@ def test_convert_all_mir_job_on_parity_fixtures(tmp_path, convert_all, fixtures_
     from transformers import AutoModel
 
     import hf_jukebox_mir
+
     hf_jukebox_mir.register()  # the Auto classes
 
     model = AutoModel.from_pretrained(folder, dtype="auto")

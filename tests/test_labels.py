@@ -6,7 +6,12 @@ import pytest
 import torch
 
 from hf_jukebox_mir import JukeboxInputError
-from hf_jukebox_mir.models.tokenization_jukebox import LYRIC_VOCABULARIES, JukeboxTokenizer, lyric_window, normalise_name
+from hf_jukebox_mir.models.tokenization_jukebox import (
+    LYRIC_VOCABULARIES,
+    JukeboxTokenizer,
+    lyric_window,
+    normalise_name,
+)
 
 
 def test_normalise_name():
@@ -59,8 +64,9 @@ def test_lyric_window_original_heuristic():
 
 def test_metadata_row_layout():
     labeller = JukeboxTokenizer(3, max_genres=1, n_lyric_tokens=8, sample_length=786432)
-    row = labeller.metadata(artist="unknown", genre="unknown", lyrics="Hi", total_length=2_000_000, offset=44100,
-                            batch_size=2)
+    row = labeller.metadata(
+        artist="unknown", genre="unknown", lyrics="Hi", total_length=2_000_000, offset=44100, batch_size=2
+    )
     assert row.dtype == torch.long and row.shape == (2, 4 + 1 + 8)
     assert row[0, :5].tolist() == [2_000_000, 44100, 786432, 0, 0]
     assert row[0, 5:].tolist() == [0] * 6 + labeller.tokenize_lyrics("Hi")

@@ -58,6 +58,7 @@ CHAIN_PARTS = {"vqvae": "vqvae.pth.tar", "prior_level_0": "prior_level_0.pth.tar
 
 def chain_config(lyrics_mode: str | None = "separate_encoder") -> dict:
     """The parts of a `jukebox_mir_chain` config.json that the card reads (shapes of the released 5b models)."""
+
     def prior(level, width, layers, n_ctx):
         return {"model_type": "jukebox_mir_prior", "level": level, "hidden_size": width, "num_hidden_layers": layers,
                 "num_attention_heads": 8, "n_ctx": n_ctx, "hop_length": (8, 32, 128)[level], "sampling_rate": 44100,
@@ -71,6 +72,8 @@ def chain_config(lyrics_mode: str | None = "separate_encoder") -> dict:
         "prior_level_1_config": prior(1, 1920, 72, 8192),
         "prior_level_2_config": {**prior(2, 4800, 72, 8192), "lyrics_mode": lyrics_mode},
     }
+
+
 RESULTS = {
     "model": "me/jukebox-mir-5b-layer36",
     "split": "test",
@@ -113,9 +116,7 @@ def make_folder(root: Path, kind: str, *, dtype: torch.dtype = torch.float32, au
         (folder / "feature_extraction_fake.py").write_text("import numpy\n")
     (folder / "config.json").write_text(json.dumps(config))
     (folder / "configuration_fake.py").write_text("from __future__ import annotations\n")
-    (folder / "modeling_fake.py").write_text(
-        "from .configuration_fake import FakeConfig\nfrom .layers_fake import X\n"
-    )
+    (folder / "modeling_fake.py").write_text("from .configuration_fake import FakeConfig\nfrom .layers_fake import X\n")
     (folder / "layers_fake.py").write_text("X = 1\n")
     tensors = {"weight": torch.zeros(4, 3, dtype=dtype), "bias": torch.zeros(3, dtype=dtype)}
     save_file(tensors, str(folder / "model.safetensors"))
@@ -144,8 +145,8 @@ def test_repo_model_cards_folder_matches_package_templates():
     assert sorted(p.name for p in root_copies.glob("*.md")) == sorted(KIND_TO_TEMPLATE.values())
     for name in KIND_TO_TEMPLATE.values():
         assert (root_copies / name).read_bytes() == (PACKAGE_TEMPLATES / name).read_bytes(), (
-            f"model_cards/{name} differs from src/hf_jukebox_mir/card_templates/{name} (the canonical copy); "
-            f"run: cp src/hf_jukebox_mir/card_templates/{name} model_cards/"
+            f"model_cards/{name} differs from src/hf_jukebox_mir/publishing/card_templates/{name} (the canonical copy); "
+            f"run: cp src/hf_jukebox_mir/publishing/card_templates/{name} model_cards/"
         )
 
 
@@ -370,8 +371,16 @@ def test_validate_card_metadata_catches_licence_tag_and_pipeline_mistakes():
 
 def test_load_probe_results_accepts_the_three_layouts():
     as_list = load_probe_results(
-        [{"task": "key", "dataset": "giantsteps", "split": "test", "metric": "mirex_weighted", "value": 0.667,
-          "layer": 36}]  # fmt: skip
+        [
+            {
+                "task": "key",
+                "dataset": "giantsteps",
+                "split": "test",
+                "metric": "mirex_weighted",
+                "value": 0.667,
+                "layer": 36,
+            }
+        ]  # fmt: skip
     )
     single = load_probe_results({"task": "key", "dataset": "giantsteps", "split": "test", "layer": 36,
                                  "metrics": {"mirex_weighted": 0.667}})  # fmt: skip

@@ -9,12 +9,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from hf_jukebox_mir import JukeboxInputError
-from hf_jukebox_mir.models.configuration_jukebox_prior import JukeboxPriorConfig
-from hf_jukebox_mir.conversion.prior import convert_prior_checkpoint
-from hf_jukebox_mir.models.modeling_jukebox_prior import JukeboxAttention, JukeboxPrior, JukeboxPriorCache
-
 from conftest import PRIOR_FIXTURES as PRIORS
+from hf_jukebox_mir import JukeboxInputError
+from hf_jukebox_mir.conversion.prior import convert_prior_checkpoint
+from hf_jukebox_mir.models.configuration_jukebox_prior import JukeboxPriorConfig
+from hf_jukebox_mir.models.modeling_jukebox_prior import JukeboxAttention, JukeboxPrior, JukeboxPriorCache
 
 
 def assert_close(ours: torch.Tensor, ref: torch.Tensor, name: str = ""):
@@ -79,8 +78,14 @@ def test_incremental_equals_full(converted, name):
         while pos < length:
             c = min(sizes.pop(0) if sizes else 37, length - pos)
             with torch.no_grad():
-                outs.append(model(golden["z"][:, pos : pos + c], metadata=golden["y"],
-                                  upper_level_codes=golden.get("z_cond_0"), cache=cache).logits)
+                outs.append(
+                    model(
+                        golden["z"][:, pos : pos + c],
+                        metadata=golden["y"],
+                        upper_level_codes=golden.get("z_cond_0"),
+                        cache=cache,
+                    ).logits
+                )
             pos += c
         assert cache.get_seq_length() == full.shape[1]
         assert_close(torch.cat(outs, 1), full, f"chunks {chunks[:4]}")
@@ -102,9 +107,12 @@ def test_batched_equals_one_by_one(converted, name):
     both = _forward(model, golden, output_hidden_states=True)
     for b in range(2):
         with torch.no_grad():
-            one = model(golden["z"][b : b + 1], metadata=golden["y"][b : b + 1],
-                        upper_level_codes=None if "z_cond_0" not in golden else golden["z_cond_0"][b : b + 1],
-                        output_hidden_states=True)
+            one = model(
+                golden["z"][b : b + 1],
+                metadata=golden["y"][b : b + 1],
+                upper_level_codes=None if "z_cond_0" not in golden else golden["z_cond_0"][b : b + 1],
+                output_hidden_states=True,
+            )
         assert_close(one.logits[0], both.logits[b], "logits")
         assert_close(one.hidden_states[-1][0], both.hidden_states[-1][b], "last hidden")
 
@@ -277,7 +285,9 @@ def test_config_validation_errors():
         JukeboxPriorConfig(num_hidden_layers=2, attention_patterns=["row", "diagonal"])
     with pytest.raises(JukeboxConfigError, match="Unknown prior preset 'prior_9b'"):
         JukeboxPriorConfig.from_preset("prior_9b")
-    with pytest.raises(JukeboxConfigError, match=r"num_hidden_layers=80 is invalid: expected at most len\(attention_patterns\) = 72"):
+    with pytest.raises(
+        JukeboxConfigError, match=r"num_hidden_layers=80 is invalid: expected at most len\(attention_patterns\) = 72"
+    ):
         JukeboxPriorConfig(num_hidden_layers=80, attention_patterns=["row"] * 72)
 
 
@@ -360,8 +370,9 @@ def test_half_precision_layer_norm_is_the_float32_layer_norm(dtype):
 @pytest.mark.slow
 def test_torch_compile_matches_eager():
     """The whole prior compiles (one graph break at the input-value check) and stays exact across batch sizes."""
-    config = JukeboxPriorConfig.from_preset("prior_5b", hidden_size=32, num_hidden_layers=3, num_attention_heads=2,
-                                            n_ctx=64, blocks=8)
+    config = JukeboxPriorConfig.from_preset(
+        "prior_5b", hidden_size=32, num_hidden_layers=3, num_attention_heads=2, n_ctx=64, blocks=8
+    )
     model = JukeboxPrior(config).eval()
     compiled = torch.compile(model)
     generator = torch.Generator().manual_seed(0)

@@ -22,7 +22,6 @@ from pathlib import Path
 
 from ..models.errors import JukeboxInputError
 
-
 _DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
 
 
@@ -174,29 +173,51 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         ),
     )
     parser.add_argument("--vqvae", metavar="PATH", help="original OpenAI VQ-VAE checkpoint, e.g. 5b/vqvae.pth.tar")
-    parser.add_argument("--prior", metavar="PATH", nargs="+",
-                        help="original OpenAI prior checkpoint, e.g. 5b/prior_level_2.pth.tar (with --vqvae: one "
-                             "MIR folder; with --vqvae and three files prior_level_0/1/2: the sampling chain)")
     parser.add_argument(
-        "--hf4", metavar="DIR",
+        "--prior",
+        metavar="PATH",
+        nargs="+",
+        help="original OpenAI prior checkpoint, e.g. 5b/prior_level_2.pth.tar (with --vqvae: one "
+        "MIR folder; with --vqvae and three files prior_level_0/1/2: the sampling chain)",
+    )
+    parser.add_argument(
+        "--hf4",
+        metavar="DIR",
         help="transformers-4.x Jukebox folder (config.json + pytorch_model-*.bin); see --hf4-part",
     )
-    parser.add_argument("--hf4-part", default="vqvae", choices=["vqvae", "prior-2", "prior-1", "prior-0", "mir", "chain"],
-                        help="what to convert from --hf4: the VQ-VAE (default), a prior by original level, the "
-                             "MIR model (VQ-VAE + top prior) or the whole sampling chain")
-    parser.add_argument("--num-layers", type=int, metavar="N",
-                        help="keep only the first N prior blocks (JukeMIR: 36); the others are never read")
+    parser.add_argument(
+        "--hf4-part",
+        default="vqvae",
+        choices=["vqvae", "prior-2", "prior-1", "prior-0", "mir", "chain"],
+        help="what to convert from --hf4: the VQ-VAE (default), a prior by original level, the "
+        "MIR model (VQ-VAE + top prior) or the whole sampling chain",
+    )
+    parser.add_argument(
+        "--num-layers",
+        type=int,
+        metavar="N",
+        help="keep only the first N prior blocks (JukeMIR: 36); the others are never read",
+    )
     parser.add_argument("--dtype", choices=sorted(_DTYPES), help="dtype of the saved weights (default: float32)")
     parser.add_argument("--no-card", action="store_true", help="do not write the README.md model card")
     parser.add_argument("--output", metavar="DIR", required=True, help="output folder (must be empty or new)")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
     parser.add_argument(
-        "--max-shard-size", default="2GB", metavar="SIZE",
+        "--max-shard-size",
+        default="2GB",
+        metavar="SIZE",
         help="largest safetensors shard, e.g. 2GB or 500MB (default: 2GB)",
     )
     parser.set_defaults(func=run)
     return parser
 
 
-__all__ = ["SOURCES", "add_parser", "convert_hf4_source", "convert_mir_source", "convert_prior_source",
-           "convert_vqvae_source", "run"]
+__all__ = [
+    "SOURCES",
+    "add_parser",
+    "convert_hf4_source",
+    "convert_mir_source",
+    "convert_prior_source",
+    "convert_vqvae_source",
+    "run",
+]

@@ -29,15 +29,16 @@ def build_tiny_mir_model(output_dir: Path, *, seed: int = 0, calibration_audio: 
     """
     import torch
 
+    from ..conversion.mir import save_mir_folder
     from ..models.configuration_jukebox_mir import JukeboxMIRConfig
     from ..models.configuration_jukebox_prior import JukeboxPriorConfig
     from ..models.configuration_jukebox_vqvae import JukeboxVQVAEConfig
-    from ..conversion.mir import save_mir_folder
     from ..models.modeling_jukebox_mir import JukeboxMIRModel
 
     torch.manual_seed(seed)
-    prior = JukeboxPriorConfig.from_preset("prior_5b", hidden_size=64, num_hidden_layers=6, num_attention_heads=2,
-                                           n_ctx=256, blocks=16)
+    prior = JukeboxPriorConfig.from_preset(
+        "prior_5b", hidden_size=64, num_hidden_layers=6, num_attention_heads=2, n_ctx=256, blocks=16
+    )
     vqvae = JukeboxVQVAEConfig.from_preset("5b", encoder_levels=[2])  # features need only the top-level encoder
     config = JukeboxMIRConfig(vqvae_config=vqvae, prior_config=prior)
     model = JukeboxMIRModel(config).eval()
@@ -105,8 +106,19 @@ def run(args: argparse.Namespace) -> int:
         print(f"[{2 if name == 'chroma' else 3}/3] probing the synthetic key task with {name} features -> {run_dir}")
         if not (run_dir / "results.json").is_file():
             probe_args = probe.add_parser(argparse.ArgumentParser().add_subparsers()).parse_args(
-                ["--task", "synthetic_key", "--data", str(data_dir), "--output", str(run_dir),
-                 "--seed", str(args.seed), "--threads", str(args.threads), *extra]
+                [
+                    "--task",
+                    "synthetic_key",
+                    "--data",
+                    str(data_dir),
+                    "--output",
+                    str(run_dir),
+                    "--seed",
+                    str(args.seed),
+                    "--threads",
+                    str(args.threads),
+                    *extra,
+                ]
             )
             probe.run(probe_args)
         results[name] = json.loads((run_dir / "results.json").read_text())
@@ -116,9 +128,11 @@ def run(args: argparse.Namespace) -> int:
     for name, res in results.items():
         best = res["best"]
         print(f"| {name} | {best['test']['primary']:.3f} | {best['validation']['primary']:.3f} |")
-    print("\nThe tiny Jukebox model has random weights (codebook initialised from the audio): its score shows the "
-          "pipeline runs end to end, not what Jukebox learns. Convert the released weights (`jukebox-mir convert`) "
-          "for real features.")
+    print(
+        "\nThe tiny Jukebox model has random weights (codebook initialised from the audio): its score shows the "
+        "pipeline runs end to end, not what Jukebox learns. Convert the released weights (`jukebox-mir convert`) "
+        "for real features."
+    )
     return 0
 
 

@@ -31,8 +31,9 @@ def _import_make_embed_fn():
     return make_embed_fn
 
 
-def _load_embed_fn(model_dir: str, *, layers: list[int] | None = None, device: str | None = None,
-                   batch_size: int | None = None):
+def _load_embed_fn(
+    model_dir: str, *, layers: list[int] | None = None, device: str | None = None, batch_size: int | None = None
+):
     """The Jukebox `embed_fn` of a converted model folder, from `hf_jukebox_mir.extraction.engine.make_embed_fn`.
 
     Imported lazily so that `probe` works (with `--features chroma`) when the extraction code is absent.
@@ -59,26 +60,48 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--task", required=True,
-                        help="gtzan, magnatagatune, giantsteps, emomusic, synthetic_key or synthetic_instruments")
-    parser.add_argument("--data", required=True, help="local copy of the benchmark in its official layout "
-                        "(synthetic tasks: folder to generate into or reuse)")
+    parser.add_argument(
+        "--task",
+        required=True,
+        help="gtzan, magnatagatune, giantsteps, emomusic, synthetic_key or synthetic_instruments",
+    )
+    parser.add_argument(
+        "--data",
+        required=True,
+        help="local copy of the benchmark in its official layout (synthetic tasks: folder to generate into or reuse)",
+    )
     source = parser.add_mutually_exclusive_group()
-    source.add_argument("--features", choices=["chroma"], help="built-in feature instead of a model (default "
-                        "when --model is not given)")
+    source.add_argument(
+        "--features", choices=["chroma"], help="built-in feature instead of a model (default when --model is not given)"
+    )
     source.add_argument("--model", help="converted Jukebox model folder to extract embeddings with")
-    parser.add_argument("--layers", type=int, nargs="+", help="prior layers to extract with --model (1-indexed, "
-                        "e.g. 36); each one is probed")
-    parser.add_argument("--grid", default="small", choices=["small", "jukemir"],
-                        help="probe grid: 'small' (4 configurations) or 'jukemir' (216, as in the paper)")
-    parser.add_argument("--schedule", default="epochs", choices=["epochs", "jukemir"],
-                        help="'epochs': evaluate every epoch, patience 10; 'jukemir': every 8 steps, patience 256")
+    parser.add_argument(
+        "--layers",
+        type=int,
+        nargs="+",
+        help="prior layers to extract with --model (1-indexed, e.g. 36); each one is probed",
+    )
+    parser.add_argument(
+        "--grid",
+        default="small",
+        choices=["small", "jukemir"],
+        help="probe grid: 'small' (4 configurations) or 'jukemir' (216, as in the paper)",
+    )
+    parser.add_argument(
+        "--schedule",
+        default="epochs",
+        choices=["epochs", "jukemir"],
+        help="'epochs': evaluate every epoch, patience 10; 'jukemir': every 8 steps, patience 256",
+    )
     parser.add_argument("--max-epochs", type=float, default=None, help="upper bound on training epochs per probe")
     parser.add_argument("--patience", type=int, default=None, help="evaluations without improvement before stopping")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", required=True, help="folder for results, the selected probe and caches")
-    parser.add_argument("--allow-missing", action="store_true",
-                        help="load only the clips present locally instead of failing on missing files")
+    parser.add_argument(
+        "--allow-missing",
+        action="store_true",
+        help="load only the clips present locally instead of failing on missing files",
+    )
     parser.add_argument("--batch-size", type=int, default=8, help="clips per embedding call")
     parser.add_argument("--device", default=None, help="device for --model extraction (e.g. cuda, cpu)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (small probes: 1 is fastest)")
@@ -142,17 +165,34 @@ def run(args: argparse.Namespace) -> int:
     base = JUKEMIR_SCHEDULE if args.schedule == "jukemir" else ProbeSchedule()
     schedule = ProbeSchedule(
         max_epochs=args.max_epochs if args.max_epochs is not None else base.max_epochs,
-        max_steps=base.max_steps, eval_steps=base.eval_steps,
+        max_steps=base.max_steps,
+        eval_steps=base.eval_steps,
         patience=args.patience if args.patience is not None else base.patience,
-        seed=args.seed, save_total_limit=base.save_total_limit, eval_batch_size=base.eval_batch_size,
+        seed=args.seed,
+        save_total_limit=base.save_total_limit,
+        eval_batch_size=base.eval_batch_size,
     )
     layer_names = getattr(embed_fn, "layer_names", None)
-    results = run_probe_grid(dataset, task, output, grid=args.grid, schedule=schedule,
-                             layer_names=list(layer_names) if layer_names is not None else None,
-                             feature_source=source)
+    results = run_probe_grid(
+        dataset,
+        task,
+        output,
+        grid=args.grid,
+        schedule=schedule,
+        layer_names=list(layer_names) if layer_names is not None else None,
+        feature_source=source,
+    )
     print((output / "results.md").read_text())
-    print(json.dumps({"task": task.name, "test": results["best"]["test"]["primary"],
-                      "jukemir_score": results["jukemir_score"], "output": str(output)}))
+    print(
+        json.dumps(
+            {
+                "task": task.name,
+                "test": results["best"]["test"]["primary"],
+                "jukemir_score": results["jukemir_score"],
+                "output": str(output),
+            }
+        )
+    )
     return 0
 
 

@@ -39,7 +39,9 @@ def _as_config(value, cls, default: dict, field: str):
     if isinstance(value, dict):
         value = {k: v for k, v in value.items() if k not in ("model_type", "transformers_version")}
         return cls(**value)
-    raise JukeboxConfigError(f"JukeboxChainConfig.{field} must be a {cls.__name__} or a dict, got {type(value).__name__}.")
+    raise JukeboxConfigError(
+        f"JukeboxChainConfig.{field} must be a {cls.__name__} or a dict, got {type(value).__name__}."
+    )
 
 
 class JukeboxChainConfig(PreTrainedConfig):
@@ -124,7 +126,9 @@ class JukeboxChainConfig(PreTrainedConfig):
             )
         for name, values in (("hop_fractions", self.hop_fractions), ("temperatures", self.temperatures)):
             if len(values) != 3 or not all(v > 0 for v in values):
-                raise JukeboxConfigError(f"JukeboxChainConfig.{name} must hold 3 positive numbers (levels 0, 1, 2), got {values}.")
+                raise JukeboxConfigError(
+                    f"JukeboxChainConfig.{name} must hold 3 positive numbers (levels 0, 1, 2), got {values}."
+                )
         if not all(v <= 1 for v in self.hop_fractions):
             raise JukeboxConfigError(f"JukeboxChainConfig.hop_fractions must lie in (0, 1], got {self.hop_fractions}.")
         if self.chunk_size < 1:

@@ -143,7 +143,9 @@ class JukeboxPriorConfig(PreTrainedConfig):
         self.mlp_multiplier = mlp_multiplier
         self.n_ctx = n_ctx
         self.blocks = blocks
-        self.attention_patterns = list(attention_patterns) if attention_patterns is not None else attention_layer_types(2, num_hidden_layers)
+        self.attention_patterns = (
+            list(attention_patterns) if attention_patterns is not None else attention_layer_types(2, num_hidden_layers)
+        )
         self.merged_decoder = merged_decoder
         self.num_artists = num_artists
         self.num_genres = num_genres
@@ -163,7 +165,9 @@ class JukeboxPriorConfig(PreTrainedConfig):
         self.encoder_num_heads = encoder_num_heads
         self.encoder_blocks = encoder_blocks
         self.encoder_attention_patterns = (
-            list(encoder_attention_patterns) if encoder_attention_patterns is not None else attention_layer_types(2, encoder_num_layers)
+            list(encoder_attention_patterns)
+            if encoder_attention_patterns is not None
+            else attention_layer_types(2, encoder_num_layers)
         )
         self.upsampler_width = upsampler_width
         self.upsampler_depth = upsampler_depth
@@ -262,13 +266,18 @@ class JukeboxPriorConfig(PreTrainedConfig):
             bad(
                 "num_hidden_layers",
                 self.num_hidden_layers,
-                f"at most len(attention_patterns) = {len(self.attention_patterns)} (attention_patterns names every layer of the checkpoint)",
+                f"at most len(attention_patterns) = {len(self.attention_patterns)} "
+                "(attention_patterns names every layer of the checkpoint)",
             )
         for i, name in enumerate(self.attention_patterns):
             if name not in ATTENTION_TYPES:
                 bad(f"attention_patterns[{i}]", name, f"one of {ATTENTION_TYPES}")
         if self.attention_width % self.num_attention_heads:
-            bad("num_attention_heads", self.num_attention_heads, f"a divisor of the attention width {self.attention_width}")
+            bad(
+                "num_attention_heads",
+                self.num_attention_heads,
+                f"a divisor of the attention width {self.attention_width}",
+            )
         if self.max_seq_length % self.blocks:
             bad("blocks", self.blocks, f"a divisor of the sequence length {self.max_seq_length}")
         if self.lyrics_mode not in LYRICS_MODES:
@@ -391,7 +400,9 @@ class JukeboxPriorConfig(PreTrainedConfig):
                 encoder_attention_patterns=attention_layer_types(int(hps["prime_attn_order"]), enc_depth),
             )
             if float(hps.get("prime_m_attn", 0.25)) != 0.25 or float(hps.get("prime_m_mlp", 1.0)) != 1.0:
-                raise JukeboxCheckpointError("Lyrics encoders with prime_m_attn != 0.25 or prime_m_mlp != 1.0 are not supported.")
+                raise JukeboxCheckpointError(
+                    "Lyrics encoders with prime_m_attn != 0.25 or prime_m_mlp != 1.0 are not supported."
+                )
         for flag in ("res_scale", "pos_init", "copy_input"):
             if hps.get(flag):
                 raise JukeboxCheckpointError(
@@ -403,31 +414,104 @@ class JukeboxPriorConfig(PreTrainedConfig):
         return cls(**values)
 
 
-_COMMON_TOP = dict(level=2, hop_length=128, vocab_size=2048, attention_multiplier=0.25, mlp_multiplier=1.0,
-                   use_timing=True, max_duration=600.0, sampling_rate=44100)
-_COMMON_UPSAMPLER = dict(vocab_size=2048, hidden_size=1920, num_hidden_layers=72, num_attention_heads=1,
-                         attention_multiplier=0.25, mlp_multiplier=1.0, n_ctx=8192, blocks=128, attn_order=2,
-                         merged_decoder=False, num_artists=4111, num_genres=120, max_genres=5, use_timing=False,
-                         timing_bins=128, min_duration=0.0, labels_version=2, upsampler_width=1024,
-                         upsampler_depth=16, upsampler_dilation_growth_rate=3, upsampler_dilation_cycle=8,
-                         upsampler_down_t=2, upsampler_stride_t=2)
+_COMMON_TOP = dict(
+    level=2,
+    hop_length=128,
+    vocab_size=2048,
+    attention_multiplier=0.25,
+    mlp_multiplier=1.0,
+    use_timing=True,
+    max_duration=600.0,
+    sampling_rate=44100,
+)
+_COMMON_UPSAMPLER = dict(
+    vocab_size=2048,
+    hidden_size=1920,
+    num_hidden_layers=72,
+    num_attention_heads=1,
+    attention_multiplier=0.25,
+    mlp_multiplier=1.0,
+    n_ctx=8192,
+    blocks=128,
+    attn_order=2,
+    merged_decoder=False,
+    num_artists=4111,
+    num_genres=120,
+    max_genres=5,
+    use_timing=False,
+    timing_bins=128,
+    min_duration=0.0,
+    labels_version=2,
+    upsampler_width=1024,
+    upsampler_depth=16,
+    upsampler_dilation_growth_rate=3,
+    upsampler_dilation_cycle=8,
+    upsampler_down_t=2,
+    upsampler_stride_t=2,
+)
 
 # Facts of the released checkpoints (architecture.md §2.2; checked against full_size_inventory.json).
 PRIOR_PRESETS: dict[str, dict] = {
-    "prior_5b": dict(_COMMON_TOP, hidden_size=4800, num_hidden_layers=72, num_attention_heads=8, n_ctx=8192,
-                     blocks=128, attn_order=2, merged_decoder=True, num_artists=4111, num_genres=120,
-                     max_genres=5, timing_bins=128, min_duration=60.0, labels_version=2),
-    "prior_5b_lyrics": dict(_COMMON_TOP, hidden_size=4800, num_hidden_layers=79, num_attention_heads=8, n_ctx=8192,
-                            blocks=128, attn_order=10, merged_decoder=True, num_artists=4111, num_genres=120,
-                            max_genres=5, timing_bins=128, min_duration=23.8, labels_version=2,
-                            lyrics_mode="separate_encoder", n_lyric_tokens=512, lyric_vocab_size=80,
-                            prime_loss_fraction=0.4, encoder_hidden_size=1280, encoder_num_layers=18,
-                            encoder_num_heads=4, encoder_blocks=32),
-    "prior_1b_lyrics": dict(_COMMON_TOP, hidden_size=2048, num_hidden_layers=72, num_attention_heads=2, n_ctx=6144,
-                            blocks=64, attn_order=12, merged_decoder=False, num_artists=7898, num_genres=604,
-                            max_genres=1, timing_bins=64, min_duration=17.84, labels_version=3,
-                            lyrics_mode="single_sequence", n_lyric_tokens=384, lyric_vocab_size=79,
-                            prime_loss_fraction=0.4),
+    "prior_5b": dict(
+        _COMMON_TOP,
+        hidden_size=4800,
+        num_hidden_layers=72,
+        num_attention_heads=8,
+        n_ctx=8192,
+        blocks=128,
+        attn_order=2,
+        merged_decoder=True,
+        num_artists=4111,
+        num_genres=120,
+        max_genres=5,
+        timing_bins=128,
+        min_duration=60.0,
+        labels_version=2,
+    ),
+    "prior_5b_lyrics": dict(
+        _COMMON_TOP,
+        hidden_size=4800,
+        num_hidden_layers=79,
+        num_attention_heads=8,
+        n_ctx=8192,
+        blocks=128,
+        attn_order=10,
+        merged_decoder=True,
+        num_artists=4111,
+        num_genres=120,
+        max_genres=5,
+        timing_bins=128,
+        min_duration=23.8,
+        labels_version=2,
+        lyrics_mode="separate_encoder",
+        n_lyric_tokens=512,
+        lyric_vocab_size=80,
+        prime_loss_fraction=0.4,
+        encoder_hidden_size=1280,
+        encoder_num_layers=18,
+        encoder_num_heads=4,
+        encoder_blocks=32,
+    ),
+    "prior_1b_lyrics": dict(
+        _COMMON_TOP,
+        hidden_size=2048,
+        num_hidden_layers=72,
+        num_attention_heads=2,
+        n_ctx=6144,
+        blocks=64,
+        attn_order=12,
+        merged_decoder=False,
+        num_artists=7898,
+        num_genres=604,
+        max_genres=1,
+        timing_bins=64,
+        min_duration=17.84,
+        labels_version=3,
+        lyrics_mode="single_sequence",
+        n_lyric_tokens=384,
+        lyric_vocab_size=79,
+        prime_loss_fraction=0.4,
+    ),
     "upsampler_level_1": dict(_COMMON_UPSAMPLER, level=1, hop_length=32, upsampler_res_scale=True),
     "upsampler_level_0": dict(_COMMON_UPSAMPLER, level=0, hop_length=8, upsampler_res_scale=False),
 }

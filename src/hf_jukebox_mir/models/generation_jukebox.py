@@ -45,10 +45,10 @@ from .tokenization_jukebox import lyric_window
 DEFAULT_HOP_FRACTIONS = (0.5, 0.5, 0.125)
 
 
-
 # ---------------------------------------------------------------------------------------------- logits
-def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 0.0,
-                  filter_value: float = -float("inf")) -> torch.Tensor:
+def filter_logits(
+    logits: torch.Tensor, top_k: int = 0, top_p: float = 0.0, filter_value: float = -float("inf")
+) -> torch.Tensor:
     """Top-k or nucleus (top-p) filtering of the last axis, as the original `filter_logits`.
 
     * top-k: every logit strictly below the k-th largest becomes `filter_value` (ties with the k-th are kept).
@@ -80,8 +80,9 @@ def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 0.0,
     return logits
 
 
-def _draw(logits: torch.Tensor, temperature: float, top_k: int, top_p: float,
-          generator: torch.Generator | None) -> torch.LongTensor:
+def _draw(
+    logits: torch.Tensor, temperature: float, top_k: int, top_p: float, generator: torch.Generator | None
+) -> torch.LongTensor:
     """One categorical draw per row of `logits` (B, V) -> (B, 1)."""
     logits = filter_logits(logits.float() / temperature, top_k=top_k, top_p=top_p)
     probs = torch.softmax(logits, dim=-1)  # filtered entries have probability exactly 0
@@ -106,8 +107,14 @@ class JukeboxDecodeBuffers:
     Shapes: buffers `(batch, heads, slots, head_dim)`.
     """
 
-    def __init__(self, prior: JukeboxPrior, cache: JukeboxPriorCache, batch: int, max_positions: int,
-                 encoder_states: torch.Tensor | None):
+    def __init__(
+        self,
+        prior: JukeboxPrior,
+        cache: JukeboxPriorCache,
+        batch: int,
+        max_positions: int,
+        encoder_states: torch.Tensor | None,
+    ):
         self.layers = list(prior.layers)
         weight = prior.embed_tokens.weight
         self.keys: list[torch.Tensor | None] = []
@@ -127,7 +134,9 @@ class JukeboxDecodeBuffers:
                 self.values.append(None)
                 self.slots.append(0)
                 continue
-            slots: int = {"row": blk, "previous_row": 2 * blk, "prime": attn.prime_attention_length}.get(kind, max_positions)
+            slots: int = {"row": blk, "previous_row": 2 * blk, "prime": attn.prime_attention_length}.get(
+                kind, max_positions
+            )
             slots = min(slots, max_positions) if kind != "previous_row" else slots
             shape = (batch, attn.num_heads, slots, attn.head_dim)
             keys = torch.zeros(shape, dtype=weight.dtype, device=weight.device)
@@ -135,8 +144,9 @@ class JukeboxDecodeBuffers:
             kept = cache.keys[idx]
             if kept is not None:  # copy what the prefill cache kept (absolute positions start .. start + n - 1)
                 kept_values = cache.values[idx]
-                positions = torch.arange(cache.key_start[idx], cache.key_start[idx] + kept.shape[2],
-                                         device=weight.device)
+                positions = torch.arange(
+                    cache.key_start[idx], cache.key_start[idx] + kept.shape[2], device=weight.device
+                )
                 if kind == "prime":  # only the first `slots` positions are ever visible
                     count = int((positions < slots).sum())
                     positions, kept, kept_values = positions[:count], kept[:, :, :count], kept_values[:, :, :count]
@@ -281,13 +291,16 @@ class JukeboxSamplingState:
     def next_logits(self) -> torch.Tensor:
         """Logits (B, V) of the next position, which consumes the last accepted token (or y_cond at 0)."""
         if self._pending:
-            raise JukeboxInputError("next_logits() was called twice: accept() the token of the previous position first.")
+            raise JukeboxInputError(
+                "next_logits() was called twice: accept() the token of the previous position first."
+            )
         start = self.position
         if start + 1 > self.max_positions:
             raise JukeboxInputError(f"The window is full: it holds {self.max_positions} positions.")
         if self._decode is None:
-            self._decode = JukeboxDecodeBuffers(self.prior, self.cache, self.batch_size, self.max_positions,
-                                                self.encoder_states)
+            self._decode = JukeboxDecodeBuffers(
+                self.prior, self.cache, self.batch_size, self.max_positions, self.encoder_states
+            )
         prior = self.prior
         x_cond = self.x_cond[:, start : start + 1]  # (B, 1, W)
         hidden = self._inputs(None)  # (B, 1, W), same arithmetic as JukeboxPrior._run_blocks
@@ -315,7 +328,9 @@ def _batch_rows(tensor: torch.Tensor | None, batch: int, name: str) -> torch.Ten
         return tensor
     if tensor.shape[0] == 1:
         return tensor.expand(batch, *tensor.shape[1:])
-    raise JukeboxInputError(f"{name} has batch size {tensor.shape[0]} but {batch} samples are drawn; give 1 or {batch} rows.")
+    raise JukeboxInputError(
+        f"{name} has batch size {tensor.shape[0]} but {batch} samples are drawn; give 1 or {batch} rows."
+    )
 
 
 def _infer_batch(n_samples: int, *tensors: torch.Tensor | None) -> int:
@@ -344,8 +359,11 @@ def _as_codes(codes, name: str) -> torch.LongTensor | None:
     if codes is None:
         return None
     if not isinstance(codes, torch.Tensor) or codes.is_floating_point() or codes.is_complex():
-        raise JukeboxInputError(f"{name} must be an integer tensor of codes (batch, tokens), got {type(codes).__name__}"
-                                + (f" {codes.dtype}" if isinstance(codes, torch.Tensor) else "") + ".")
+        raise JukeboxInputError(
+            f"{name} must be an integer tensor of codes (batch, tokens), got {type(codes).__name__}"
+            + (f" {codes.dtype}" if isinstance(codes, torch.Tensor) else "")
+            + "."
+        )
     if codes.dim() == 1:
         codes = codes.unsqueeze(0)
     if codes.dim() != 2:
@@ -470,9 +488,15 @@ def sample_prior(
 
 
 @torch.no_grad()
-def teacher_forced_logits(prior: JukeboxPrior, codes: torch.LongTensor, *, metadata: torch.LongTensor | None = None,
-                          upper_level_codes: torch.LongTensor | None = None, n_prefill: int = 0,
-                          chunk_size: int | None = 32) -> torch.Tensor:
+def teacher_forced_logits(
+    prior: JukeboxPrior,
+    codes: torch.LongTensor,
+    *,
+    metadata: torch.LongTensor | None = None,
+    upper_level_codes: torch.LongTensor | None = None,
+    n_prefill: int = 0,
+    chunk_size: int | None = 32,
+) -> torch.Tensor:
     """Logits of every position of `codes` computed through the sampling path (cache, step by step).
 
     The first `n_prefill` music positions go through `prefill` in chunks (their logits through
@@ -515,8 +539,9 @@ def window_starts(total_tokens: int, n_ctx: int, hop: int) -> list[int]:
     return starts
 
 
-def window_metadata(config, metadata: torch.LongTensor, start: int,
-                    lyric_tokens: Sequence[int] | Sequence[Sequence[int]] | None = None) -> torch.LongTensor:
+def window_metadata(
+    config, metadata: torch.LongTensor, start: int, lyric_tokens: Sequence[int] | Sequence[Sequence[int]] | None = None
+) -> torch.LongTensor:
     """The label rows of a window starting at token `start` (original `get_y`).
 
     `metadata` holds the labels of the whole piece: `[total_length, offset, *, artist, genres...,
@@ -538,16 +563,24 @@ def window_metadata(config, metadata: torch.LongTensor, start: int,
     return rows
 
 
-def default_metadata(prior: JukeboxPrior, total_tokens: int, *, offset: int = 0, artist_id: int = 0,
-                     genre_ids: Sequence[int] = (0,), batch_size: int = 1) -> torch.LongTensor:
+def default_metadata(
+    prior: JukeboxPrior,
+    total_tokens: int,
+    *,
+    offset: int = 0,
+    artist_id: int = 0,
+    genre_ids: Sequence[int] = (0,),
+    batch_size: int = 1,
+) -> torch.LongTensor:
     """Piece-level labels with unknown artist/genre: `total_length` = the piece length, raised to the
     prior's minimum duration (top priors assert `total_length >= min_duration`)."""
     config = prior.config
     total_length = total_tokens * config.hop_length + offset
     if config.use_timing:
         total_length = max(total_length, math.ceil(config.min_duration * config.sampling_rate))
-    return prior.build_metadata(total_length=total_length, offset=offset, artist_id=artist_id,
-                                genre_ids=list(genre_ids), batch_size=batch_size)
+    return prior.build_metadata(
+        total_length=total_length, offset=offset, artist_id=artist_id, genre_ids=list(genre_ids), batch_size=batch_size
+    )
 
 
 def plan_windows(total_tokens: int, n_ctx: int, hop: int, n_existing: int = 0) -> list[tuple[int, int]]:
@@ -667,9 +700,18 @@ def sample_level(
                 upper = upper_codes[:, start // factor : -(-end // factor)]  # exactly the window's upper codes
             prime = codes[:, start:end]
             window_codes = sample_prior(
-                prior, n_samples=batch, prime_codes=prime, metadata=rows.to(device), upper_level_codes=upper,
-                num_tokens=end - start - prime.shape[1], temperature=temperature, top_k=top_k, top_p=top_p,
-                generator=generator, chunk_size=chunk_size, progress=update,
+                prior,
+                n_samples=batch,
+                prime_codes=prime,
+                metadata=rows.to(device),
+                upper_level_codes=upper,
+                num_tokens=end - start - prime.shape[1],
+                temperature=temperature,
+                top_k=top_k,
+                top_p=top_p,
+                generator=generator,
+                chunk_size=chunk_size,
+                progress=update,
             )
             codes = torch.cat([codes, window_codes[:, prime.shape[1] :]], dim=1)
     finally:

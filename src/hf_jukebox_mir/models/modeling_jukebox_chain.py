@@ -91,21 +91,33 @@ class JukeboxChainModel(JukeboxChainPreTrainedModel):
 
     # ------------------------------------------------------------------ parts
     @classmethod
-    def from_parts(cls, vqvae: JukeboxVQVAE, prior_level_0: JukeboxPrior, prior_level_1: JukeboxPrior,
-                   prior_level_2: JukeboxPrior, **config_kwargs) -> JukeboxChainModel:
+    def from_parts(
+        cls,
+        vqvae: JukeboxVQVAE,
+        prior_level_0: JukeboxPrior,
+        prior_level_1: JukeboxPrior,
+        prior_level_2: JukeboxPrior,
+        **config_kwargs,
+    ) -> JukeboxChainModel:
         """Assemble a chain from loaded sub-models (their weights are shared, not copied)."""
         for level, prior in enumerate((prior_level_0, prior_level_1, prior_level_2)):
             if not isinstance(prior, JukeboxPrior) or prior.config.level != level:
                 got = getattr(getattr(prior, "config", None), "level", type(prior).__name__)
                 raise JukeboxInputError(f"prior_level_{level} must be a JukeboxPrior of level {level}, got {got}.")
         config = JukeboxChainConfig(
-            vqvae_config=vqvae.config, prior_level_0_config=prior_level_0.config,
-            prior_level_1_config=prior_level_1.config, prior_level_2_config=prior_level_2.config, **config_kwargs,
+            vqvae_config=vqvae.config,
+            prior_level_0_config=prior_level_0.config,
+            prior_level_1_config=prior_level_1.config,
+            prior_level_2_config=prior_level_2.config,
+            **config_kwargs,
         )
         with torch.device("meta"):
             model = cls(config)
         model.vqvae, model.prior_level_0, model.prior_level_1, model.prior_level_2 = (
-            vqvae, prior_level_0, prior_level_1, prior_level_2
+            vqvae,
+            prior_level_0,
+            prior_level_1,
+            prior_level_2,
         )
         return model.eval()
 
@@ -231,7 +243,9 @@ class JukeboxChainModel(JukeboxChainPreTrainedModel):
             codes = [encoded[level][:, : n_prime_top * (hops[2] // hops[level])] for level in (0, 1, 2)]
         elif prime_codes is not None:
             if len(prime_codes) != 3:
-                raise JukeboxInputError(f"prime_codes must list 3 entries (levels 0, 1, 2; None for none), got {len(prime_codes)}.")
+                raise JukeboxInputError(
+                    f"prime_codes must list 3 entries (levels 0, 1, 2; None for none), got {len(prime_codes)}."
+                )
             for level, value in enumerate(prime_codes):
                 if value is not None:
                     value = torch.as_tensor(value)
@@ -258,7 +272,11 @@ class JukeboxChainModel(JukeboxChainPreTrainedModel):
                     f"requested ({n_top * hops[2] / self.sampling_rate:.3f} s); ask for more seconds than the prime."
                 )
         for level in levels:
-            if level < 2 and (level + 1) not in levels and (codes[level + 1] is None or codes[level + 1].shape[1] < totals[level + 1]):
+            if (
+                level < 2
+                and (level + 1) not in levels
+                and (codes[level + 1] is None or codes[level + 1].shape[1] < totals[level + 1])
+            ):
                 raise JukeboxInputError(
                     f"Upsampling level {level} needs all {totals[level + 1]} codes of level {level + 1}: sample that "
                     "level too or pass them in prime_codes."
@@ -279,8 +297,7 @@ class JukeboxChainModel(JukeboxChainPreTrainedModel):
 
         for level in levels:
             prior = self.prior(level)
-            rows, full_lyrics = self._labels(level, total_length, offset, metadata, artist, genre, lyrics,
-                                             lyric_tokens)
+            rows, full_lyrics = self._labels(level, total_length, offset, metadata, artist, genre, lyrics, lyric_tokens)
             if callable(progress):
                 report = functools.partial(progress, level)
             elif progress:
@@ -293,10 +310,20 @@ class JukeboxChainModel(JukeboxChainPreTrainedModel):
                 report = False
             try:
                 codes[level] = sample_level(
-                    prior, codes[level], totals[level], hop_fraction=config.hop_fractions[level], metadata=rows,
-                    lyric_tokens=full_lyrics, upper_codes=codes[level + 1] if level < 2 else None, n_samples=batch,
-                    temperature=temps[level], top_k=top_k, top_p=top_p, generator=generator,
-                    chunk_size=chunk_size, progress=report,
+                    prior,
+                    codes[level],
+                    totals[level],
+                    hop_fraction=config.hop_fractions[level],
+                    metadata=rows,
+                    lyric_tokens=full_lyrics,
+                    upper_codes=codes[level + 1] if level < 2 else None,
+                    n_samples=batch,
+                    temperature=temps[level],
+                    top_k=top_k,
+                    top_p=top_p,
+                    generator=generator,
+                    chunk_size=chunk_size,
+                    progress=report,
                 )
             finally:
                 if progress and not callable(progress):
@@ -331,8 +358,9 @@ class JukeboxChainModel(JukeboxChainPreTrainedModel):
     def forward(self, input_values: torch.Tensor, **kwargs) -> JukeboxChainOutput:
         """Encode audio (batch, samples) at every level and decode it again from the bottom level."""
         codes = self.vqvae.encode(input_values, start_level=0).audio_codes
-        return JukeboxChainOutput(audio_values=self.decode_codes(codes[0], 0), audio_codes=codes,
-                                  sampling_rate=self.sampling_rate)
+        return JukeboxChainOutput(
+            audio_values=self.decode_codes(codes[0], 0), audio_codes=codes, sampling_rate=self.sampling_rate
+        )
 
 
 JukeboxChainModel.register_for_auto_class("AutoModel")

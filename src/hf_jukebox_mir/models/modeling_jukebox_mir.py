@@ -47,7 +47,9 @@ class JukeboxMIROutput(ModelOutput):
     frame_mask: torch.BoolTensor | None = None
 
 
-def pool_hidden_states(hidden: torch.Tensor, frame_mask: torch.Tensor | None = None, mode: str = "mean") -> torch.Tensor:
+def pool_hidden_states(
+    hidden: torch.Tensor, frame_mask: torch.Tensor | None = None, mode: str = "mean"
+) -> torch.Tensor:
     """Pool (batch, T, W) over time, counting only frames where `frame_mask` is True.
 
     `mode`: "mean", "max" or "none" (returns the frames unchanged).
@@ -61,8 +63,9 @@ def pool_hidden_states(hidden: torch.Tensor, frame_mask: torch.Tensor | None = N
     return pool_float32(hidden, frame_mask, mode).to(hidden.dtype)
 
 
-def pool_float32(hidden: torch.Tensor, frame_mask: torch.Tensor, mode: str = "mean",
-                 chunk_frames: int = 1024) -> torch.Tensor:
+def pool_float32(
+    hidden: torch.Tensor, frame_mask: torch.Tensor, mode: str = "mean", chunk_frames: int = 1024
+) -> torch.Tensor:
     """Masked mean or max over time of (batch, T, W) in float32 -> (batch, W) float32.
 
     Runs over `chunk_frames` frames at a time, so that no float32 copy of the whole activation (twice the
@@ -133,8 +136,9 @@ class JukeboxMIRModel(JukeboxMIRPreTrainedModel):
         cfg = self.config
         total = int(cfg.total_length_seconds * cfg.prior_config.sampling_rate)
         total -= total % cfg.hop_length
-        return self.prior.build_metadata(total_length=total, offset=0, artist_id=cfg.artist_id,
-                                         genre_ids=cfg.genre_ids, batch_size=batch_size)
+        return self.prior.build_metadata(
+            total_length=total, offset=0, artist_id=cfg.artist_id, genre_ids=cfg.genre_ids, batch_size=batch_size
+        )
 
     def _encode_unpadded(self, input_values, attention_mask, level):
         """Top-level codes of each example at its real length (as if it had never been padded).
@@ -156,8 +160,10 @@ class JukeboxMIRModel(JukeboxMIRPreTrainedModel):
                 codes[i] = out[j]
         n_frames = max(c.shape[0] for c in codes)
         padded = torch.stack([torch.nn.functional.pad(c, (0, n_frames - c.shape[0])) for c in codes])  # (B, T)
-        frame_mask = torch.arange(n_frames, device=padded.device)[None, :] < torch.tensor(
-            [c.shape[0] for c in codes], device=padded.device)[:, None]
+        frame_mask = (
+            torch.arange(n_frames, device=padded.device)[None, :]
+            < torch.tensor([c.shape[0] for c in codes], device=padded.device)[:, None]
+        )
         return padded, frame_mask
 
     def forward(
@@ -184,7 +190,11 @@ class JukeboxMIRModel(JukeboxMIRPreTrainedModel):
         return_dict = return_dict if return_dict is not None else config.return_dict
         if output_hidden_states is None:
             output_hidden_states = config.output_hidden_states
-        if isinstance(input_values, torch.Tensor) and input_values.dim() == 2 and input_values.shape[1] > config.window_length:
+        if (
+            isinstance(input_values, torch.Tensor)
+            and input_values.dim() == 2
+            and input_values.shape[1] > config.window_length
+        ):
             raise JukeboxInputError(
                 f"input_values has {input_values.shape[1]} samples but one prior window holds {config.window_length} "
                 f"({config.window_length / config.vqvae_config.sampling_rate:.2f} s). Window long audio with "
@@ -196,8 +206,12 @@ class JukeboxMIRModel(JukeboxMIRPreTrainedModel):
             frame_mask = torch.ones(codes.shape, dtype=torch.bool, device=codes.device)
         else:
             codes, frame_mask = self._encode_unpadded(input_values, attention_mask, top)
-        out = self.prior(codes, metadata=self.build_metadata(codes.shape[0]), output_hidden_states=output_hidden_states,
-                         logits_to_keep=1)  # features only: skip the output head
+        out = self.prior(
+            codes,
+            metadata=self.build_metadata(codes.shape[0]),
+            output_hidden_states=output_hidden_states,
+            logits_to_keep=1,
+        )  # features only: skip the output head
         # music positions only (the single-sequence lyrics prior puts its lyric tokens first)
         prefix = config.prior_config.prime_length
         last = out.last_hidden_state[:, prefix:]
@@ -215,5 +229,11 @@ class JukeboxMIRModel(JukeboxMIRPreTrainedModel):
 
 JukeboxMIRModel.register_for_auto_class("AutoModel")
 
-__all__ = ["POOLING_MODES", "JukeboxMIRModel", "JukeboxMIROutput", "JukeboxMIRPreTrainedModel", "pool_float32",
-           "pool_hidden_states"]
+__all__ = [
+    "POOLING_MODES",
+    "JukeboxMIRModel",
+    "JukeboxMIROutput",
+    "JukeboxMIRPreTrainedModel",
+    "pool_float32",
+    "pool_hidden_states",
+]

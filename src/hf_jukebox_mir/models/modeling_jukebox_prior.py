@@ -130,14 +130,18 @@ class JukeboxPriorCache:
             if k is not None:
                 self.keys[i] = k.index_select(0, index)
                 self.values[i] = self.values[i].index_select(0, index)
-        self.encoder_kv = [None if kv is None else (kv[0].index_select(0, index), kv[1].index_select(0, index))
-                           for kv in self.encoder_kv]
+        self.encoder_kv = [
+            None if kv is None else (kv[0].index_select(0, index), kv[1].index_select(0, index))
+            for kv in self.encoder_kv
+        ]
         if self.last_token is not None:
             self.last_token = self.last_token.index_select(0, index)
         if self.conditioning is not None:
             self.conditioning = JukeboxPriorConditioning(
-                **{k: (v.index_select(0, index) if v is not None and v.shape[0] > 1 else v)
-                   for k, v in self.conditioning.items()}
+                **{
+                    k: (v.index_select(0, index) if v is not None and v.shape[0] > 1 else v)
+                    for k, v in self.conditioning.items()
+                }
             )
 
 
@@ -182,8 +186,15 @@ class JukeboxAttention(nn.Module):
     Shapes: hidden (B, T, W) -> q, k, v (B, H, T, D) with D = attention_width // heads.
     """
 
-    def __init__(self, hidden_size: int, attention_width: int, num_heads: int, layer_type: str,
-                 block_length: int, prime_attention_length: int = 0):
+    def __init__(
+        self,
+        hidden_size: int,
+        attention_width: int,
+        num_heads: int,
+        layer_type: str,
+        block_length: int,
+        prime_attention_length: int = 0,
+    ):
         super().__init__()
         self.layer_type = layer_type
         self.num_heads = num_heads
@@ -307,8 +318,14 @@ class JukeboxAttention(nn.Module):
             cache.prune(layer_idx, 0, self.prime_attention_length)
         return out
 
-    def forward(self, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None,
-                cache: JukeboxPriorCache | None = None, layer_idx: int = 0, start: int = 0) -> torch.Tensor:
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        cache: JukeboxPriorCache | None = None,
+        layer_idx: int = 0,
+        start: int = 0,
+    ) -> torch.Tensor:
         if self.layer_type == "cross":
             q = self._split_heads(self.q_proj(hidden_states))
             if cache is not None and cache.encoder_kv[layer_idx] is not None:
@@ -333,18 +350,36 @@ class JukeboxAttention(nn.Module):
 class JukeboxBlock(nn.Module):
     """Pre-LayerNorm block: `a = attn(ln(x)); m = mlp(ln(x + a)); out = x + a + m`."""
 
-    def __init__(self, hidden_size: int, attention_width: int, intermediate_size: int, num_heads: int,
-                 layer_type: str, block_length: int, prime_attention_length: int = 0, eps: float = 1e-5):
+    def __init__(
+        self,
+        hidden_size: int,
+        attention_width: int,
+        intermediate_size: int,
+        num_heads: int,
+        layer_type: str,
+        block_length: int,
+        prime_attention_length: int = 0,
+        eps: float = 1e-5,
+    ):
         super().__init__()
         self.layer_type = layer_type
         self.input_layernorm = JukeboxLayerNorm(hidden_size, eps=eps)
-        self.attn = JukeboxAttention(hidden_size, attention_width, num_heads, layer_type, block_length,
-                                     prime_attention_length)
+        self.attn = JukeboxAttention(
+            hidden_size, attention_width, num_heads, layer_type, block_length, prime_attention_length
+        )
         self.post_attention_layernorm = JukeboxLayerNorm(hidden_size, eps=eps)
         self.mlp = JukeboxMLP(hidden_size, intermediate_size)
 
-    def forward(self, hidden_states, encoder_hidden_states=None, cache=None, layer_idx=0, start=0,
-                reuse_buffers: bool = False, overwrite_input: bool = False):
+    def forward(
+        self,
+        hidden_states,
+        encoder_hidden_states=None,
+        cache=None,
+        layer_idx=0,
+        start=0,
+        reuse_buffers: bool = False,
+        overwrite_input: bool = False,
+    ):
         """`reuse_buffers=True` (no autograd, no hooks) writes the MLP gate and the residual sum into tensors
         this block has just made; `overwrite_input=True` (the caller does not keep its input) also adds the
         attention output into `hidden_states`. Same values; fewer activations alive at once."""
@@ -487,8 +522,15 @@ class JukeboxLyricsEncoder(nn.Module):
         self.pos_emb = nn.Parameter(torch.zeros(n_tokens, width))
         block_length = n_tokens // config.encoder_blocks
         self.layers = nn.ModuleList(
-            JukeboxBlock(width, int(config.attention_multiplier * width), int(config.mlp_multiplier * width),
-                         config.encoder_num_heads, layer_type, block_length, eps=config.layer_norm_eps)
+            JukeboxBlock(
+                width,
+                int(config.attention_multiplier * width),
+                int(config.mlp_multiplier * width),
+                config.encoder_num_heads,
+                layer_type,
+                block_length,
+                eps=config.layer_norm_eps,
+            )
             for layer_type in config.encoder_attention_patterns[: config.encoder_num_layers]
         )
         self.proj = nn.Linear(width, config.hidden_size)
@@ -562,8 +604,16 @@ class JukeboxPrior(JukeboxPriorPreTrainedModel):
         self.embed_tokens = nn.Embedding(config.total_vocab_size, width)
         self.pos_emb = nn.Parameter(torch.zeros(config.max_seq_length, width))
         self.layers = nn.ModuleList(
-            JukeboxBlock(width, config.attention_width, config.intermediate_size, config.num_attention_heads,
-                         layer_type, config.block_length, config.prime_attention_length, config.layer_norm_eps)
+            JukeboxBlock(
+                width,
+                config.attention_width,
+                config.intermediate_size,
+                config.num_attention_heads,
+                layer_type,
+                config.block_length,
+                config.prime_attention_length,
+                config.layer_norm_eps,
+            )
             for layer_type in config.attention_patterns[: config.num_hidden_layers]
         )
         self.lm_head = nn.Linear(width, config.total_vocab_size, bias=False)
@@ -617,8 +667,16 @@ class JukeboxPrior(JukeboxPriorPreTrainedModel):
                 + (f", {config.n_lyric_tokens} lyric tokens" if config.n_lyric_tokens else "")
                 + "]. Build one with `prior.build_metadata(...)`."
             )
-        if not isinstance(metadata, torch.Tensor) or metadata.dtype not in (torch.int64, torch.int32) or metadata.dim() != 2:
-            got = f"{metadata.dtype} {tuple(metadata.shape)}" if isinstance(metadata, torch.Tensor) else type(metadata).__name__
+        if (
+            not isinstance(metadata, torch.Tensor)
+            or metadata.dtype not in (torch.int64, torch.int32)
+            or metadata.dim() != 2
+        ):
+            got = (
+                f"{metadata.dtype} {tuple(metadata.shape)}"
+                if isinstance(metadata, torch.Tensor)
+                else type(metadata).__name__
+            )
             raise JukeboxInputError(
                 f"metadata must be an integer tensor of shape (batch, {config.metadata_length}), got {got}."
             )
@@ -669,14 +727,23 @@ class JukeboxPrior(JukeboxPriorPreTrainedModel):
                 )
 
     # ------------------------------------------------------------------ metadata helpers
-    def build_metadata(self, *, total_length: int | None = None, offset: int = 0, sample_length: int | None = None,
-                       artist_id: int = 0, genre_ids: list[int] | tuple[int, ...] = (0,),
-                       lyric_tokens: list[int] | None = None, batch_size: int = 1) -> torch.LongTensor:
+    def build_metadata(
+        self,
+        *,
+        total_length: int | None = None,
+        offset: int = 0,
+        sample_length: int | None = None,
+        artist_id: int = 0,
+        genre_ids: list[int] | tuple[int, ...] = (0,),
+        lyric_tokens: list[int] | None = None,
+        batch_size: int = 1,
+    ) -> torch.LongTensor:
         """Label tensor (batch_size, metadata_length) in the original layout.
 
         Defaults give the JukeMIR conditioning: unknown artist (0), unknown genre (0), offset 0,
         `sample_length` = one context window. `total_length` defaults to 62 s (JukeMIR) for the 5b prior,
-        or to the shortest valid length otherwise. See `hf_jukebox_mir.models.tokenization_jukebox` for names -> ids and lyrics.
+        or to the shortest valid length otherwise. See `tokenization_jukebox.JukeboxTokenizer`
+        for names -> ids and lyrics.
         """
         config = self.config
         sr = config.sampling_rate
@@ -700,8 +767,12 @@ class JukeboxPrior(JukeboxPriorPreTrainedModel):
         return torch.tensor([row] * batch_size, dtype=torch.long, device=self.device)
 
     # ------------------------------------------------------------------ conditioning
-    def get_conditioning(self, metadata: torch.LongTensor | None, upper_level_codes: torch.LongTensor | None = None,
-                         batch_size: int | None = None) -> JukeboxPriorConditioning:
+    def get_conditioning(
+        self,
+        metadata: torch.LongTensor | None,
+        upper_level_codes: torch.LongTensor | None = None,
+        batch_size: int | None = None,
+    ) -> JukeboxPriorConditioning:
         """x_cond / y_cond / lyrics-encoder states for a whole context window.
 
         `x_cond` covers all `n_ctx` music positions (top priors) or `factor * upper length` positions
@@ -734,7 +805,9 @@ class JukeboxPrior(JukeboxPriorPreTrainedModel):
         if config.lyrics_mode == "separate_encoder":
             encoder_states = self.lyrics_encoder(lyric_tokens)
         return JukeboxPriorConditioning(
-            x_cond=x_cond, y_cond=y_cond, encoder_hidden_states=encoder_states,
+            x_cond=x_cond,
+            y_cond=y_cond,
+            encoder_hidden_states=encoder_states,
             lyric_tokens=lyric_tokens if config.n_lyric_tokens else None,
         )
 
@@ -806,7 +879,9 @@ class JukeboxPrior(JukeboxPriorPreTrainedModel):
             tokens = torch.cat([lyric_tokens, tokens], dim=1)  # (B, P + T)
             x_cond = torch.cat([x_cond.new_zeros(batch, prefix, x_cond.shape[-1]), x_cond], dim=1)
         elif prefix and 0 < start < prefix:
-            raise JukeboxInputError("A cached pass of the single-sequence lyrics prior must start with the whole lyric prefix.")
+            raise JukeboxInputError(
+                "A cached pass of the single-sequence lyrics prior must start with the whole lyric prefix."
+            )
         seq_len = tokens.shape[1]
 
         if start > 0 and cache.last_token is None:
@@ -906,24 +981,33 @@ class JukeboxPrior(JukeboxPriorPreTrainedModel):
             raise JukeboxInputError(
                 f"labels must have the shape of input_ids {tuple(music_logits.shape[:2])}, got {tuple(labels.shape)}."
             )
-        gen_loss = F.cross_entropy(
-            music_logits.float().reshape(-1, logits.shape[-1]), (labels + config.music_token_shift).reshape(-1)
-        ) / _LN2
+        gen_loss = (
+            F.cross_entropy(
+                music_logits.float().reshape(-1, logits.shape[-1]), (labels + config.music_token_shift).reshape(-1)
+            )
+            / _LN2
+        )
         if config.lyrics_mode is None or not config.prime_loss_fraction:
             return gen_loss
         n_prime, n_gen = config.n_lyric_tokens, labels.shape[1]
         if config.lyrics_mode == "single_sequence":
             if not prefix:
                 return gen_loss
-            prime_loss = F.cross_entropy(
-                logits[:, :prefix].float().reshape(-1, logits.shape[-1]), tokens[:, :prefix].reshape(-1)
-            ) / _LN2
+            prime_loss = (
+                F.cross_entropy(
+                    logits[:, :prefix].float().reshape(-1, logits.shape[-1]), tokens[:, :prefix].reshape(-1)
+                )
+                / _LN2
+            )
         else:
             head = self.lyrics_encoder.lm_head
             lyric_logits = head(conditioning.encoder_hidden_states.to(head.weight.dtype)).float()
-            prime_loss = F.cross_entropy(
-                lyric_logits.reshape(-1, config.lyric_vocab_size), conditioning.lyric_tokens.reshape(-1)
-            ) / _LN2
+            prime_loss = (
+                F.cross_entropy(
+                    lyric_logits.reshape(-1, config.lyric_vocab_size), conditioning.lyric_tokens.reshape(-1)
+                )
+                / _LN2
+            )
         total = n_prime + n_gen
         return config.prime_loss_fraction * prime_loss * n_prime / total + gen_loss * n_gen / total
 

@@ -417,7 +417,8 @@ _GRID_REPORTED_METRICS = ("accuracy", "weighted_score", "roc_auc", "average_prec
 
 
 def _is_grid_results(data: Any) -> bool:
-    """True for the `results.json` of `hf_jukebox_mir.probing.training.run_probe_grid` (`task` + `best.test` metrics)."""
+    """True for the `results.json` of `hf_jukebox_mir.probing.training.run_probe_grid` (`task` + `best.test`
+    metrics)."""
     return (
         isinstance(data, Mapping)
         and isinstance(data.get("task"), str)
@@ -1000,11 +1001,13 @@ def _facts(data: JukeboxModelCardData, config: Mapping[str, Any]) -> list[tuple[
         if value is not None and not isinstance(value, Mapping):
             facts.append((label, _format_value(value) if not isinstance(value, list) else str(value)))
     if data.kind == "mir" and "total_length_seconds" in config:
-        facts.append((
-            "conditioning",
-            f"artist {config.get('artist_id', 0)}, genres {config.get('genre_ids', [0])}, total length "
-            f"{_format_value(config['total_length_seconds'])} s (JukeMIR: 0 = unknown, 62 s)",
-        ))
+        facts.append(
+            (
+                "conditioning",
+                f"artist {config.get('artist_id', 0)}, genres {config.get('genre_ids', [0])}, total length "
+                f"{_format_value(config['total_length_seconds'])} s (JukeMIR: 0 = unknown, 62 s)",
+            )
+        )
     if data.labels:
         shown = ", ".join(data.labels[:12]) + (f", ... ({len(data.labels)} in all)" if len(data.labels) > 12 else "")
         facts.append(("labels", shown))
@@ -1077,8 +1080,19 @@ def render_model_card(
     template = environment.from_string(template_path(data.kind, template_dir).read_text(encoding="utf-8"))
     card_data = data.to_card_data()
     yaml_block = card_data.to_yaml(
-        original_order=["license", "license_name", "license_link", "library_name", "pipeline_tag", "tags",
-                        "base_model", "datasets", "metrics", "model_name", "eval_results"]  # fmt: skip
+        original_order=[
+            "license",
+            "license_name",
+            "license_link",
+            "library_name",
+            "pipeline_tag",
+            "tags",
+            "base_model",
+            "datasets",
+            "metrics",
+            "model_name",
+            "eval_results",
+        ]  # fmt: skip
     )
     content = template.render(card_data=yaml_block, **data.template_kwargs())
     return ModelCard(content)
