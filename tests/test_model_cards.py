@@ -145,7 +145,8 @@ def test_repo_model_cards_folder_matches_package_templates():
     assert sorted(p.name for p in root_copies.glob("*.md")) == sorted(KIND_TO_TEMPLATE.values())
     for name in KIND_TO_TEMPLATE.values():
         assert (root_copies / name).read_bytes() == (PACKAGE_TEMPLATES / name).read_bytes(), (
-            f"model_cards/{name} differs from src/hf_jukebox_mir/publishing/card_templates/{name} (the canonical copy); "
+            f"model_cards/{name} differs from src/hf_jukebox_mir/publishing/card_templates/{name} "
+            "(the canonical copy); "
             f"run: cp src/hf_jukebox_mir/publishing/card_templates/{name} model_cards/"
         )
 
