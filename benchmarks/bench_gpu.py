@@ -126,8 +126,8 @@ def plan_memory(cfg: dict, dtype: torch.dtype) -> dict:
     def forward(batch):
         codes = torch.zeros(batch, cfg["n_ctx"], dtype=torch.long, device="meta")
         metadata = torch.zeros(batch, model.config.metadata_length, dtype=torch.long, device="meta")
-        with torch.inference_mode():  # what JukeboxMIRModel runs: the last block's output, one logit
-            return model(input_ids=codes, metadata=metadata, logits_to_keep=1).last_hidden_state
+        with torch.inference_mode():  # what JukeboxMIRModel runs: the last block's output, the lean path
+            return model.forward_features(codes, metadata=metadata)
 
     return {
         "weights_mb": module_bytes(model) / 2**20,

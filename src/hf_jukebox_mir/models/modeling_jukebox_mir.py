@@ -183,8 +183,10 @@ class JukeboxMIRModel(JukeboxMIRPreTrainedModel):
                 0 for padding (as returned by the feature extractor).
             output_hidden_states (`bool`, defaults to `config.output_hidden_states`, False): also return every
                 block's output. Without it only the last built block's output is kept (`last_hidden_state`,
-                pooled in `pooler_output`): load the model with `num_hidden_layers=36` for JukeMIR's layer 36 and
-                the blocks reuse their buffers, so activations of one block at a time are alive.
+                pooled in `pooler_output`): load the model with `num_hidden_layers=36` for JukeMIR's layer 36.
+                Without autograd this runs [`JukeboxPrior.forward_features`], the prior's lean inference path (one
+                block's activations alive at a time; module hooks do not run there: to observe activations with
+                hooks, pass `output_hidden_states=True` or enable autograd).
         """
         config = self.config
         return_dict = return_dict if return_dict is not None else config.return_dict
@@ -206,16 +208,20 @@ class JukeboxMIRModel(JukeboxMIRPreTrainedModel):
             frame_mask = torch.ones(codes.shape, dtype=torch.bool, device=codes.device)
         else:
             codes, frame_mask = self._encode_unpadded(input_values, attention_mask, top)
-        out = self.prior(
-            codes,
-            metadata=self.build_metadata(codes.shape[0]),
-            output_hidden_states=output_hidden_states,
-            logits_to_keep=1,
-        )  # features only: skip the output head
+        metadata = self.build_metadata(codes.shape[0])
+        hidden_states = None
+        if output_hidden_states or torch.is_grad_enabled():
+            out = self.prior(codes, metadata=metadata, output_hidden_states=output_hidden_states, logits_to_keep=1)
+            last = out.last_hidden_state  # (logits_to_keep=1: features only, the output head is nearly free)
+            if output_hidden_states:
+                hidden_states = out.hidden_states
+        else:  # inference, last block only: the prior's lean path (module hooks do not run there)
+            last = self.prior.forward_features(codes, metadata=metadata)
         # music positions only (the single-sequence lyrics prior puts its lyric tokens first)
         prefix = config.prior_config.prime_length
-        last = out.last_hidden_state[:, prefix:]
-        hidden_states = tuple(h[:, prefix:] for h in out.hidden_states) if output_hidden_states else None
+        last = last[:, prefix:]
+        if hidden_states is not None:
+            hidden_states = tuple(h[:, prefix:] for h in hidden_states)
         pooled = pool_hidden_states(last, frame_mask, "mean")
         result = JukeboxMIROutput(
             last_hidden_state=last,
