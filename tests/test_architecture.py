@@ -26,6 +26,7 @@ FORBIDDEN = {
     "extraction": {"cli", "root"},
     "probing": {"cli", "root"},
     "publishing": {"cli", "root"},
+    "cli": {"root"},
 }
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
 import datasets
 import numpy as np
@@ -244,7 +243,7 @@ def test_probe_command_end_to_end(synthetic, tmp_path):
         args.func(args)
 
 
-def test_probe_command_argument_errors(tmp_path, monkeypatch):
+def test_probe_command_argument_errors(tmp_path):
     from hf_jukebox_mir.cli import probe
 
     parser = argparse.ArgumentParser()
@@ -260,6 +259,7 @@ def test_probe_command_argument_errors(tmp_path, monkeypatch):
         run("--task", "nsynth", "--data", str(tmp_path))
     with pytest.raises(JukeboxInputError, match="--layers selects Jukebox prior layers; it needs --model"):
         run("--task", "gtzan", "--data", str(tmp_path), "--layers", "36")
-    monkeypatch.setitem(sys.modules, "hf_jukebox_mir.extraction.engine", None)  # extraction code unavailable
-    with pytest.raises(JukeboxInputError, match="--model needs hf_jukebox_mir.extraction.engine.make_embed_fn"):
-        run("--task", "gtzan", "--data", str(tmp_path), "--model", str(tmp_path))
+    with pytest.raises(JukeboxInputError, match="--model .* is not a folder"):
+        run("--task", "gtzan", "--data", str(tmp_path), "--model", str(tmp_path / "no-model"))
+    with pytest.raises(JukeboxInputError, match="--patience must be >= 1, got 0"):
+        run("--task", "gtzan", "--data", str(tmp_path), "--patience", "0")

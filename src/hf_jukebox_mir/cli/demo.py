@@ -78,7 +78,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     import shutil
 
-    from . import probe
+    import torch
 
     output = Path(args.output).expanduser()
     if output.exists() and not output.is_dir():
@@ -100,27 +100,15 @@ def run(args: argparse.Namespace) -> int:
         train = sorted((data_dir / "audio" / "train").glob("*.wav"))[:16]
         audio = [peak_normalize(load_audio(str(path))[0]) for path in train]
         build_tiny_mir_model(model_dir, seed=args.seed, calibration_audio=audio)
+    from ..probing.recipe import run_probe_task
+
+    torch.set_num_threads(max(1, args.threads))
     results = {}
-    for name, extra in (("chroma", ["--features", "chroma"]), ("jukebox-tiny", ["--model", str(model_dir)])):
+    for name, model in (("chroma", None), ("jukebox-tiny", model_dir)):
         run_dir = output / f"probe-{name}"
         print(f"[{2 if name == 'chroma' else 3}/3] probing the synthetic key task with {name} features -> {run_dir}")
         if not (run_dir / "results.json").is_file():
-            probe_args = probe.add_parser(argparse.ArgumentParser().add_subparsers()).parse_args(
-                [
-                    "--task",
-                    "synthetic_key",
-                    "--data",
-                    str(data_dir),
-                    "--output",
-                    str(run_dir),
-                    "--seed",
-                    str(args.seed),
-                    "--threads",
-                    str(args.threads),
-                    *extra,
-                ]
-            )
-            probe.run(probe_args)
+            run_probe_task("synthetic_key", data_dir, run_dir, model=model, seed=args.seed)
         results[name] = json.loads((run_dir / "results.json").read_text())
     print("\nSynthetic 24-key task (MIREX weighted score, song level; chance is about 0.08):")
     print("| features | test score | validation score |")
