@@ -13,6 +13,7 @@ an output check on fixed inputs run on the written folder.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -96,7 +97,10 @@ def _open_original(vqvae_path, prior_paths) -> tuple[VQVAESource, list[PriorSour
         raise JukeboxCheckpointError(
             f"Expected 3 prior files (prior_level_0, prior_level_1, prior_level_2, in this order), got {len(prior_paths)}."
         )
-    return open_vqvae_checkpoint(vqvae_path), [open_prior_checkpoint(path) for path in prior_paths]
+    vqvae, priors = open_vqvae_checkpoint(vqvae_path), [open_prior_checkpoint(path) for path in prior_paths]
+    for part, path in zip([vqvae, *priors], [vqvae_path, *prior_paths]):  # 5b/vqvae.pth.tar, 1b_lyrics/prior_...
+        part.sources = [dataclasses.replace(s, file=f"{Path(path).parent.name}/{s.file}") for s in part.sources]
+    return vqvae, priors
 
 
 def _open_hf4(folder) -> tuple[VQVAESource, list[PriorSource]]:

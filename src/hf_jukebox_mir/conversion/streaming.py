@@ -20,6 +20,7 @@ import copy
 import os
 import shutil
 import tempfile
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -262,7 +263,9 @@ def check_written_folder(model_class: type, folder: Path, output_check: OutputCh
             skeleton = model_class(model_class.config_class.from_pretrained(folder))
         kwargs.update(device_map=_offload_map(skeleton), offload_folder=str(folder / ".offload"))
         del skeleton
-    loaded = model_class.from_pretrained(folder, **kwargs).eval()
+    with warnings.catch_warnings():  # accelerate notes direct parameters (e.g. pos_emb) are not submodules
+        warnings.filterwarnings("ignore", message="The following device_map keys do not match any submodules")
+        loaded = model_class.from_pretrained(folder, **kwargs).eval()
     try:
         with torch.no_grad():
             outputs = {name: value.detach().float() if value.is_floating_point() else value.detach()
