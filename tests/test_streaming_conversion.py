@@ -151,3 +151,71 @@ def test_hf4_index_may_not_point_outside_its_folder(fixtures_dir, tmp_path):
     index_path.write_text(json.dumps(index))
     with pytest.raises(JukeboxCheckpointError, match=r"names the weight file '\.\./\.\./etc/passwd', which lies outside"):
         load_hf4_folder(folder)
+
+
+# ------------------------------------------------------------------------------------------- Hub sources
+
+
+def _hub_cache(tmp_path, fixtures_dir, drop: str | None = None):
+    """A huggingface_hub cache holding the tiny transformers-4.x folder as `openai/jukebox-tiny` (no network)."""
+    cache = tmp_path / "hub"
+    revision = "0123456789abcdef0123456789abcdef01234567"
+    snapshot = cache / "models--openai--jukebox-tiny" / "snapshots" / revision
+    shutil.copytree(fixtures_dir / "hf4_format" / "jukebox_tiny_5b_lyrics", snapshot)
+    (cache / "models--openai--jukebox-tiny" / "refs").mkdir()
+    (cache / "models--openai--jukebox-tiny" / "refs" / "main").write_text(revision)
+    if drop:
+        (snapshot / drop).unlink()
+    return cache, snapshot
+
+
+def test_hub_repo_id_from_the_cache_fetches_only_needed_shards(fixtures_dir, tmp_path):
+    from hf_jukebox_mir.conversion.hub_source import fetch_hf4_repo
+    from hf_jukebox_mir.conversion.vqvae import convert_hf4_vqvae
+
+    cache, snapshot = _hub_cache(tmp_path, fixtures_dir)
+    index = json.loads((snapshot / "pytorch_model.bin.index.json").read_text())["weight_map"]
+    vqvae_shards = {f for k, f in index.items() if k.startswith("vqvae.")}
+    other = sorted(set(index.values()) - vqvae_shards)
+    assert other, "the fixture keeps the VQ-VAE and the priors in different shards"
+    for name in other:  # a partial cache: only what the VQ-VAE needs
+        (snapshot / name).unlink()
+    folder = fetch_hf4_repo("openai/jukebox-tiny", ("vqvae.",), cache_dir=cache, offline=True)
+    assert folder == snapshot
+    out = convert_hf4_vqvae(folder, tmp_path / "vqvae")
+    assert (out / "model.safetensors").is_file()
+
+
+def test_hub_repo_id_offline_lists_the_files_to_fetch(fixtures_dir, tmp_path):
+    from hf_jukebox_mir.conversion.hub_source import fetch_hf4_repo
+
+    cache, snapshot = _hub_cache(tmp_path, fixtures_dir)
+    index = json.loads((snapshot / "pytorch_model.bin.index.json").read_text())["weight_map"]
+    top_shards = sorted({f for k, f in index.items() if k.startswith("priors.0.")})
+    for name in top_shards:
+        (snapshot / name).unlink()
+    with pytest.raises(JukeboxCheckpointError, match=r"openai/jukebox-tiny is not in the local Hugging Face cache and "
+                       r"the Hub cannot be reached \(offline\)\. Files still to fetch: " + ", ".join(top_shards)
+                       + r"\. On a machine with network access run `hf download openai/jukebox-tiny"):
+        fetch_hf4_repo("openai/jukebox-tiny", ("vqvae.", "priors.0."), cache_dir=cache, offline=True)
+    empty = tmp_path / "empty"
+    with pytest.raises(JukeboxCheckpointError, match=r"Files still to fetch: config\.json"):
+        fetch_hf4_repo("openai/jukebox-tiny", None, cache_dir=empty, offline=True)
+
+
+# -------------------------------------------------------------------------------------- compute dtype on CPU
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_compute_dtype_fits_the_cpu(fixtures_dir, both_formats, tmp_path, monkeypatch, fast):
+    import hf_jukebox_mir.modeling_jukebox_mir as mir_module
+    from hf_jukebox_mir import JukeboxMIRModel
+
+    out = convert_mir_model(fixtures_dir / "vqvae" / "vqvae.pth.tar", both_formats[0], tmp_path / "mir",
+                            num_layers=2, dtype=torch.bfloat16)
+    monkeypatch.setattr(mir_module, "_has_fast_half_precision", lambda: fast)
+    chosen = JukeboxMIRModel.from_pretrained(out)
+    assert chosen.prior.dtype == (torch.bfloat16 if fast else torch.float32)
+    assert JukeboxMIRModel.from_pretrained(out, dtype="auto").prior.dtype == chosen.prior.dtype
+    assert JukeboxMIRModel.from_pretrained(out, dtype=torch.bfloat16).prior.dtype == torch.bfloat16  # asked: kept
+    assert chosen.vqvae.dtype == torch.float32

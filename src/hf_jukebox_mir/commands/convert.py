@@ -109,6 +109,12 @@ def convert_hf4_source(args: argparse.Namespace) -> Path:
     return Path(args.output)
 
 
+# --hf4-part -> key prefixes it reads (a Hub source fetches only the shards holding them; None: all)
+HF4_PART_PREFIXES: dict[str, tuple[str, ...] | None] = {
+    "vqvae": ("vqvae.",), "prior-2": ("priors.0.",), "prior-1": ("priors.1.",), "prior-0": ("priors.2.",),
+    "mir": ("vqvae.", "priors.0."), "chain": None,
+}
+
 # (source options that select a handler, handler), in the order they are documented
 SOURCES: list[tuple[tuple[str, ...], Callable[[argparse.Namespace], Path]]] = [
     (("vqvae",), convert_vqvae_source),
@@ -128,10 +134,16 @@ def run(args: argparse.Namespace) -> int:
             f"Unsupported combination of sources: {' + '.join('--' + d for d in given) or 'none'}. "
             f"Give one of: {accepted}."
         )
-    for dest in given:
-        path = Path(getattr(args, dest)) if dest != "prior" else None
-        if dest == "hf4" and not path.is_dir():
-            raise JukeboxInputError(f"--hf4 {path} is not a folder (expected config.json + pytorch_model-*.bin).")
+    if "hf4" in given:
+        from ..conversion.hub_source import fetch_hf4_repo, looks_like_repo_id
+
+        if looks_like_repo_id(args.hf4):  # a Hub repository: fetch only the shards this part needs
+            args.hf4 = str(fetch_hf4_repo(args.hf4, HF4_PART_PREFIXES[args.hf4_part]))
+        elif not Path(args.hf4).is_dir():
+            raise JukeboxInputError(
+                f"--hf4 {args.hf4} is not a folder (expected config.json + pytorch_model-*.bin) nor a Hub "
+                "repository id such as openai/jukebox-1b-lyrics."
+            )
     for dest in given:
         for path in [getattr(args, dest)] if dest != "prior" else args.prior:
             if dest != "hf4" and not Path(path).is_file():
@@ -175,7 +187,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                              "MIR folder; with --vqvae and three files prior_level_0/1/2: the sampling chain)")
     parser.add_argument(
         "--hf4", metavar="DIR",
-        help="transformers-4.x Jukebox folder (config.json + pytorch_model-*.bin); see --hf4-part",
+        help="transformers-4.x Jukebox folder (config.json + pytorch_model-*.bin), or a Hub repository id such as "
+             "openai/jukebox-1b-lyrics (only the shards the part needs are downloaded, cached); see --hf4-part",
     )
     parser.add_argument("--hf4-part", default="vqvae", choices=["vqvae", "prior-2", "prior-1", "prior-0", "mir", "chain"],
                         help="what to convert from --hf4: the VQ-VAE (default), a prior by original level, the "
