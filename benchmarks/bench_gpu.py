@@ -104,7 +104,7 @@ def matmul_tflops(device: torch.device, dtype: torch.dtype, m: int, k: int, n: i
 
 
 def prior_config(cfg: dict, num_layers: int):
-    from hf_jukebox_mir.configuration_jukebox_prior import JukeboxPriorConfig
+    from hf_jukebox_mir.models.configuration_jukebox_prior import JukeboxPriorConfig
 
     return JukeboxPriorConfig.from_preset(
         "prior_5b", hidden_size=cfg["width"], num_hidden_layers=num_layers, num_attention_heads=cfg["heads"],
@@ -114,7 +114,7 @@ def prior_config(cfg: dict, num_layers: int):
 
 def plan_memory(cfg: dict, dtype: torch.dtype) -> dict:
     """Planned peak memory of layer-``cfg['layers']`` extraction at each batch size, on the meta device."""
-    from hf_jukebox_mir.modeling_jukebox_prior import JukeboxPrior
+    from hf_jukebox_mir.models.modeling_jukebox_prior import JukeboxPrior
 
     with torch.device("meta"):
         model = JukeboxPrior(prior_config(cfg, cfg["layers"])).to(dtype).eval()
@@ -144,9 +144,9 @@ def _plan_batches(model: torch.nn.Module, forward, batches: list[int]) -> list[d
 def plan_mir_memory(cfg: dict, dtype: torch.dtype) -> list[dict]:
     """The same for the whole extraction: JukeboxMIRModel (float32 top encoder + prior in `dtype`) on audio
     windows, pooled (what the feature-extraction pipeline runs for the last layer)."""
-    from hf_jukebox_mir.configuration_jukebox_mir import JukeboxMIRConfig
-    from hf_jukebox_mir.configuration_jukebox_vqvae import JukeboxVQVAEConfig
-    from hf_jukebox_mir.modeling_jukebox_mir import JukeboxMIRModel
+    from hf_jukebox_mir.models.configuration_jukebox_mir import JukeboxMIRConfig
+    from hf_jukebox_mir.models.configuration_jukebox_vqvae import JukeboxVQVAEConfig
+    from hf_jukebox_mir.models.modeling_jukebox_mir import JukeboxMIRModel
 
     config = JukeboxMIRConfig(vqvae_config=JukeboxVQVAEConfig.from_preset("5b"),
                               prior_config=prior_config(cfg, cfg["layers"]))
@@ -181,7 +181,7 @@ def format_plan(cfg: dict, plan: dict, limit_gb: float = 6.0) -> str:
 
 def save_random_checkpoint(cfg: dict, folder: Path, device: torch.device, dtype: torch.dtype, seed: int) -> dict:
     """Build a ``cfg['save_layers']``-layer prior with random weights on ``device`` and save it."""
-    from hf_jukebox_mir.modeling_jukebox_prior import JukeboxPrior
+    from hf_jukebox_mir.models.modeling_jukebox_prior import JukeboxPrior
 
     torch.manual_seed(seed)
     start = time.perf_counter()
@@ -207,7 +207,7 @@ def save_random_checkpoint(cfg: dict, folder: Path, device: torch.device, dtype:
 
 
 def load_truncated(folder: Path, layers: int, device: torch.device, dtype: torch.dtype):
-    from hf_jukebox_mir.modeling_jukebox_prior import JukeboxPrior
+    from hf_jukebox_mir.models.modeling_jukebox_prior import JukeboxPrior
 
     _reset_peak(device)
     start = time.perf_counter()

@@ -178,6 +178,7 @@ _EXTRACT = """
 import json, sys, time, resource, torch
 torch.set_num_threads({threads})
 import hf_jukebox_mir
+hf_jukebox_mir.register()
 from transformers import AutoModel
 t0 = time.perf_counter()
 kwargs = {kwargs}
@@ -309,7 +310,7 @@ def _planned_output_bytes(name: str, inventory: dict) -> int:
 
 def _print_table(results: dict[str, dict]) -> None:
     print()
-    print(f"| step | wall s | peak RSS GB | vs plain read+write | notes |")
+    print("| step | wall s | peak RSS GB | vs plain read+write | notes |")
     print("|---|---|---|---|---|")
     for step, r in results.items():
         notes = []

@@ -120,8 +120,8 @@ def step_kv_bytes(prior, position: int, batch: int) -> int:
 
 
 def build_prior(name: str, overrides: dict, layers: int | None, device, dtype):
-    from hf_jukebox_mir.configuration_jukebox_prior import JukeboxPriorConfig
-    from hf_jukebox_mir.modeling_jukebox_prior import JukeboxPrior
+    from hf_jukebox_mir.models.configuration_jukebox_prior import JukeboxPriorConfig
+    from hf_jukebox_mir.models.modeling_jukebox_prior import JukeboxPrior
 
     config = JukeboxPriorConfig.from_preset(name, **overrides)
     full_depth = config.num_hidden_layers
@@ -133,7 +133,7 @@ def build_prior(name: str, overrides: dict, layers: int | None, device, dtype):
 
 
 def bench_prior(kind: str, name: str, overrides: dict, args, device, dtype) -> dict:
-    from hf_jukebox_mir.generation_jukebox import JukeboxSamplingState, _draw
+    from hf_jukebox_mir.models.generation_jukebox import JukeboxSamplingState, _draw
 
     prior, full_depth = build_prior(name, overrides, args.layers, device, dtype)
     cfg = prior.config

@@ -43,7 +43,9 @@ _t0 = time.perf_counter()
 import torch  # noqa: E402
 
 try:
-    import hf_jukebox_mir  # noqa: E402, F401
+    import hf_jukebox_mir  # noqa: E402
+
+    hf_jukebox_mir.register()
 except ImportError as exc:  # pragma: no cover - only without the package installed
     raise SystemExit(
         f"ours_runner.py needs the hf_jukebox_mir package in this interpreter ({sys.executable}): {exc}. "
@@ -55,15 +57,15 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 
 def _prior_classes():
-    from hf_jukebox_mir.configuration_jukebox_prior import JukeboxPriorConfig
-    from hf_jukebox_mir.modeling_jukebox_prior import JukeboxPrior
+    from hf_jukebox_mir.models.configuration_jukebox_prior import JukeboxPriorConfig
+    from hf_jukebox_mir.models.modeling_jukebox_prior import JukeboxPrior
 
     return JukeboxPriorConfig, JukeboxPrior
 
 
 def _vqvae_classes():
-    from hf_jukebox_mir.configuration_jukebox_vqvae import JukeboxVQVAEConfig
-    from hf_jukebox_mir.modeling_jukebox_vqvae import JukeboxVQVAE
+    from hf_jukebox_mir.models.configuration_jukebox_vqvae import JukeboxVQVAEConfig
+    from hf_jukebox_mir.models.modeling_jukebox_vqvae import JukeboxVQVAE
 
     return JukeboxVQVAEConfig, JukeboxVQVAE
 

@@ -30,8 +30,8 @@ Outputs, one Hub folder each under OUT (job key in brackets, for `--only`):
 A chain folder (`model_type` `jukebox_mir_chain`: VQ-VAE + the three priors, float32) is what
 `jukebox-mir sample --model DIR` generates music with.
 
-Each folder gets its README.md card (`hf_jukebox_mir.model_cards`) and is checked with
-`hf_jukebox_mir.hub.validate_hub_folder`; `--push` uploads the complete ones to `NAMESPACE/<folder>`.
+Each folder gets its README.md card (`hf_jukebox_mir.publishing.cards`) and is checked with
+`hf_jukebox_mir.publishing.hub.validate_hub_folder`; `--push` uploads the complete ones to `NAMESPACE/<folder>`.
 
 Examples:
 
@@ -52,7 +52,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hf_jukebox_mir.errors import JukeboxInputError
+from hf_jukebox_mir.models.errors import JukeboxInputError
 
 # job key -> (output folder, kind, original level, OpenAI relative source paths by role)
 OPENAI_JOBS: dict[str, tuple[str, str, int | None, dict[str, str]]] = {
@@ -279,8 +279,8 @@ def run_job(job: ConversionJob, *, results_json: str | None = None, overwrite: b
     """Convert one job with the library converters, write its card, and return the folder's remaining problems."""
     import torch
 
-    from hf_jukebox_mir.hub import validate_hub_folder
-    from hf_jukebox_mir.model_cards import write_model_card
+    from hf_jukebox_mir.publishing.hub import validate_hub_folder
+    from hf_jukebox_mir.publishing.cards import write_model_card
 
     hf4 = job.source_format == "hf4"
     out = job.output_dir
@@ -378,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         print(f"[{job.key}] ready: {job.output_dir}")
         if args.push:
-            from hf_jukebox_mir.hub import push_folder
+            from hf_jukebox_mir.publishing.hub import push_folder
 
             try:
                 result = push_folder(job.output_dir, job.repo_id, private=args.private)

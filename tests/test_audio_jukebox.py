@@ -1,4 +1,4 @@
-"""Tests of audio loading and preparation (`hf_jukebox_mir.audio_jukebox`)."""
+"""Tests of audio loading and preparation (`hf_jukebox_mir.models.audio_jukebox`)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from hf_jukebox_mir.audio_jukebox import (
+from hf_jukebox_mir.models.audio_jukebox import (
     MAX_CHANNELS,
     check_length,
     load_audio,
@@ -21,7 +21,7 @@ from hf_jukebox_mir.audio_jukebox import (
     to_mono,
     validate_waveform,
 )
-from hf_jukebox_mir.errors import JukeboxInputError
+from hf_jukebox_mir.models.errors import JukeboxInputError
 
 SR = 44100
 

@@ -11,9 +11,9 @@ import torch
 
 from conftest import run_without_package
 from hf_jukebox_mir import JukeboxConfigError, JukeboxInputError
-from hf_jukebox_mir.configuration_jukebox_chain import JukeboxChainConfig
+from hf_jukebox_mir.models.configuration_jukebox_chain import JukeboxChainConfig
 from hf_jukebox_mir.conversion.chain import convert_hf4_chain, load_chain_checkpoints, load_hf4_chain
-from hf_jukebox_mir.modeling_jukebox_chain import JukeboxChainModel
+from hf_jukebox_mir.models.modeling_jukebox_chain import JukeboxChainModel
 
 SR = 44100
 
@@ -159,7 +159,7 @@ def test_saved_folder_reloads_and_generates_the_same(chain_folder):
 def test_sample_command_writes_a_playable_wav(chain_folder, tmp_path):
     import argparse
 
-    from hf_jukebox_mir.commands import sample
+    from hf_jukebox_mir.cli import sample
 
     parser = argparse.ArgumentParser()
     sample.add_parser(parser.add_subparsers())
@@ -186,7 +186,7 @@ def test_sample_command_writes_a_playable_wav(chain_folder, tmp_path):
 
 
 def test_sample_command_reads_hf4_folders_and_reports_errors(fixtures_dir, tmp_path, capsys):
-    from hf_jukebox_mir.commands import sample
+    from hf_jukebox_mir.cli import sample
 
     model = sample.load_chain(fixtures_dir / "hf4_format" / "jukebox_tiny_5b_lyrics")
     assert isinstance(model, JukeboxChainModel) and model.prior(2).config.lyrics_mode == "separate_encoder"

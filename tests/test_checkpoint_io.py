@@ -19,7 +19,7 @@ from hf_jukebox_mir.conversion.checkpoint_io import (
     safe_torch_load,
     sha256_file,
 )
-from hf_jukebox_mir.errors import JukeboxCheckpointError
+from hf_jukebox_mir.models.errors import JukeboxCheckpointError
 
 HF4_5B = "hf4_format/jukebox_tiny_5b_lyrics"
 

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from hf_jukebox_mir.configuration_jukebox_vqvae import JukeboxVQVAEConfig
-from hf_jukebox_mir.errors import JukeboxConfigError
+from hf_jukebox_mir.models.configuration_jukebox_vqvae import JukeboxVQVAEConfig
+from hf_jukebox_mir.models.errors import JukeboxConfigError
 
 
 def test_defaults_are_the_released_5b_vqvae(fixtures_dir):
@@ -77,7 +77,8 @@ def test_save_load_round_trip(tmp_path):
 def test_auto_config_after_import(tmp_path):
     from transformers import AutoConfig
 
-    import hf_jukebox_mir  # noqa: F401  (registers the Auto classes)
+    import hf_jukebox_mir
+    hf_jukebox_mir.register()  # the Auto classes
 
     JukeboxVQVAEConfig(width=8).save_pretrained(tmp_path)
     config = AutoConfig.from_pretrained(tmp_path)

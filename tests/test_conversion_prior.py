@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from hf_jukebox_mir import JukeboxCheckpointError
-from hf_jukebox_mir.configuration_jukebox_prior import JukeboxPriorConfig
+from hf_jukebox_mir.models.configuration_jukebox_prior import JukeboxPriorConfig
 from hf_jukebox_mir.conversion.key_mapping import convert_keys
 from hf_jukebox_mir.conversion.prior import (
     convert_prior_checkpoint,
@@ -16,7 +16,7 @@ from hf_jukebox_mir.conversion.prior import (
     load_prior_checkpoint,
 )
 from hf_jukebox_mir.conversion.prior_keys import needs_transpose, original_prior_key_mapping
-from hf_jukebox_mir.modeling_jukebox_prior import JukeboxPrior
+from hf_jukebox_mir.models.modeling_jukebox_prior import JukeboxPrior
 
 INVENTORY_PRESETS = {
     "prior_5b_level_2": ("prior_5b", 5_060_452_800),

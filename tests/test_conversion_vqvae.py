@@ -8,8 +8,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from hf_jukebox_mir.commands import convert as convert_command
-from hf_jukebox_mir.configuration_jukebox_vqvae import JukeboxVQVAEConfig
+from hf_jukebox_mir.cli import convert as convert_command
+from hf_jukebox_mir.models.configuration_jukebox_vqvae import JukeboxVQVAEConfig
 from hf_jukebox_mir.conversion.checkpoint_io import sha256_file
 from hf_jukebox_mir.conversion.audit import AUDIT_FILE, ConversionAudit
 from hf_jukebox_mir.conversion.export import run_output_check, strict_load_state_dict
@@ -30,8 +30,8 @@ from hf_jukebox_mir.conversion.vqvae import (
     vqvae_config_from_hf4,
     vqvae_config_from_hps,
 )
-from hf_jukebox_mir.errors import JukeboxCheckpointError, JukeboxInputError
-from hf_jukebox_mir.modeling_jukebox_vqvae import JukeboxVQVAE
+from hf_jukebox_mir.models.errors import JukeboxCheckpointError, JukeboxInputError
+from hf_jukebox_mir.models.modeling_jukebox_vqvae import JukeboxVQVAE
 
 HF4_5B = "hf4_format/jukebox_tiny_5b_lyrics"
 

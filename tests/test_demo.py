@@ -7,9 +7,11 @@ import pytest
 import torch
 from transformers import AutoModel
 
-import hf_jukebox_mir  # noqa: F401
+import hf_jukebox_mir
 from hf_jukebox_mir.cli import main as cli_main
-from hf_jukebox_mir.commands.demo import build_tiny_mir_model
+from hf_jukebox_mir.cli.demo import build_tiny_mir_model
+
+hf_jukebox_mir.register()  # the Auto classes (AutoModel/AutoFeatureExtractor on our folders)
 
 
 def _tone(freq: float, seconds: float = 0.8) -> np.ndarray:

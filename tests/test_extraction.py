@@ -21,9 +21,9 @@ import pytest
 import soundfile as sf
 from test_pipeline_jukebox import build_mir_folder
 
-from hf_jukebox_mir.errors import JukeboxInputError
-from hf_jukebox_mir.extraction import extract_dataset, list_inputs, make_embed_fn
-from hf_jukebox_mir.feature_extraction_jukebox import JukeboxFeatureExtractor
+from hf_jukebox_mir.models.errors import JukeboxInputError
+from hf_jukebox_mir.extraction.engine import extract_dataset, list_inputs, make_embed_fn
+from hf_jukebox_mir.models.feature_extraction_jukebox import JukeboxFeatureExtractor
 
 SR = 44100
 WINDOW = 4096
@@ -47,9 +47,9 @@ def model_dir(tmp_path_factory, fixtures_dir) -> Path:
 
 @pytest.fixture(scope="module")
 def pipe(model_dir):
-    from transformers import pipeline
+    from hf_jukebox_mir.models.pipeline_jukebox import jukebox_feature_extraction_pipeline
 
-    return pipeline("feature-extraction", model=str(model_dir), device="cpu")
+    return jukebox_feature_extraction_pipeline(str(model_dir), device="cpu")
 
 
 @pytest.fixture()
@@ -217,7 +217,7 @@ def test_explicit_shards_merge_when_the_last_one_finishes(tmp_path, model_dir):
 def _cli(argv: list[str]) -> int:
     """`jukebox-mir` with the extract command (through cli.main once the command is wired there)."""
     from hf_jukebox_mir import cli
-    from hf_jukebox_mir.commands import extract as extract_command
+    from hf_jukebox_mir.cli import extract as extract_command
 
     if "extract" in cli.COMMANDS:
         return cli.main(argv)
@@ -294,7 +294,7 @@ def test_cli_checks_everything_before_loading_the_model(argv, message, audio_fol
 _LAUNCHED = textwrap.dedent(
     """
     import sys
-    from hf_jukebox_mir.extraction import extract_dataset
+    from hf_jukebox_mir.extraction.engine import extract_dataset
 
     result = extract_dataset(sys.argv[1], sys.argv[2], sys.argv[3], batch_size=2, chunk_size=1, progress=False,
                              device="cpu")
@@ -331,7 +331,7 @@ def test_two_processes_share_the_work(tmp_path, model_dir):
 _KILLABLE = textwrap.dedent(
     """
     import sys, time
-    from hf_jukebox_mir.extraction import extract_dataset
+    from hf_jukebox_mir.extraction.engine import extract_dataset
 
     def report(info):
         print("CHUNK", info["done"], flush=True)

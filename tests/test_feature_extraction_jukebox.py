@@ -15,8 +15,8 @@ import torch
 from safetensors.numpy import load_file
 
 from conftest import run_without_package
-from hf_jukebox_mir.errors import JukeboxConfigError, JukeboxInputError
-from hf_jukebox_mir.feature_extraction_jukebox import JukeboxFeatureExtractor
+from hf_jukebox_mir.models.errors import JukeboxConfigError, JukeboxInputError
+from hf_jukebox_mir.models.feature_extraction_jukebox import JukeboxFeatureExtractor
 
 SR = 44100
 W = 4096  # small windows keep the tests fast

@@ -18,15 +18,15 @@ import yaml
 from huggingface_hub import ModelCard
 from safetensors.torch import load_file, save_file
 
-from hf_jukebox_mir.errors import JukeboxCheckpointError, JukeboxInputError
-from hf_jukebox_mir.hub import (
+from hf_jukebox_mir.models.errors import JukeboxCheckpointError, JukeboxInputError
+from hf_jukebox_mir.publishing.hub import (
     JukeboxHubConnectionError,
     check_hub_folder,
     hub_files,
     push_folder,
     validate_hub_folder,
 )
-from hf_jukebox_mir.model_cards import CARD_MARKER, render_model_card, validate_card_metadata, write_model_card
+from hf_jukebox_mir.publishing.cards import CARD_MARKER, render_model_card, validate_card_metadata, write_model_card
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MODEL_TYPES = {
@@ -423,7 +423,7 @@ def test_push_rejects_bad_repo_ids(tmp_path, online, repo_id):
 
 def test_push_warns_when_card_names_another_repo(tmp_path, online, caplog):
     folder = make_hub_folder(tmp_path, "vqvae")
-    with caplog.at_level("WARNING", logger="hf_jukebox_mir.hub"):
+    with caplog.at_level("WARNING", logger="hf_jukebox_mir.publishing.hub"):
         push_folder(folder, "someone/else", api=mock.MagicMock())
     assert "does not mention someone/else" in caplog.text
 
@@ -432,7 +432,7 @@ def test_push_warns_when_card_names_another_repo(tmp_path, online, caplog):
 
 
 def _cli(argv: list[str]) -> int:
-    from hf_jukebox_mir.commands import push
+    from hf_jukebox_mir.cli import push
 
     parser = argparse.ArgumentParser(prog="jukebox-mir")
     push.add_parser(parser.add_subparsers(dest="command"))
@@ -889,7 +889,8 @@ def test_convert_all_mir_job_on_parity_fixtures(tmp_path, convert_all, fixtures_
     import torch
     from transformers import AutoModel
 
-    import hf_jukebox_mir  # noqa: F401
+    import hf_jukebox_mir
+    hf_jukebox_mir.register()  # the Auto classes
 
     model = AutoModel.from_pretrained(folder, dtype="auto")
     assert model.prior.embed_tokens.weight.dtype == torch.bfloat16 and len(model.prior.layers) == 4

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from hf_jukebox_mir import JukeboxInputError
-from hf_jukebox_mir.labels import LYRIC_VOCABULARIES, JukeboxLabeller, lyric_window, normalise_name
+from hf_jukebox_mir.models.tokenization_jukebox import LYRIC_VOCABULARIES, JukeboxTokenizer, lyric_window, normalise_name
 
 
 def test_normalise_name():
@@ -24,26 +24,26 @@ def test_vocabulary_layout_matches_the_original_token_order():
 
 
 def test_v2_and_v3_lookups():
-    v2 = JukeboxLabeller(2)
+    v2 = JukeboxTokenizer(2)
     assert v2.artist_id("unknown") == 0 and v2.artist_id("various") == 0 and v2.artist_id(None) == 0
     jazz = v2.genre_ids("Jazz")
     assert len(jazz) == 1 and jazz[0] > 0
     assert len(v2.genre_ids("Pop Rock")) == 2  # v2 genres are a bag of words
     with pytest.warns(UserWarning, match="not in the v2 vocabulary"):
         assert v2.artist_id("No Such Artist 123456") == 0
-    v3 = JukeboxLabeller(3, max_genres=1)
+    v3 = JukeboxTokenizer(3, max_genres=1)
     assert v3.genre_ids("pop rock") == [v3.genre_table.get("pop rock", 0)]  # v3: one id for the whole string
     with pytest.raises(JukeboxInputError, match="has 2 words but this prior has 1 genre slots"):
-        JukeboxLabeller(2, max_genres=1).genre_ids("pop rock")
+        JukeboxTokenizer(2, max_genres=1).genre_ids("pop rock")
 
 
 def test_lyrics_tokens_and_cleaning():
-    v3 = JukeboxLabeller(3)
+    v3 = JukeboxTokenizer(3)
     tokens = v3.tokenize_lyrics("Héllo, wörld!\\2")
     assert v3.decode_lyrics(tokens) == "Hello, world!\n2"
     assert tokens[:2] == [8, 31]  # "H" = 8, "e" = 27 + 4
     assert v3.tokenize_lyrics("a+b") == [27, 28]  # "+" exists only in v2
-    assert JukeboxLabeller(2).tokenize_lyrics("a+b") == [27, 70, 28]
+    assert JukeboxTokenizer(2).tokenize_lyrics("a+b") == [27, 70, 28]
 
 
 def test_lyric_window_original_heuristic():
@@ -58,11 +58,11 @@ def test_lyric_window_original_heuristic():
 
 
 def test_metadata_row_layout():
-    labeller = JukeboxLabeller(3, max_genres=1, n_lyric_tokens=8, sample_length=786432)
+    labeller = JukeboxTokenizer(3, max_genres=1, n_lyric_tokens=8, sample_length=786432)
     row = labeller.metadata(artist="unknown", genre="unknown", lyrics="Hi", total_length=2_000_000, offset=44100,
                             batch_size=2)
     assert row.dtype == torch.long and row.shape == (2, 4 + 1 + 8)
     assert row[0, :5].tolist() == [2_000_000, 44100, 786432, 0, 0]
     assert row[0, 5:].tolist() == [0] * 6 + labeller.tokenize_lyrics("Hi")
-    v2 = JukeboxLabeller(2).metadata(genre="jazz", total_length=2_734_080)
+    v2 = JukeboxTokenizer(2).metadata(genre="jazz", total_length=2_734_080)
     assert v2.shape == (1, 9) and v2[0, 5:].tolist() == [-1, -1, -1, -1]

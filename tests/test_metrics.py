@@ -7,8 +7,8 @@ import pytest
 from sklearn.metrics import accuracy_score, average_precision_score, r2_score, roc_auc_score
 from transformers import EvalPrediction
 
-from hf_jukebox_mir.errors import JukeboxInputError
-from hf_jukebox_mir.metrics import (
+from hf_jukebox_mir.models.errors import JukeboxInputError
+from hf_jukebox_mir.probing.metrics import (
     AGGREGATION_STRATEGIES,
     KEY_LABELS,
     MirexKeyMetric,

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from hf_jukebox_mir.errors import JukeboxInputError
-from hf_jukebox_mir.mir_datasets import (
+from hf_jukebox_mir.models.errors import JukeboxInputError
+from hf_jukebox_mir.probing.mir_datasets import (
     EMOMUSIC_DEV_STATS,
     emomusic_official_split,
     giantsteps_official_split,
@@ -23,7 +23,7 @@ from hf_jukebox_mir.mir_datasets import (
     load_magnatagatune,
     magnatagatune_official_split,
 )
-from hf_jukebox_mir.tasks import GTZAN_GENRES, MAGNATAGATUNE_TOP50
+from hf_jukebox_mir.probing.tasks import GTZAN_GENRES, MAGNATAGATUNE_TOP50
 
 
 def _tone(seconds: float, sr: int, freq: float = 440.0, channels: int = 1) -> np.ndarray:

@@ -13,8 +13,8 @@ import yaml
 from huggingface_hub import ModelCard, metadata_load
 from safetensors.torch import save_file
 
-from hf_jukebox_mir.errors import JukeboxCheckpointError, JukeboxInputError
-from hf_jukebox_mir.model_cards import (
+from hf_jukebox_mir.models.errors import JukeboxCheckpointError, JukeboxInputError
+from hf_jukebox_mir.publishing.cards import (
     BASE_TAGS,
     CARD_MARKER,
     KIND_TO_TEMPLATE,
@@ -32,7 +32,7 @@ from hf_jukebox_mir.model_cards import (
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-PACKAGE_TEMPLATES = REPO_ROOT / "src" / "hf_jukebox_mir" / "card_templates"
+PACKAGE_TEMPLATES = REPO_ROOT / "src" / "hf_jukebox_mir" / "publishing" / "card_templates"
 MODEL_TYPES = {
     "vqvae": "jukebox_mir_vqvae", "prior": "jukebox_mir_prior", "mir": "jukebox_mir", "probe": "jukebox_mir_probe",
     "chain": "jukebox_mir_chain",
@@ -473,7 +473,7 @@ def test_source_file_urls():
 
 
 def _cli(argv: list[str]) -> int:
-    from hf_jukebox_mir.commands import card
+    from hf_jukebox_mir.cli import card
 
     parser = argparse.ArgumentParser(prog="jukebox-mir")
     card.add_parser(parser.add_subparsers(dest="command"))
@@ -549,7 +549,7 @@ def test_prior_variant_comes_from_the_config(tmp_path, lyrics_mode, variant, bas
 
 
 def test_probe_grid_results_json_is_accepted(tmp_path):
-    grid = {  # the results.json layout of hf_jukebox_mir.training.run_probe_grid
+    grid = {  # the results.json layout of hf_jukebox_mir.probing.training.run_probe_grid
         "task": "emomusic",
         "feature_source": "me/jukebox-mir-5b-layer36",
         "primary_metric": "r2",

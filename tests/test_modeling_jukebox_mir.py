@@ -9,12 +9,14 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoFeatureExtractor, AutoModel
 
-import hf_jukebox_mir  # noqa: F401  (registers the Auto classes)
+import hf_jukebox_mir
 from conftest import run_without_package
 from hf_jukebox_mir import JukeboxInputError
 from hf_jukebox_mir.cli import main as cli_main
 from hf_jukebox_mir.conversion.mir import convert_hf4_mir, convert_mir_model, load_hf4_mir
-from hf_jukebox_mir.modeling_jukebox_mir import JukeboxMIRModel, pool_hidden_states
+from hf_jukebox_mir.models.modeling_jukebox_mir import JukeboxMIRModel, pool_hidden_states
+
+hf_jukebox_mir.register()  # the Auto classes (AutoModel/AutoFeatureExtractor on our folders)
 
 
 def assert_close(ours, ref, name=""):

@@ -10,9 +10,9 @@ import torch
 from safetensors.torch import load_file
 
 from hf_jukebox_mir import JukeboxInputError
-from hf_jukebox_mir.configuration_jukebox_prior import JukeboxPriorConfig
+from hf_jukebox_mir.models.configuration_jukebox_prior import JukeboxPriorConfig
 from hf_jukebox_mir.conversion.prior import load_prior_checkpoint
-from hf_jukebox_mir.modeling_jukebox_prior import JukeboxAttention, JukeboxPrior, JukeboxPriorCache
+from hf_jukebox_mir.models.modeling_jukebox_prior import JukeboxAttention, JukeboxPrior, JukeboxPriorCache
 
 from conftest import PRIOR_FIXTURES as PRIORS
 
@@ -340,7 +340,7 @@ def test_forward_hooks_see_activations_that_later_blocks_do_not_overwrite(conver
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_half_precision_layer_norm_is_the_float32_layer_norm(dtype):
-    from hf_jukebox_mir.modeling_jukebox_prior import JukeboxLayerNorm
+    from hf_jukebox_mir.models.modeling_jukebox_prior import JukeboxLayerNorm
 
     torch.manual_seed(0)
     norm = JukeboxLayerNorm(256)

@@ -8,14 +8,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import hf_jukebox_mir.modeling_jukebox_vqvae as modeling
+import hf_jukebox_mir.models.modeling_jukebox_vqvae as modeling
 from conftest import run_without_package
-from hf_jukebox_mir.configuration_jukebox_vqvae import JukeboxVQVAEConfig
+from hf_jukebox_mir.models.configuration_jukebox_vqvae import JukeboxVQVAEConfig
 from hf_jukebox_mir.conversion.checkpoint_io import load_original_checkpoint
 from hf_jukebox_mir.conversion.export import strict_load_state_dict
 from hf_jukebox_mir.conversion.key_mapping import VQVAE_KEY_MAPPING, rename_state_dict
-from hf_jukebox_mir.errors import JukeboxInputError
-from hf_jukebox_mir.modeling_jukebox_vqvae import (
+from hf_jukebox_mir.models.errors import JukeboxInputError
+from hf_jukebox_mir.models.modeling_jukebox_vqvae import (
     JukeboxVQVAE,
     JukeboxVQVAEDecoderOutput,
     JukeboxVQVAEEncoderModel,
@@ -174,7 +174,8 @@ def test_save_and_from_pretrained_round_trip(reference_model, saved_dir, golden)
 def test_auto_model_after_import(saved_dir):
     from transformers import AutoModel
 
-    import hf_jukebox_mir  # noqa: F401
+    import hf_jukebox_mir
+    hf_jukebox_mir.register()  # the Auto classes
 
     model = AutoModel.from_pretrained(saved_dir)
     assert type(model) is JukeboxVQVAE

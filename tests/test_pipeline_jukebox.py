@@ -17,19 +17,21 @@ import soxr
 import torch
 from safetensors.numpy import load_file
 
-import hf_jukebox_mir  # noqa: F401  (registers the pipeline route)
+import hf_jukebox_mir
 from conftest import run_without_package
-from hf_jukebox_mir.errors import JukeboxInputError
-from hf_jukebox_mir.feature_extraction_jukebox import JukeboxFeatureExtractor
-from hf_jukebox_mir.pipeline_jukebox import (
+from hf_jukebox_mir.models.errors import JukeboxInputError
+from hf_jukebox_mir.models.feature_extraction_jukebox import JukeboxFeatureExtractor
+from hf_jukebox_mir.models.pipeline_jukebox import (
     CUSTOM_PIPELINE_ENTRY,
-    JukeboxFeatureExtractionDispatcher,
     JukeboxFeatureExtractionPipeline,
     aggregate_pooled,
     bin_frames,
     concat_frames,
+    jukebox_feature_extraction_pipeline,
     resolve_layers,
 )
+
+hf_jukebox_mir.register()  # the Auto classes (AutoModel/AutoFeatureExtractor on our folders)
 
 SR = 44100
 SMALL = 4096  # window of the cheap pipeline
@@ -71,10 +73,11 @@ def golden(fixtures_dir):
 
 @pytest.fixture(scope="module")
 def pipe(mir_dir):
-    """Route (a): the task name and the folder, package imported, no trust_remote_code."""
+    """Route (b): the task name, the folder and `pipeline_class=` (package imported, no trust_remote_code)."""
     from transformers import pipeline
 
-    return pipeline("feature-extraction", model=str(mir_dir), device="cpu")
+    return pipeline("feature-extraction", model=str(mir_dir), pipeline_class=JukeboxFeatureExtractionPipeline,
+                    device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +85,7 @@ def small(pipe):
     """Route (c): model and feature extractor objects (4096-sample windows)."""
     from transformers import pipeline
 
-    return pipeline("feature-extraction", model=pipe.model, feature_extractor=JukeboxFeatureExtractor(window_length=SMALL),
+    return jukebox_feature_extraction_pipeline(pipe.model, feature_extractor=JukeboxFeatureExtractor(window_length=SMALL),
                     device="cpu")
 
 
@@ -107,10 +110,26 @@ def test_converted_folder_carries_the_pipeline(mir_dir):
     from transformers import AutoConfig
 
     loaded = AutoConfig.from_pretrained(mir_dir)
-    # hidden while the package routes the task itself (transformers would demand trust_remote_code) ...
-    assert not hasattr(loaded, "custom_pipelines")
-    # ... but saved again, so the folder keeps working without the package
+    # the config is the same object with and without the package: the entry is kept and saved again
+    assert loaded.custom_pipelines == CUSTOM_PIPELINE_ENTRY
     assert loaded.to_dict()["custom_pipelines"] == CUSTOM_PIPELINE_ENTRY
+
+
+def test_the_helper_and_pipeline_class_give_the_same_pipeline(pipe, mir_dir):
+    helper = jukebox_feature_extraction_pipeline(str(mir_dir), device="cpu")
+    assert type(helper) is type(pipe) is JukeboxFeatureExtractionPipeline
+    audio = _signal(SMALL * 2)
+    np.testing.assert_array_equal(helper({"array": audio, "sampling_rate": SR}), pipe({"array": audio,
+                                                                                       "sampling_rate": SR}))
+
+
+def test_the_plain_task_without_trust_remote_code_is_transformers_refusal(mir_dir):
+    # the package does not re-route transformers' task: a folder with custom code needs trust_remote_code
+    # (or pipeline_class=), exactly as without the package
+    from transformers import pipeline
+
+    with pytest.raises(ValueError, match="trust_remote_code=True"):
+        pipeline("feature-extraction", model=str(mir_dir), device="cpu")
 
 
 def test_pipeline_save_pretrained_writes_a_remote_code_folder(small, tmp_path):
@@ -136,14 +155,46 @@ def test_golden_meanpool_every_layer_from_wav_files(pipe, golden, tmp_path):
         assert np.abs(ours - ref).max() <= _tolerance(ref), f"layer {i}"
 
 
-def test_text_feature_extraction_still_works(tmp_path):
-    """Other models keep transformers' text pipeline after `import hf_jukebox_mir`."""
+_TEXT_PIPELINE = """
+    import json
+    import numpy as np
+    import torch
     from transformers import BertConfig, BertModel, BertTokenizer, pipeline
-    from transformers.pipelines import PIPELINE_REGISTRY, FeatureExtractionPipeline
+    from transformers.pipelines import PIPELINE_REGISTRY
 
-    entry = PIPELINE_REGISTRY.supported_tasks["feature-extraction"]
-    assert entry["impl"] is JukeboxFeatureExtractionDispatcher
-    assert JukeboxFeatureExtractionDispatcher.fallback_class is FeatureExtractionPipeline
+    def registration():
+        entry = PIPELINE_REGISTRY.supported_tasks["feature-extraction"]
+        return {key: repr(value) for key, value in sorted(entry.items())}
+
+    folder = sys.argv[1]
+    before = registration()
+    if sys.argv[2] == "import":
+        import hf_jukebox_mir
+        hf_jukebox_mir.register()
+    after = registration()
+    text = pipeline("feature-extraction", model=folder, device="cpu")
+    try:
+        unnamed = BertModel(BertConfig(vocab_size=7, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                       intermediate_size=32))
+        pipeline("feature-extraction", model=unnamed, device="cpu")
+        error = None
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {exc}"
+    print(json.dumps({"before": before, "after": after, "class": f"{type(text).__module__}.{type(text).__name__}",
+                      "out": np.asarray(text("hello music")).tolist(), "error": error}))
+    """
+
+
+def test_import_leaves_transformers_text_feature_extraction_alone(tmp_path):
+    """transformers' "feature-extraction" registration and a text model's pipeline are the same with and
+    without `import hf_jukebox_mir` (fresh interpreters, a tiny random BERT saved locally, offline)."""
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    from transformers import BertConfig, BertModel, BertTokenizer
+
     vocab = tmp_path / "vocab.txt"
     vocab.write_text("[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\nhello\nmusic\n")
     tokenizer = BertTokenizer(vocab_file=str(vocab))
@@ -152,14 +203,19 @@ def test_text_feature_extraction_still_works(tmp_path):
     folder = tmp_path / "bert"
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
-    text = pipeline("feature-extraction", model=str(folder), device="cpu")
-    assert type(text) is FeatureExtractionPipeline
-    with torch.no_grad():
-        expected = model(**tokenizer("hello music", return_tensors="pt")).last_hidden_state.numpy()
-    np.testing.assert_allclose(np.asarray(text("hello music")), expected, atol=1e-5)
-    # a model object without tokenizer still fails as in transformers
-    with pytest.raises(Exception, match="Impossible to guess which tokenizer to use"):
-        pipeline("feature-extraction", model=model, device="cpu")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    runs = {}
+    for mode in ("plain", "import"):
+        script = "import sys\n" + textwrap.dedent(_TEXT_PIPELINE)
+        done = subprocess.run([sys.executable, "-c", script, str(folder), mode], capture_output=True, text=True,
+                              env=env, timeout=300, check=False)
+        assert done.returncode == 0, done.stderr[-3000:]
+        runs[mode] = json.loads(done.stdout.strip().splitlines()[-1])
+    plain, imported = runs["plain"], runs["import"]
+    assert imported["before"] == imported["after"] == plain["before"] == plain["after"]
+    assert plain["class"] == imported["class"] == "transformers.pipelines.feature_extraction.FeatureExtractionPipeline"
+    assert plain["out"] == imported["out"]
+    assert plain["error"] == imported["error"] and "Impossible to guess which tokenizer" in plain["error"]
 
 
 _REMOTE_SCRIPT = """

@@ -9,12 +9,12 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from hf_jukebox_mir.chroma import ChromaEmbedder, chromagram
-from hf_jukebox_mir.errors import JukeboxInputError
-from hf_jukebox_mir.metrics import KEY_LABELS
-from hf_jukebox_mir.mir_datasets import load_audio_clip, load_synthetic
-from hf_jukebox_mir.synthetic_mir import generate_synthetic_mir, render_clip
-from hf_jukebox_mir.tasks import SYNTHETIC_INSTRUMENTS
+from hf_jukebox_mir.probing.chroma import ChromaEmbedder, chromagram
+from hf_jukebox_mir.models.errors import JukeboxInputError
+from hf_jukebox_mir.probing.metrics import KEY_LABELS
+from hf_jukebox_mir.probing.mir_datasets import load_audio_clip, load_synthetic
+from hf_jukebox_mir.probing.synthetic_mir import generate_synthetic_mir, render_clip
+from hf_jukebox_mir.probing.tasks import SYNTHETIC_INSTRUMENTS
 
 SMALL = dict(songs_per_split=(24, 4, 4), clips_per_song=2, clip_seconds=1.0)
 

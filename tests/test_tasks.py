@@ -7,15 +7,15 @@ from importlib import resources
 
 import pytest
 
-from hf_jukebox_mir.errors import JukeboxInputError
-from hf_jukebox_mir.metrics import KEY_LABELS
-from hf_jukebox_mir.mir_datasets import (
+from hf_jukebox_mir.models.errors import JukeboxInputError
+from hf_jukebox_mir.probing.metrics import KEY_LABELS
+from hf_jukebox_mir.probing.mir_datasets import (
     emomusic_official_split,
     giantsteps_official_split,
     gtzan_official_split,
     magnatagatune_official_split,
 )
-from hf_jukebox_mir.tasks import (
+from hf_jukebox_mir.probing.tasks import (
     GTZAN_GENRES,
     MAGNATAGATUNE_TOP50,
     SYNTHETIC_INSTRUMENTS,
@@ -72,7 +72,7 @@ def test_label_vocabularies():
     assert get_task("giantsteps").label_names == KEY_LABELS
     assert get_task("emomusic").label_names == ("arousal", "valence")
     assert get_task("synthetic_instruments").label_names == SYNTHETIC_INSTRUMENTS
-    packaged = resources.files("hf_jukebox_mir").joinpath("data", "magnatagatune", "top50_tags.txt").read_text()
+    packaged = resources.files("hf_jukebox_mir.probing").joinpath("data", "magnatagatune", "top50_tags.txt").read_text()
     assert tuple(packaged.splitlines()) == MAGNATAGATUNE_TOP50
     assert get_task("giantsteps").song_level and get_task("synthetic_key").song_level
     assert not get_task("gtzan").song_level

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from hf_jukebox_mir.chroma import ChromaEmbedder
-from hf_jukebox_mir.errors import JukeboxInputError
-from hf_jukebox_mir.modeling_jukebox_probe import JukeboxProbeForSequenceClassification
-from hf_jukebox_mir.synthetic_mir import generate_synthetic_mir
-from hf_jukebox_mir.tasks import get_task
-from hf_jukebox_mir.training import (
+from hf_jukebox_mir.probing.chroma import ChromaEmbedder
+from hf_jukebox_mir.models.errors import JukeboxInputError
+from hf_jukebox_mir.models.modeling_jukebox_probe import JukeboxProbeForSequenceClassification
+from hf_jukebox_mir.probing.synthetic_mir import generate_synthetic_mir
+from hf_jukebox_mir.probing.tasks import get_task
+from hf_jukebox_mir.probing.training import (
     JUKEMIR_GRID,
     ProbeHyperparameters,
     ProbeSchedule,
@@ -193,7 +193,7 @@ def test_run_probe_grid_layers_reports_and_resume(synthetic, tmp_path):
 
 
 def test_probe_command_end_to_end(synthetic, tmp_path):
-    from hf_jukebox_mir.commands import probe
+    from hf_jukebox_mir.cli import probe
 
     parser = argparse.ArgumentParser()
     probe.add_parser(parser.add_subparsers(dest="command"))
@@ -210,7 +210,7 @@ def test_probe_command_end_to_end(synthetic, tmp_path):
 
 
 def test_probe_command_argument_errors(tmp_path, monkeypatch):
-    from hf_jukebox_mir.commands import probe
+    from hf_jukebox_mir.cli import probe
 
     parser = argparse.ArgumentParser()
     probe.add_parser(parser.add_subparsers(dest="command"))
@@ -225,6 +225,6 @@ def test_probe_command_argument_errors(tmp_path, monkeypatch):
         run("--task", "nsynth", "--data", str(tmp_path))
     with pytest.raises(JukeboxInputError, match="--layers selects Jukebox prior layers; it needs --model"):
         run("--task", "gtzan", "--data", str(tmp_path), "--layers", "36")
-    monkeypatch.setitem(sys.modules, "hf_jukebox_mir.extraction", None)  # extraction code unavailable
-    with pytest.raises(JukeboxInputError, match="--model needs hf_jukebox_mir.extraction.make_embed_fn"):
+    monkeypatch.setitem(sys.modules, "hf_jukebox_mir.extraction.engine", None)  # extraction code unavailable
+    with pytest.raises(JukeboxInputError, match="--model needs hf_jukebox_mir.extraction.engine.make_embed_fn"):
         run("--task", "gtzan", "--data", str(tmp_path), "--model", str(tmp_path))

@@ -1,39 +1,18 @@
-"""Registration of our configs, models, feature extractor and pipeline with the transformers Auto API.
+"""Registration of our configs, models and feature extractor with the transformers Auto API.
 
-`register()` is idempotent and called once by `hf_jukebox_mir/__init__.py`. Each entry names a
-module of this package (the flat, Hub-facing modules) and the classes to register from it.
+Only our own `model_type`s are added: nothing of transformers' behaviour for other models changes (no task is
+re-routed; the pipeline is chosen with `pipeline_class=` or `trust_remote_code=True`, see
+`models/pipeline_jukebox.py`). `register()` is idempotent; `hf_jukebox_mir.register()` and the first use of a
+public name of the package call it.
 """
 
 from __future__ import annotations
 
-import importlib
 import threading
+from typing import Any
 
 _LOCK = threading.Lock()
 _DONE = False
-
-# (module, config class, {auto class name: model class name})
-_MODELS: list[tuple[str, str, dict[str, str]]] = [
-    (
-        "configuration_jukebox_probe",
-        "JukeboxProbeConfig",
-        {
-            "AutoModel": "modeling_jukebox_probe:JukeboxProbeForSequenceClassification",
-            "AutoModelForAudioClassification": "modeling_jukebox_probe:JukeboxProbeForSequenceClassification",
-        },
-    ),
-    ("configuration_jukebox_prior", "JukeboxPriorConfig", {"AutoModel": "modeling_jukebox_prior:JukeboxPrior"}),
-    ("configuration_jukebox_chain", "JukeboxChainConfig", {"AutoModel": "modeling_jukebox_chain:JukeboxChainModel"}),
-    (
-        "configuration_jukebox_mir",
-        "JukeboxMIRConfig",
-        {
-            "AutoModel": "modeling_jukebox_mir:JukeboxMIRModel",
-            "AutoFeatureExtractor": "feature_extraction_jukebox:JukeboxFeatureExtractor",
-        },
-    ),
-    ("configuration_jukebox_vqvae", "JukeboxVQVAEConfig", {"AutoModel": "modeling_jukebox_vqvae:JukeboxVQVAE"}),
-]
 
 
 def register() -> None:
@@ -42,31 +21,30 @@ def register() -> None:
     with _LOCK:
         if _DONE:
             return
-        import transformers
+        from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, AutoModelForAudioClassification
 
-        for module_name, config_name, models in _MODELS:
-            module = importlib.import_module(f"hf_jukebox_mir.{module_name}")
-            config_cls = getattr(module, config_name)
-            transformers.AutoConfig.register(config_cls.model_type, config_cls, exist_ok=True)
-            for auto_name, model_name in models.items():
-                auto_cls = getattr(transformers, auto_name)
-                model_module = importlib.import_module(f"hf_jukebox_mir.{model_name.split(':')[0]}")
-                model_cls = getattr(model_module, model_name.split(":")[1])
-                auto_cls.register(config_cls, model_cls, exist_ok=True)
-        _register_pipelines()
+        from .models.configuration_jukebox_chain import JukeboxChainConfig
+        from .models.configuration_jukebox_mir import JukeboxMIRConfig
+        from .models.configuration_jukebox_prior import JukeboxPriorConfig
+        from .models.configuration_jukebox_probe import JukeboxProbeConfig
+        from .models.configuration_jukebox_vqvae import JukeboxVQVAEConfig
+        from .models.feature_extraction_jukebox import JukeboxFeatureExtractor
+        from .models.modeling_jukebox_chain import JukeboxChainModel
+        from .models.modeling_jukebox_mir import JukeboxMIRModel
+        from .models.modeling_jukebox_prior import JukeboxPrior
+        from .models.modeling_jukebox_probe import JukeboxProbeForSequenceClassification
+        from .models.modeling_jukebox_vqvae import JukeboxVQVAE
+
+        models: list[tuple[Any, Any, Any]] = [
+            (JukeboxProbeConfig, AutoModel, JukeboxProbeForSequenceClassification),
+            (JukeboxProbeConfig, AutoModelForAudioClassification, JukeboxProbeForSequenceClassification),
+            (JukeboxPriorConfig, AutoModel, JukeboxPrior),
+            (JukeboxChainConfig, AutoModel, JukeboxChainModel),
+            (JukeboxMIRConfig, AutoModel, JukeboxMIRModel),
+            (JukeboxMIRConfig, AutoFeatureExtractor, JukeboxFeatureExtractor),
+            (JukeboxVQVAEConfig, AutoModel, JukeboxVQVAE),
+        ]
+        for config_cls, auto_cls, model_cls in models:
+            AutoConfig.register(config_cls.model_type, config_cls, exist_ok=True)
+            auto_cls.register(config_cls, model_cls, exist_ok=True)
         _DONE = True
-
-
-def _register_pipelines() -> None:
-    """`pipeline("feature-extraction", model=<Jukebox MIR folder>)` without trust_remote_code.
-
-    The task's registry entry gets a dispatcher (Jukebox MIR models -> our audio pipeline, every other model ->
-    transformers' text pipeline), and `JukeboxMIRConfig` then keeps a folder's `custom_pipelines` key (needed by
-    `trust_remote_code=True` users without the package) out of sight, since transformers refuses such a folder
-    without trust_remote_code.
-    """
-    from .configuration_jukebox_mir import JukeboxMIRConfig
-    from .pipeline_jukebox import register_pipeline
-
-    register_pipeline()
-    JukeboxMIRConfig._hide_custom_pipelines = True

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from ..errors import JukeboxCheckpointError
+from ..models.errors import JukeboxCheckpointError
 
 AUDIT_FILE = "conversion_audit.json"
 SCHEMA_VERSION = 1

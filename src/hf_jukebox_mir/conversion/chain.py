@@ -20,9 +20,9 @@ from pathlib import Path
 
 import torch
 
-from ..errors import JukeboxCheckpointError
-from ..configuration_jukebox_chain import JukeboxChainConfig
-from ..modeling_jukebox_chain import JukeboxChainModel
+from ..models.errors import JukeboxCheckpointError
+from ..models.configuration_jukebox_chain import JukeboxChainConfig
+from ..models.modeling_jukebox_chain import JukeboxChainModel
 from .audit import ConversionAudit
 from .checkpoint_io import load_hf4_folder
 from .export import run_output_check
@@ -69,11 +69,7 @@ def _audit(vqvae: VQVAESource, priors: Sequence[PriorSource]) -> ConversionAudit
     key_map = {f"vqvae:{k}": v and f"vqvae.{v}" for k, v in vqvae.key_map.items()}
     for level, prior in enumerate(priors):
         key_map.update({f"{prior.name}:{k}": v and f"prior_level_{level}.{v}" for k, v in prior.key_map.items()})
-    sources = {s.file: s for s in vqvae.sources}
-    for prior in priors:
-        sources.update({s.file: s for s in prior.sources})
-    return ConversionAudit(model_class="JukeboxChainModel", source_format=priors[2].source_format,
-                           sources=list(sources.values()), key_map=key_map,
+    return ConversionAudit(model_class="JukeboxChainModel", source_format=priors[2].source_format, key_map=key_map,
                            details={"parts": {"vqvae": vqvae.name, **{f"prior_level_{level}": p.name
                                                                     for level, p in enumerate(priors)}}})
 
@@ -82,6 +78,7 @@ def _save(vqvae, priors, output_dir, dtype, overwrite, max_shard_size) -> Path:
     _check_levels(priors)
     model = _skeleton(vqvae, priors, dtype)
     return write_plan(model, _plan(vqvae, priors), output_dir, audit=_audit(vqvae, priors), source="the chain's files",
+                      sources=[spec for part in (vqvae, *priors) for spec in part.sources],
                       output_check=chain_output_check, overwrite=overwrite, max_shard_size=max_shard_size)
 
 
@@ -99,7 +96,7 @@ def _open_original(vqvae_path, prior_paths) -> tuple[VQVAESource, list[PriorSour
         )
     vqvae, priors = open_vqvae_checkpoint(vqvae_path), [open_prior_checkpoint(path) for path in prior_paths]
     for part, path in zip([vqvae, *priors], [vqvae_path, *prior_paths]):  # 5b/vqvae.pth.tar, 1b_lyrics/prior_...
-        part.sources = [dataclasses.replace(s, file=f"{Path(path).parent.name}/{s.file}") for s in part.sources]
+        part.sources = [dataclasses.replace(s, name=f"{s.path.parent.name}/{s.path.name}") for s in part.sources]
     return vqvae, priors
 
 

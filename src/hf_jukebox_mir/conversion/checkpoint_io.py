@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from ..errors import JukeboxCheckpointError
+from ..models.errors import JukeboxCheckpointError
 from .audit import SourceFile
 from .lazy_checkpoint import LazyStateDict, LazyTorchFile, TensorHeader, TensorRef
 
@@ -98,10 +98,24 @@ def safe_torch_load(path: str | os.PathLike, *, mmap: bool = False) -> Any:
         ) from None
 
 
-def source_file(path: str | os.PathLike, *, role: str | None = None, name: str | None = None) -> SourceFile:
-    """Audit entry of an input file (reads it once for its SHA-256)."""
-    path = Path(path)
-    return SourceFile(file=name or path.name, sha256=sha256_file(path), bytes=path.stat().st_size, role=role)
+@dataclass(frozen=True)
+class SourceSpec:
+    """An input file of a conversion, before its SHA-256 is known (hashing a 10 GB file is a full read: the
+    streaming writer does it in the background while converting)."""
+
+    path: Path
+    role: str | None = None
+    name: str | None = None  # how the audit names it (default: the file name)
+
+    def audit_entry(self) -> SourceFile:
+        """The audit's `SourceFile` (reads the file once for its SHA-256)."""
+        return SourceFile(file=self.name or self.path.name, sha256=sha256_file(self.path),
+                          bytes=self.path.stat().st_size, role=self.role)
+
+
+def source_file(path: str | os.PathLike, *, role: str | None = None, name: str | None = None) -> SourceSpec:
+    """The input file `path` as a conversion source (hashed later, see `SourceSpec`)."""
+    return SourceSpec(Path(path), role, name)
 
 
 def checkpoint_kind(state_dict: Mapping[str, Any]) -> str:
@@ -219,14 +233,19 @@ class Hf4Checkpoint:
     Attributes:
         config: the parsed `config.json`.
         state_dict: the tensors (all of them, or those under the requested prefixes), read on lookup.
-        shard_sha256: file name -> hex SHA-256 of every weight file that was read.
+        weight_files: the weight files that were opened (those holding the requested keys).
         path: the folder.
     """
 
     config: dict[str, Any]
     state_dict: LazyStateDict
-    shard_sha256: dict[str, str]
+    weight_files: list[str]
     path: Path
+
+    @functools.cached_property
+    def shard_sha256(self) -> dict[str, str]:
+        """File name -> hex SHA-256 of every weight file that was opened (computed on first use)."""
+        return {name: sha256_file(self.path / name) for name in self.weight_files}
 
     @property
     def vqvae_config(self) -> dict[str, Any]:
@@ -378,7 +397,6 @@ def load_hf4_folder(
         files = sorted({weight_map[k] for k in wanted})
     where = folder / (_HF4_WEIGHT_LAYOUTS[0][0] if kind == "safetensors" else _HF4_WEIGHT_LAYOUTS[1][0])
     parts = [_open_weight_file(_inside(folder, name, where), kind) for name in files]
-    shard_sha256 = {name: sha256_file(folder / name) for name in files}
     state_dict = LazyStateDict.merge(parts).select(lambda key: prefix_tuple is None or key.startswith(prefix_tuple))
     if weight_map is not None:
         expected = {k for k in weight_map if prefix_tuple is None or k.startswith(prefix_tuple)}
@@ -390,16 +408,14 @@ def load_hf4_folder(
             )
     if not state_dict:
         raise JukeboxCheckpointError(f"{folder}: no weights with prefix {list(prefix_tuple or [])} were found.")
-    return Hf4Checkpoint(config=config, state_dict=state_dict, shard_sha256=shard_sha256, path=folder)
+    return Hf4Checkpoint(config=config, state_dict=state_dict, weight_files=list(files), path=folder)
 
 
-def hf4_sources(checkpoint: Hf4Checkpoint) -> list[SourceFile]:
-    """Audit entries of a transformers-4.x folder's config and of the weight files that were opened."""
+def hf4_sources(checkpoint: Hf4Checkpoint) -> list[SourceSpec]:
+    """The sources of a conversion from a transformers-4.x folder: its config and the weight files opened."""
     folder = checkpoint.path
-    entries = [source_file(folder / "config.json", role="config")]
-    entries += [SourceFile(file=name, sha256=sha, bytes=(folder / name).stat().st_size, role="shard")
-                for name, sha in sorted(checkpoint.shard_sha256.items())]
-    return entries
+    return [SourceSpec(folder / "config.json", "config")] + [
+        SourceSpec(folder / name, "shard", name) for name in sorted(checkpoint.weight_files)]
 
 
 __all__ = [
@@ -414,4 +430,5 @@ __all__ = [
     "safe_torch_load",
     "sha256_file",
     "source_file",
+    "SourceSpec",
 ]

@@ -8,10 +8,43 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import JukeboxCheckpointError
+from ..models.errors import JukeboxCheckpointError
 
 
 OutputCheck = Callable[[nn.Module], Mapping[str, torch.Tensor]]
+
+
+_MAX_LISTED = 50
+
+
+def listing(items: list[str]) -> str:
+    """At most 50 items, comma-separated, with a count of the rest."""
+    shown = ", ".join(items[:_MAX_LISTED])
+    return shown + (f", ... ({len(items) - _MAX_LISTED} more)" if len(items) > _MAX_LISTED else "")
+
+
+def account_keys(expected: Mapping[str, torch.Size | tuple[int, ...]], given: Mapping[str, tuple[int, ...]], *,
+                 model_name: str, source: str) -> None:
+    """Raise `JukeboxCheckpointError` naming EVERY missing, unexpected and mis-shaped key (none: return)."""
+    missing = sorted(set(expected) - set(given))
+    unexpected = sorted(set(given) - set(expected))
+    mismatched = sorted(
+        f"{key}: checkpoint {tuple(given[key])} vs model {tuple(expected[key])}"
+        for key in set(expected) & set(given)
+        if tuple(given[key]) != tuple(expected[key])
+    )
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing key(s) (in the model, not in {source}): {listing(missing)}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected key(s) (in {source}, not in the model): {listing(unexpected)}")
+    if mismatched:
+        problems.append(f"{len(mismatched)} shape mismatch(es): {listing(mismatched)}")
+    if problems:
+        raise JukeboxCheckpointError(
+            f"Cannot load {source} into {model_name}: " + "; ".join(problems)
+            + ". Check that the configuration matches the checkpoint."
+        )
 
 
 def strict_load_state_dict(
@@ -26,8 +59,6 @@ def strict_load_state_dict(
     Raises:
         JukeboxCheckpointError: naming every missing, unexpected and mis-shaped key (not only the first).
     """
-    from .streaming import account_keys
-
     expected = model.state_dict()
     account_keys({k: v.shape for k, v in expected.items()}, {k: tuple(v.shape) for k, v in state_dict.items()},
                  model_name=type(model).__name__, source=source)
@@ -94,6 +125,8 @@ def run_output_check(
 
 
 __all__ = [
+    "account_keys",
+    "listing",
     "OutputCheck",
     "run_output_check",
     "strict_load_state_dict",

@@ -15,7 +15,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..errors import JukeboxCheckpointError
+from ..models.errors import JukeboxCheckpointError
 
 REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")

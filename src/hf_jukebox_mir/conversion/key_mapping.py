@@ -22,7 +22,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TypeVar
 
-from ..errors import JukeboxCheckpointError
+from ..models.errors import JukeboxCheckpointError
 
 Replacement = str | Callable[[re.Match], str] | None
 KeyMappingTable = Sequence[tuple[str, Replacement]]

@@ -36,7 +36,7 @@ from typing import Any, BinaryIO
 
 import torch
 
-from ..errors import JukeboxCheckpointError
+from ..models.errors import JukeboxCheckpointError
 
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 _LEGACY_PROTOCOL = 1001

@@ -14,14 +14,14 @@ from pathlib import Path
 
 import torch
 
-from ..configuration_jukebox_mir import JukeboxMIRConfig
-from ..configuration_jukebox_prior import JukeboxPriorConfig
-from ..configuration_jukebox_vqvae import JukeboxVQVAEConfig
-from ..errors import JukeboxCheckpointError
-from ..feature_extraction_jukebox import JukeboxFeatureExtractor
-from ..modeling_jukebox_mir import JukeboxMIRModel
-from ..modeling_jukebox_prior import JukeboxPrior
-from ..modeling_jukebox_vqvae import JukeboxVQVAE
+from ..models.configuration_jukebox_mir import JukeboxMIRConfig
+from ..models.configuration_jukebox_prior import JukeboxPriorConfig
+from ..models.configuration_jukebox_vqvae import JukeboxVQVAEConfig
+from ..models.errors import JukeboxCheckpointError
+from ..models.feature_extraction_jukebox import JukeboxFeatureExtractor
+from ..models.modeling_jukebox_mir import JukeboxMIRModel
+from ..models.modeling_jukebox_prior import JukeboxPrior
+from ..models.modeling_jukebox_vqvae import JukeboxVQVAE
 from .audit import ConversionAudit
 from .checkpoint_io import load_hf4_folder
 from .export import strict_load_state_dict
@@ -68,7 +68,6 @@ def mir_plan(model: JukeboxMIRModel, vqvae: VQVAESource, prior: PriorSource) -> 
 def _mir_audit(vqvae: VQVAESource, prior: PriorSource) -> ConversionAudit:
     return ConversionAudit(
         model_class="JukeboxMIRModel", source_format=prior.source_format,
-        sources=list({s.file: s for s in vqvae.sources + prior.sources}.values()),
         key_map={**{f"vqvae:{k}": v and f"vqvae.{v}" for k, v in vqvae.key_map.items()},
                  **{f"prior:{k}": v and f"prior.{v}" for k, v in prior.key_map.items()}},
         num_hidden_layers=prior.config.num_hidden_layers, checkpoint_depth=prior.checkpoint_depth,
@@ -112,7 +111,7 @@ def _mir_files(config: JukeboxMIRConfig, feature_extractor_kwargs: dict | None) 
     )
 
     def add_files(folder: Path) -> None:
-        from ..pipeline_jukebox import save_pipeline_files
+        from ..models.pipeline_jukebox import save_pipeline_files
 
         fe.save_pretrained(folder)
         # custom pipeline entry + module: `pipeline(..., trust_remote_code=True)` works without the package
@@ -135,6 +134,7 @@ def _save_mir(vqvae: VQVAESource, prior: PriorSource, output_dir, *, dtype, over
     model = _mir_skeleton(mir_config(vqvae.config, prior.config), dtype)
     plan = mir_plan(model, vqvae, prior)
     return write_plan(model, plan, output_dir, audit=_mir_audit(vqvae, prior), source=f"{vqvae.name} + {prior.name}",
+                      sources=vqvae.sources + prior.sources,
                       output_check=mir_output_check, add_files=_mir_files(model.config, feature_extractor_kwargs),
                       overwrite=overwrite, max_shard_size=max_shard_size)
 

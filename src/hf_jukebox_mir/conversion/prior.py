@@ -24,11 +24,18 @@ from typing import Any
 
 import torch
 
-from ..configuration_jukebox_prior import JukeboxPriorConfig, attention_layer_types
-from ..errors import JukeboxCheckpointError
-from ..modeling_jukebox_prior import JukeboxPrior
-from .audit import ConversionAudit, SourceFile
-from .checkpoint_io import Hf4Checkpoint, hf4_sources, load_hf4_folder, load_original_checkpoint, source_file
+from ..models.configuration_jukebox_prior import JukeboxPriorConfig, attention_layer_types
+from ..models.errors import JukeboxCheckpointError
+from ..models.modeling_jukebox_prior import JukeboxPrior
+from .audit import ConversionAudit
+from .checkpoint_io import (
+    Hf4Checkpoint,
+    SourceSpec,
+    hf4_sources,
+    load_hf4_folder,
+    load_original_checkpoint,
+    source_file,
+)
 from .key_mapping import convert_keys
 from .prior_keys import hf4_prior_key_mapping, needs_transpose, original_prior_key_mapping
 from .streaming import DEFAULT_MAX_SHARD_SIZE, ConversionPlan, load_plan, plan_from_mapping, write_plan
@@ -61,7 +68,9 @@ def prior_output_check(model: JukeboxPrior) -> dict[str, torch.Tensor]:
         metadata[:, 4 + config.max_genres :] = torch.randint(1, config.lyric_vocab_size, (1, config.n_lyric_tokens), generator=generator)
     upper = None
     if config.is_upsampler:
-        upper = torch.randint(0, config.vocab_size, (1, config.upper_level_length), generator=generator)
+        # the upper-level codes under the checked tokens only (the conditioner is the costly part at real size)
+        upper_length = max(1, length * config.upper_level_length // config.n_ctx)
+        upper = torch.randint(0, config.vocab_size, (1, upper_length), generator=generator)
     param = next(model.parameters())
     with torch.no_grad():
         out = model(codes.to(param.device), metadata=metadata, upper_level_codes=upper)
@@ -76,7 +85,7 @@ class PriorSource:
     checkpoint_depth: int
     key_map: dict[str, str | None]
     plan: ConversionPlan
-    sources: list[SourceFile]
+    sources: list[SourceSpec]
     source_format: str
     name: str
     details: dict[str, Any]
@@ -86,7 +95,6 @@ def _audit(source: PriorSource, model_class: str) -> ConversionAudit:
     return ConversionAudit(
         model_class=model_class,
         source_format=source.source_format,
-        sources=source.sources,
         key_map=source.key_map,
         transposed=sorted(new for new in source.key_map.values() if new is not None and needs_transpose(new)),
         num_hidden_layers=source.config.num_hidden_layers,
@@ -125,7 +133,7 @@ def save_prior(source: PriorSource, output_dir: str | os.PathLike, *, dtype: tor
     if dtype is not None:
         model.to(dtype)
     return write_plan(model, source.plan, output_dir, audit=_audit(source, "JukeboxPrior"), source=source.name,
-                      output_check=prior_output_check, overwrite=overwrite, max_shard_size=max_shard_size)
+                      sources=source.sources, output_check=prior_output_check, overwrite=overwrite, max_shard_size=max_shard_size)
 
 
 def load_prior_checkpoint(path: str | os.PathLike, *, num_layers: int | None = None,

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import re
 
-from ..configuration_jukebox_prior import JukeboxPriorConfig
+from ..models.configuration_jukebox_prior import JukeboxPriorConfig
 
 # Block internals shared by the main transformer and the lyrics encoder ({q} = qkv_proj or q_proj).
 _BLOCK_INNER = [

@@ -9,8 +9,8 @@ the key table's transform, and how to read it. Plans are built from lazily opene
 * `write_plan(model, plan, output_dir, ...)`: the streaming path used by every `convert_*` function. `model` may
   live on the meta device: it only supplies the expected keys, shapes and dtypes, the config and the code files.
   Peak memory is one shard (`max_shard_size`, default 1 GB) plus the tensor being converted, whatever the size of
-  the checkpoint; the output check loads the written folder with `from_pretrained`, offloading the transformer
-  blocks to the folder's own shards when the model is large, so that the blocks run one at a time.
+  the checkpoint; the output check loads the written folder with `from_pretrained`, or, when the model is large,
+  runs its transformer blocks one at a time, each read from the written shards just before it runs.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ import copy
 import os
 import shutil
 import tempfile
-import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,9 +29,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import JukeboxCheckpointError
+from ..models.errors import JukeboxCheckpointError
 from .audit import ConversionAudit, WrittenFile
-from .checkpoint_io import sha256_file
+from .checkpoint_io import SourceSpec, sha256_file
+from .export import account_keys, listing, summarize_tensor
 from .lazy_checkpoint import LazyStateDict
 
 OutputCheck = Callable[[nn.Module], Mapping[str, torch.Tensor]]
@@ -39,7 +40,7 @@ OutputCheck = Callable[[nn.Module], Mapping[str, torch.Tensor]]
 # weights (float32 bytes) above which the output check runs the transformer blocks one at a time from disk
 OFFLOAD_THRESHOLD_BYTES = 1 << 30
 DEFAULT_MAX_SHARD_SIZE = "1GB"
-_MAX_LISTED = 50
+_BLOCK_CLASS = "JukeboxBlock"  # the transformer block of every prior: what the output check runs one at a time
 
 
 @dataclass(frozen=True)
@@ -53,12 +54,6 @@ class PlannedTensor:
 
 
 ConversionPlan = dict[str, PlannedTensor]
-
-
-def listing(items: list[str]) -> str:
-    """At most 50 items, comma-separated, with a count of the rest."""
-    shown = ", ".join(items[:_MAX_LISTED])
-    return shown + (f", ... ({len(items) - _MAX_LISTED} more)" if len(items) > _MAX_LISTED else "")
 
 
 def _transposed(load: Callable[[], torch.Tensor]) -> Callable[[], torch.Tensor]:
@@ -98,30 +93,6 @@ def saved_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
     """The tensors `save_pretrained` would write: the state_dict without the targets of tied weights."""
     tied = set(getattr(model, "all_tied_weights_keys", None) or {})
     return {key: value for key, value in model.state_dict().items() if key not in tied}
-
-
-def account_keys(expected: Mapping[str, torch.Size | tuple[int, ...]], given: Mapping[str, tuple[int, ...]], *,
-                 model_name: str, source: str) -> None:
-    """Raise `JukeboxCheckpointError` naming EVERY missing, unexpected and mis-shaped key (none: return)."""
-    missing = sorted(set(expected) - set(given))
-    unexpected = sorted(set(given) - set(expected))
-    mismatched = sorted(
-        f"{key}: checkpoint {tuple(given[key])} vs model {tuple(expected[key])}"
-        for key in set(expected) & set(given)
-        if tuple(given[key]) != tuple(expected[key])
-    )
-    problems = []
-    if missing:
-        problems.append(f"{len(missing)} missing key(s) (in the model, not in {source}): {listing(missing)}")
-    if unexpected:
-        problems.append(f"{len(unexpected)} unexpected key(s) (in {source}, not in the model): {listing(unexpected)}")
-    if mismatched:
-        problems.append(f"{len(mismatched)} shape mismatch(es): {listing(mismatched)}")
-    if problems:
-        raise JukeboxCheckpointError(
-            f"Cannot load {source} into {model_name}: " + "; ".join(problems)
-            + ". Check that the configuration matches the checkpoint."
-        )
 
 
 def check_plan(model: nn.Module, plan: ConversionPlan, *, source: str) -> dict[str, torch.dtype]:
@@ -196,7 +167,7 @@ def atomic_folder(output_dir: str | os.PathLike, *, overwrite: bool) -> Iterator
 
 
 def _write_shards(plan: ConversionPlan, dtypes: Mapping[str, torch.dtype], folder: Path,
-                  max_shard_size: int | str) -> None:
+                  max_shard_size: int | str, on_written: Callable[[Path], Any] = lambda path: None) -> None:
     """Safetensors shards (+ index when more than one), as `save_pretrained` names them; one shard in memory."""
     from huggingface_hub import split_torch_state_dict_into_shards
     from safetensors.torch import save_file
@@ -208,6 +179,7 @@ def _write_shards(plan: ConversionPlan, dtypes: Mapping[str, torch.dtype], folde
         shard = {key: plan[key].load().to(dtypes[key]).contiguous() for key in keys}
         save_file(shard, str(folder / filename), metadata={"format": "pt"})
         del shard
+        on_written(folder / filename)
     if split.is_sharded:
         import json
 
@@ -228,62 +200,91 @@ def _save_config_and_code(model: nn.Module, folder: Path) -> None:
     config.save_pretrained(folder)
 
 
-def _offload_map(model: nn.Module) -> dict[str, str]:
-    """device_map for `from_pretrained`: every transformer block on "disk" (read when it runs), the rest on CPU."""
-    block_classes = set(getattr(model, "_no_split_modules", None) or ())
-    device_map: dict[str, str] = {}
+class _ShardReader:
+    """Tensors of a written folder by name, read from its safetensors shards on demand."""
 
-    def visit(module: nn.Module, prefix: str) -> None:
-        for name, _ in list(module.named_parameters(recurse=False)) + list(module.named_buffers(recurse=False)):
-            device_map[prefix + name] = "cpu"
-        for name, child in module.named_children():
-            if type(child).__name__ in block_classes:
-                device_map[prefix + name] = "disk"
-            elif any(type(m).__name__ in block_classes for m in child.modules()):
-                visit(child, f"{prefix}{name}.")
-            else:
-                device_map[prefix + name] = "cpu"
+    def __init__(self, folder: Path):
+        from safetensors import safe_open
 
-    visit(model, "")
-    return device_map
+        index = folder / "model.safetensors.index.json"
+        if index.is_file():
+            import json
+
+            weight_map = json.loads(index.read_text())["weight_map"]
+        else:
+            with safe_open(str(folder / "model.safetensors"), framework="pt") as handle:
+                weight_map = {key: "model.safetensors" for key in handle.keys()}
+        self._files = {name: safe_open(str(folder / name), framework="pt") for name in set(weight_map.values())}
+        self._where = weight_map
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._where
+
+    def get(self, key: str) -> torch.Tensor:
+        return self._files[self._where[key]].get_tensor(key)
+
+
+def _load_block_by_block(model_class: type, folder: Path) -> nn.Module:
+    """The folder's model in float32 with every transformer block left on the meta device; a block's weights are
+    read from the shards when its forward starts and dropped when it ends (forward hooks)."""
+    config = model_class.config_class.from_pretrained(folder)
+    with torch.device("meta"):
+        model = model_class(config)
+    blocks = {name: module for name, module in model.named_modules() if type(module).__name__ == _BLOCK_CLASS}
+    reader = _ShardReader(folder)
+
+    def in_block(key: str) -> bool:
+        return any(key.startswith(name + ".") for name in blocks)
+
+    rest = {key: reader.get(key).float() for key in model.state_dict() if not in_block(key) and key in reader}
+    model.load_state_dict(rest, strict=False, assign=True)
+    model.tie_weights()
+    still_meta = [key for key, value in model.state_dict().items() if value.is_meta and not in_block(key)]
+    if still_meta:
+        raise JukeboxCheckpointError(f"The written folder lacks {listing(still_meta)}.")
+
+    def fetch(prefix: str):
+        def hook(module: nn.Module, args: Any) -> None:
+            state = {key: reader.get(f"{prefix}.{key}").float() for key in module.state_dict()}
+            module.load_state_dict(state, assign=True)
+        return hook
+
+    def drop(module: nn.Module, args: Any, output: Any) -> None:
+        module.to("meta")
+
+    for name, block in blocks.items():
+        block.register_forward_pre_hook(fetch(name))
+        block.register_forward_hook(drop)
+    return model.eval()
 
 
 def check_written_folder(model_class: type, folder: Path, output_check: OutputCheck, *,
                          offload: bool) -> dict[str, Any]:
-    """Load `folder` as a user does (`from_pretrained`, float32 compute) and run `output_check` on it.
+    """Load `folder` and run `output_check` on it (float32 compute); outputs must be finite.
 
-    With `offload`, the transformer blocks stay on disk and are read from the folder's shards one at a time as the
-    forward pass reaches them. Outputs must be finite. Returns the audit record.
+    Without `offload` the folder is loaded as a user loads it (`from_pretrained`). With `offload` (large models)
+    the same shards are read block by block: the transformer blocks run one at a time, each read from the written
+    shards just before it runs, so memory stays at one block. Returns the audit record.
     """
-    from .export import summarize_tensor
-
-    kwargs: dict[str, Any] = {"dtype": torch.float32}
     if offload:
-        with torch.device("meta"):
-            skeleton = model_class(model_class.config_class.from_pretrained(folder))
-        kwargs.update(device_map=_offload_map(skeleton), offload_folder=str(folder / ".offload"))
-        del skeleton
-    with warnings.catch_warnings():  # accelerate notes direct parameters (e.g. pos_emb) are not submodules
-        warnings.filterwarnings("ignore", message="The following device_map keys do not match any submodules")
-        loaded = model_class.from_pretrained(folder, **kwargs).eval()
+        loaded = _load_block_by_block(model_class, folder)
+    else:
+        loaded = model_class.from_pretrained(folder, dtype=torch.float32).eval()
     try:
         with torch.no_grad():
             outputs = {name: value.detach().float() if value.is_floating_point() else value.detach()
                        for name, value in output_check(loaded).items()}
     finally:
         del loaded
-        shutil.rmtree(folder / ".offload", ignore_errors=True)
     not_finite = [n for n, v in outputs.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
     if not_finite:
         raise JukeboxCheckpointError(
             f"Output check failed: the converted model gives NaN or infinite values in {not_finite} on the fixed "
             "check input; the checkpoint may be corrupt or converted with a wrong configuration."
         )
-    return {
-        "loaded_from": "the written folder, with from_pretrained (float32 compute)"
-        + ("; transformer blocks read from disk one at a time" if offload else ""),
-        "outputs": {name: summarize_tensor(value) for name, value in outputs.items()},
-    }
+    how = ("the written shards, transformer blocks read one at a time (float32 compute)" if offload
+           else "the written folder, with from_pretrained (float32 compute)")
+    return {"loaded_from": how, "outputs": {name: summarize_tensor(value) for name, value in outputs.items()}}
 
 
 def _versions() -> dict[str, str]:
@@ -306,6 +307,7 @@ def write_plan(
     audit: ConversionAudit,
     source: str,
     output_check: OutputCheck | None,
+    sources: Sequence[SourceSpec] = (),
     add_files: Callable[[Path], None] | None = None,
     max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE,
     overwrite: bool = False,
@@ -315,8 +317,10 @@ def write_plan(
 
     Args:
         model: the converted model's skeleton (meta device is fine) with the target dtypes.
-        audit: filled in here with dtypes, output check, written files and versions, then written.
+        audit: filled in here with sources, dtypes, output check, written files and versions, then written.
         source: how error messages name the source.
+        sources: the input files; their SHA-256 is computed in the background while the tensors are converted
+            (a second reader of the same files, mostly from the page cache).
         offload: run the output check block by block from disk (default: when the float32 weights exceed
             `OFFLOAD_THRESHOLD_BYTES`).
     """
@@ -325,8 +329,14 @@ def write_plan(
     plan = {key: entry for key, entry in plan.items() if key in kept}
     if offload is None:
         offload = sum(4 * torch.Size(entry.shape).numel() for entry in plan.values()) > OFFLOAD_THRESHOLD_BYTES
-    with atomic_folder(output_dir, overwrite=overwrite) as tmp_dir:
-        _write_shards(plan, dtypes, tmp_dir, max_shard_size)
+    unique = list({spec.path.resolve(): spec for spec in sources}.values())
+    # hashing (hashlib releases the GIL) runs beside the conversion: the sources at once, each shard right after it
+    # is written, while it is still in the page cache
+    with atomic_folder(output_dir, overwrite=overwrite) as tmp_dir, ThreadPoolExecutor(max_workers=1) as hasher:
+        source_entries = [hasher.submit(spec.audit_entry) for spec in unique]
+        shard_hashes: dict[str, Future[str]] = {}
+        _write_shards(plan, dtypes, tmp_dir, max_shard_size,
+                      on_written=lambda path: shard_hashes.setdefault(path.name, hasher.submit(sha256_file, path)))
         _save_config_and_code(model, tmp_dir)
         if add_files is not None:
             add_files(tmp_dir)
@@ -334,7 +344,9 @@ def write_plan(
         if output_check is not None:
             audit.output_check = check_written_folder(type(model), tmp_dir, output_check, offload=offload)
         audit.versions = _versions()
-        audit.files = {p.name: WrittenFile(sha256=sha256_file(p), bytes=p.stat().st_size)
+        audit.sources = [entry.result() for entry in source_entries]
+        audit.files = {p.name: WrittenFile(sha256=shard_hashes[p.name].result() if p.name in shard_hashes
+                                           else sha256_file(p), bytes=p.stat().st_size)
                        for p in sorted(tmp_dir.iterdir()) if p.is_file()}
         audit.write(tmp_dir)
     return Path(output_dir)
@@ -369,11 +381,9 @@ __all__ = [
     "ConversionPlan",
     "OutputCheck",
     "PlannedTensor",
-    "account_keys",
     "atomic_folder",
     "check_plan",
     "check_written_folder",
-    "listing",
     "load_plan",
     "plan_from_mapping",
     "prefixed",

@@ -17,11 +17,18 @@ from typing import Any
 
 import torch
 
-from ..configuration_jukebox_vqvae import JukeboxVQVAEConfig
-from ..errors import JukeboxCheckpointError, JukeboxConfigError
-from ..modeling_jukebox_vqvae import JukeboxVQVAE
-from .audit import ConversionAudit, SourceFile
-from .checkpoint_io import Hf4Checkpoint, hf4_sources, load_hf4_folder, load_original_checkpoint, source_file
+from ..models.configuration_jukebox_vqvae import JukeboxVQVAEConfig
+from ..models.errors import JukeboxCheckpointError, JukeboxConfigError
+from ..models.modeling_jukebox_vqvae import JukeboxVQVAE
+from .audit import ConversionAudit
+from .checkpoint_io import (
+    Hf4Checkpoint,
+    SourceSpec,
+    hf4_sources,
+    load_hf4_folder,
+    load_original_checkpoint,
+    source_file,
+)
 from .export import run_output_check
 from .key_mapping import HF4_VQVAE_KEY_MAPPING, VQVAE_KEY_MAPPING, convert_keys
 from .streaming import DEFAULT_MAX_SHARD_SIZE, ConversionPlan, load_plan, plan_from_mapping, write_plan
@@ -144,13 +151,12 @@ class VQVAESource:
     config: JukeboxVQVAEConfig
     key_map: dict[str, str | None]
     plan: ConversionPlan
-    sources: list[SourceFile]
+    sources: list[SourceSpec]
     source_format: str
     name: str
 
     def audit(self, model_class: str = "JukeboxVQVAE") -> ConversionAudit:
-        return ConversionAudit(model_class=model_class, source_format=self.source_format, sources=self.sources,
-                               key_map=self.key_map)
+        return ConversionAudit(model_class=model_class, source_format=self.source_format, key_map=self.key_map)
 
 
 def open_vqvae_checkpoint(path: str | os.PathLike) -> VQVAESource:
@@ -187,7 +193,7 @@ def save_vqvae(source: VQVAESource, output_dir: str | os.PathLike, *, overwrite:
     with torch.device("meta"):
         model = JukeboxVQVAE(source.config)
     return write_plan(model, source.plan, output_dir, audit=source.audit(), source=source.name,
-                      output_check=vqvae_output_check, overwrite=overwrite, max_shard_size=max_shard_size)
+                      sources=source.sources, output_check=vqvae_output_check, overwrite=overwrite, max_shard_size=max_shard_size)
 
 
 def load_vqvae_checkpoint(path: str | os.PathLike) -> JukeboxVQVAE:

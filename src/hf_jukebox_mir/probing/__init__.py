@@ -1,0 +1,1 @@
+"""Probing: the JukeMIR protocol (tasks, datasets, metrics, probe training, grid search, reports)."""

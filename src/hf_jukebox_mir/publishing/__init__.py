@@ -1,0 +1,1 @@
+"""Publishing: model cards and Hub folders (validation, one-commit push)."""
