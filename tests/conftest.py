@@ -76,14 +76,14 @@ def converted(fixtures_dir):
     Tests must not modify the returned model in place (copy it first)."""
     from safetensors.torch import load_file
 
-    from hf_jukebox_mir.conversion.prior import convert_prior_checkpoint
+    from hf_jukebox_mir.conversion.prior import load_prior_checkpoint
 
     cache = {}
 
     def get(name):
         if name not in cache:
             path = fixtures_dir / name / f"{PRIOR_FIXTURES[name]}.pth.tar"
-            cache[name] = (convert_prior_checkpoint(path).eval(), load_file(fixtures_dir / name / "golden.safetensors"))
+            cache[name] = (load_prior_checkpoint(path).eval(), load_file(fixtures_dir / name / "golden.safetensors"))
         return cache[name]
 
     return get

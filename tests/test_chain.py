@@ -11,7 +11,7 @@ import torch
 
 from conftest import run_without_package
 from hf_jukebox_mir import JukeboxConfigError, JukeboxInputError
-from hf_jukebox_mir.conversion.chain import convert_chain_checkpoints, convert_hf4_chain
+from hf_jukebox_mir.conversion.chain import convert_hf4_chain, load_chain_checkpoints, load_hf4_chain
 from hf_jukebox_mir.models.configuration_jukebox_chain import JukeboxChainConfig
 from hf_jukebox_mir.models.modeling_jukebox_chain import JukeboxChainModel
 
@@ -37,7 +37,7 @@ def _original_paths(fixtures_dir, top="prior_5b_lyrics_top"):
 @pytest.fixture(scope="module")
 def chain(fixtures_dir):
     vqvae, priors = _original_paths(fixtures_dir)
-    return convert_chain_checkpoints(vqvae, priors)
+    return load_chain_checkpoints(vqvae, priors)
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +49,7 @@ def chain_folder(tmp_path_factory, fixtures_dir):
 
 
 def test_original_and_hf4_conversions_agree(chain, fixtures_dir):
-    hf4 = convert_hf4_chain(fixtures_dir / "hf4_format" / "jukebox_tiny_5b_lyrics")
+    hf4 = load_hf4_chain(fixtures_dir / "hf4_format" / "jukebox_tiny_5b_lyrics")
     ours, theirs = chain.state_dict(), hf4.state_dict()
     assert set(ours) == set(theirs)
     assert all(torch.equal(ours[k], theirs[k]) for k in ours)
@@ -62,7 +62,7 @@ def test_original_and_hf4_conversions_agree(chain, fixtures_dir):
 def test_prior_files_in_wrong_order_are_refused(fixtures_dir):
     vqvae, priors = _original_paths(fixtures_dir)
     with pytest.raises(ValueError, match="in the order prior_level_0, prior_level_1, prior_level_2"):
-        convert_chain_checkpoints(vqvae, [priors[1], priors[0], priors[2]])
+        load_chain_checkpoints(vqvae, [priors[1], priors[0], priors[2]])
 
 
 def test_lengths_round_trip(chain):

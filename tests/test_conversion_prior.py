@@ -9,7 +9,11 @@ import torch
 
 from hf_jukebox_mir import JukeboxCheckpointError
 from hf_jukebox_mir.conversion.key_mapping import convert_keys
-from hf_jukebox_mir.conversion.prior import convert_hf4_prior, convert_prior_checkpoint
+from hf_jukebox_mir.conversion.prior import (
+    convert_prior_checkpoint,
+    load_hf4_prior,
+    load_prior_checkpoint,
+)
 from hf_jukebox_mir.conversion.prior_keys import needs_transpose, original_prior_key_mapping
 from hf_jukebox_mir.models.configuration_jukebox_prior import JukeboxPriorConfig
 from hf_jukebox_mir.models.modeling_jukebox_prior import JukeboxPrior
@@ -68,8 +72,8 @@ def test_truncated_table_drops_deeper_layers(inventory):
     ],
 )
 def test_hf4_format_gives_the_same_model(fixtures_dir, folder, file, hf4, index):
-    a = convert_prior_checkpoint(fixtures_dir / folder / f"{file}.pth.tar")
-    b = convert_hf4_prior(fixtures_dir / "hf4_format" / hf4, index)
+    a = load_prior_checkpoint(fixtures_dir / folder / f"{file}.pth.tar")
+    b = load_hf4_prior(fixtures_dir / "hf4_format" / hf4, index)
     sa, sb = a.state_dict(), b.state_dict()
     assert sa.keys() == sb.keys()
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
@@ -83,7 +87,8 @@ def test_convert_writes_folder_with_audit(tmp_path, fixtures_dir):
     from hf_jukebox_mir.conversion.checkpoint_io import sha256_file
 
     src = fixtures_dir / "prior_5b_top" / "prior_level_2.pth.tar"
-    model = convert_prior_checkpoint(src, tmp_path / "out")
+    model = load_prior_checkpoint(src)
+    assert convert_prior_checkpoint(src, tmp_path / "out") == tmp_path / "out"
     files = {p.name for p in (tmp_path / "out").iterdir()}
     assert {
         "config.json",
@@ -93,10 +98,18 @@ def test_convert_writes_folder_with_audit(tmp_path, fixtures_dir):
         "configuration_jukebox_prior.py",
     } <= files
     audit = json.loads((tmp_path / "out" / "conversion_audit.json").read_text())
-    assert audit["sources"] == [{"file": "prior_level_2.pth.tar", "sha256": sha256_file(src)}]
-    assert audit["stored_dtypes"] == ["float16", "float32"]
+    assert audit["sources"] == [
+        {
+            "file": "prior_level_2.pth.tar",
+            "sha256": sha256_file(src),
+            "bytes": src.stat().st_size,
+            "role": "prior_level_2",
+        }
+    ]
+    assert audit["details"]["stored_dtypes"] == ["float16", "float32"]
     assert audit["key_map"]["prior.transformer._attn_mods.0.attn.c_attn.w"] == "layers.0.attn.qkv_proj.weight"
-    assert audit["output_check"]["reload_identical"] is True
+    assert audit["output_check"]["loaded_from"].startswith("the written folder")
+    assert audit["output_check"]["outputs"]["logits"]["finite"] is True
     reloaded = JukeboxPrior.from_pretrained(tmp_path / "out")
     assert reloaded.layers[0].attn.qkv_proj.weight.dtype == torch.float32
     assert torch.equal(reloaded.layers[0].attn.qkv_proj.weight, model.layers[0].attn.qkv_proj.weight)
@@ -108,15 +121,15 @@ def test_fp16_weights_are_upcast_exactly(fixtures_dir):
     raw = torch.load(fixtures_dir / "prior_5b_top" / "prior_level_2.pth.tar", weights_only=True)["model"]
     w = raw["prior.transformer._attn_mods.0.mlp.c_fc.w"]
     assert w.dtype == torch.float16
-    model = convert_prior_checkpoint(fixtures_dir / "prior_5b_top" / "prior_level_2.pth.tar")
+    model = load_prior_checkpoint(fixtures_dir / "prior_5b_top" / "prior_level_2.pth.tar")
     assert torch.equal(model.layers[0].mlp.fc_in.weight, w.float().t())
 
 
 def test_wrong_kind_and_bad_num_layers(fixtures_dir):
     with pytest.raises(JukeboxCheckpointError, match="Wrong kind of checkpoint: expected a Jukebox prior"):
-        convert_prior_checkpoint(fixtures_dir / "vqvae" / "vqvae.pth.tar")
+        load_prior_checkpoint(fixtures_dir / "vqvae" / "vqvae.pth.tar")
     with pytest.raises(JukeboxCheckpointError, match=r"num_layers must be an integer in \[1, 6\]"):
-        convert_prior_checkpoint(fixtures_dir / "prior_5b_top" / "prior_level_2.pth.tar", num_layers=7)
+        load_prior_checkpoint(fixtures_dir / "prior_5b_top" / "prior_level_2.pth.tar", num_layers=7)
 
 
 def test_strict_load_names_every_bad_key(tmp_path, fixtures_dir):
@@ -125,14 +138,15 @@ def test_strict_load_names_every_bad_key(tmp_path, fixtures_dir):
     raw["model"]["prior.transformer._attn_mods.2.mlp.c_fc.b"] = torch.zeros(3)
     torch.save(raw, tmp_path / "bad.pth.tar")
     with pytest.raises(JukeboxCheckpointError) as err:
-        convert_prior_checkpoint(tmp_path / "bad.pth.tar")
+        convert_prior_checkpoint(tmp_path / "bad.pth.tar", tmp_path / "never")
     text = str(err.value)
     assert "1 missing key(s)" in text and "layers.1.input_layernorm.bias" in text
     assert "1 shape mismatch(es)" in text and "layers.2.mlp.fc_in.bias: checkpoint (3,) vs model (64,)" in text
     raw["model"]["prior.some_new_module.weight"] = torch.zeros(1)
     torch.save(raw, tmp_path / "bad2.pth.tar")
     with pytest.raises(JukeboxCheckpointError, match="prior.some_new_module.weight"):
-        convert_prior_checkpoint(tmp_path / "bad2.pth.tar")
+        convert_prior_checkpoint(tmp_path / "bad2.pth.tar", tmp_path / "never")
+    assert not (tmp_path / "never").exists() and not list(tmp_path.glob(".never*"))
 
 
 def test_truncated_conversion_saves_only_kept_layers(tmp_path, fixtures_dir):

@@ -9,13 +9,9 @@ import torch
 from safetensors.torch import load_file
 
 from hf_jukebox_mir.cli import convert as convert_command
+from hf_jukebox_mir.conversion.audit import AUDIT_FILE, ConversionAudit
 from hf_jukebox_mir.conversion.checkpoint_io import sha256_file
-from hf_jukebox_mir.conversion.export import (
-    AUDIT_FILE,
-    run_output_check,
-    save_converted,
-    strict_load_state_dict,
-)
+from hf_jukebox_mir.conversion.export import run_output_check, strict_load_state_dict
 from hf_jukebox_mir.conversion.key_mapping import (
     HF4_VQVAE_KEY_MAPPING,
     VQVAE_KEY_MAPPING,
@@ -23,9 +19,12 @@ from hf_jukebox_mir.conversion.key_mapping import (
     map_key,
     rename_state_dict,
 )
+from hf_jukebox_mir.conversion.streaming import save_model
 from hf_jukebox_mir.conversion.vqvae import (
     convert_hf4_vqvae,
     convert_vqvae_checkpoint,
+    load_hf4_vqvae,
+    load_vqvae_checkpoint,
     vqvae_check_input,
     vqvae_config_from_hf4,
     vqvae_config_from_hps,
@@ -51,15 +50,15 @@ def golden(fixtures_dir):
 def converted(fixtures_dir, tmp_path_factory):
     """The fixture checkpoint converted through the public function, saved with its audit."""
     output = tmp_path_factory.mktemp("converted") / "jukebox-vqvae"
-    model = convert_vqvae_checkpoint(fixtures_dir / "vqvae" / "vqvae.pth.tar", output)
-    return model, output
+    convert_vqvae_checkpoint(fixtures_dir / "vqvae" / "vqvae.pth.tar", output)
+    return load_vqvae_checkpoint(fixtures_dir / "vqvae" / "vqvae.pth.tar"), output
 
 
 @pytest.fixture(scope="module")
 def converted_hf4(fixtures_dir, tmp_path_factory):
     output = tmp_path_factory.mktemp("converted_hf4") / "jukebox-vqvae"
-    model = convert_hf4_vqvae(fixtures_dir / HF4_5B, output)
-    return model, output
+    convert_hf4_vqvae(fixtures_dir / HF4_5B, output)
+    return load_hf4_vqvae(fixtures_dir / HF4_5B), output
 
 
 # ----------------------------------------------------------------------------------------- original format
@@ -99,15 +98,18 @@ def test_saved_folder_and_audit(converted, fixtures_dir):
     }
     audit = json.loads((output / AUDIT_FILE).read_text())
     source = fixtures_dir / "vqvae" / "vqvae.pth.tar"
-    assert audit["source_files"] == {"vqvae.pth.tar": {"sha256": sha256_file(source), "bytes": source.stat().st_size}}
+    assert audit["sources"] == [
+        {"file": "vqvae.pth.tar", "sha256": sha256_file(source), "bytes": source.stat().st_size, "role": "vqvae"}
+    ]
+    assert ConversionAudit.read(output).sources[0].sha256 == sha256_file(source)
     assert len(audit["key_map"]) == 669
     assert audit["key_map"]["bottleneck.level_blocks.2.k"] == "quantizers.2.codebook"
     upsample_conv = "decoders.0.blocks.0.upsample.0.conv.weight"
     assert audit["key_map"]["decoders.0.level_blocks.0.model.1.1.weight"] == upsample_conv
     assert set(audit["key_map"].values()) == set(model.state_dict())
-    assert audit["package_version"] and audit["torch_version"] == torch.__version__
+    assert audit["versions"]["hf-jukebox-mir"] and audit["versions"]["torch"] in torch.__version__
     check = audit["output_check"]
-    assert check["reload_identical"] is True
+    assert check["loaded_from"].startswith("the written folder, with from_pretrained")
     assert check["outputs"]["codes_level_2"]["shape"] == [2, 64]
     for level in range(3):
         assert check["outputs"][f"decoded_from_level_{level}"]["finite"] is True
@@ -130,18 +132,18 @@ def test_refuses_non_empty_output_and_overwrites_on_request(converted, fixtures_
     target.mkdir()
     (target / "keep.txt").write_text("user data")
     with pytest.raises(JukeboxCheckpointError, match=r"Output folder .*out is not empty; .*overwrite=True"):
-        save_converted(JukeboxVQVAE.from_pretrained(output), target, audit={})
+        save_model(JukeboxVQVAE.from_pretrained(output), target, audit=ConversionAudit("JukeboxVQVAE", "test"))
     assert (target / "keep.txt").read_text() == "user data"
     model = JukeboxVQVAE.from_pretrained(output)
-    save_converted(model, target, audit={"note": "x"}, overwrite=True)
+    save_model(model, target, audit=ConversionAudit("JukeboxVQVAE", "test", details={"note": "x"}), overwrite=True)
     assert not (target / "keep.txt").exists() and (target / "model.safetensors").is_file()
-    assert json.loads((target / AUDIT_FILE).read_text())["note"] == "x"
+    assert ConversionAudit.read(target).details["note"] == "x"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
 def test_sharded_save_round_trip(converted, tmp_path):
     model, _ = converted
-    out = save_converted(model, tmp_path / "sharded", audit={}, max_shard_size="2MB")
+    out = save_model(model, tmp_path / "sharded", audit=ConversionAudit("JukeboxVQVAE", "test"), max_shard_size="2MB")
     shards = sorted(p.name for p in out.glob("model-*.safetensors"))
     assert len(shards) >= 3 and (out / "model.safetensors.index.json").is_file()
     reloaded = JukeboxVQVAE.from_pretrained(out).state_dict()
@@ -155,7 +157,7 @@ def test_failed_output_check_leaves_nothing(converted, tmp_path):
         return {"audio": torch.tensor([1.0, float("nan")])}
 
     with pytest.raises(JukeboxCheckpointError, match=r"Output check failed: .*NaN or infinite values in \['audio'\]"):
-        save_converted(model, tmp_path / "bad", audit={}, output_check=nan_check)
+        save_model(model, tmp_path / "bad", audit=ConversionAudit("JukeboxVQVAE", "test"), output_check=nan_check)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -238,8 +240,8 @@ def test_hf4_conversion_gives_identical_weights(converted, converted_hf4, golden
     codes = hf4_model.encode(golden["input_audio_odd"][..., 0], start_level=2).audio_codes[0]
     assert torch.equal(codes, golden["codes_odd_level_2"])
     audit = json.loads((hf4_output / AUDIT_FILE).read_text())
-    assert "config.json" in audit["source_files"]
-    assert any(name.startswith("pytorch_model-") for name in audit["source_files"])
+    names = [source["file"] for source in audit["sources"]]
+    assert "config.json" in names and any(name.startswith("pytorch_model-") for name in names)
     assert audit["key_map"]["vqvae.bottleneck.level_blocks.0.codebook"] == "quantizers.0.codebook"
     # identical weights -> identical output-check numbers in both audits
     other = json.loads((converted[1] / AUDIT_FILE).read_text())
@@ -268,7 +270,7 @@ def test_hf4_without_vqvae_weights(fixtures_dir, tmp_path):
     folder = tmp_path / "no_weights"
     shutil.copytree(fixtures_dir / "hf4_format" / "jukebox_tiny_5b_config_only", folder)
     with pytest.raises(JukeboxCheckpointError, match=r"No weights in .*no_weights: expected pytorch_model\.bin"):
-        convert_hf4_vqvae(folder)
+        load_hf4_vqvae(folder)
 
 
 # ------------------------------------------------------------------------------------------------ full size

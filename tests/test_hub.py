@@ -686,7 +686,7 @@ def _check_converted(folder: Path) -> None:
     sources = audit.get("sources") or [{"sha256": v["sha256"]} for v in audit["source_files"].values()]
     for source in sources:
         assert f"`{source['sha256']}`" in card
-    assert "| reload_identical | true |" in card
+    assert "| loaded_from | the written folder, with from_pretrained (float32 compute) |" in card
 
 
 @pytest.mark.slow
@@ -822,7 +822,10 @@ def test_real_chain_card_renders_parses_and_validates(real_chain, fixtures_dir):
         sha = hashlib.sha256((fixtures_dir / rel).read_bytes()).hexdigest()
         assert f"| {part} | [`{rel}`]({root}/{Path(rel).name}) | `{sha}` |" in text
     assert "Converted with `hf-jukebox-mir` " in text and "(format: openai)" in text
-    assert "| reload_identical | true |" in text and "| prior_level_2.logits | shape (1, 32, 2048) float32;" in text
+    assert (
+        "| loaded_from | the written folder, with from_pretrained (float32 compute) |" in text
+        and "| prior_level_2.logits | shape (1, 32, 2048) float32;" in text
+    )
 
 
 def test_real_chain_folder_passes_hub_checks_and_pushes(real_chain, online):
@@ -902,6 +905,6 @@ def test_convert_all_mir_job_on_parity_fixtures(tmp_path, convert_all, fixtures_
     # the encoder is stored (and loaded) in float32: the codes stay exact
     assert {p.dtype for p in model.vqvae.parameters()} == {torch.float32}
     audit = json.loads((folder / "conversion_audit.json").read_text())
-    assert (audit["dtype"], audit["vqvae_dtype"]) == ("bfloat16", "float32")
+    assert audit["dtypes"] == {"vqvae": "float32", "prior": "bfloat16"}
     card = (folder / "README.md").read_text()
     assert "pipeline_tag: feature-extraction" in card

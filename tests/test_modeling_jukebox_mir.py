@@ -13,7 +13,7 @@ import hf_jukebox_mir
 from conftest import run_without_package
 from hf_jukebox_mir import JukeboxInputError
 from hf_jukebox_mir.cli import main as cli_main
-from hf_jukebox_mir.conversion.mir import convert_hf4_mir, convert_mir_model
+from hf_jukebox_mir.conversion.mir import convert_hf4_mir, convert_mir_model, load_hf4_mir
 from hf_jukebox_mir.models.modeling_jukebox_mir import JukeboxMIRModel, pool_hidden_states
 
 hf_jukebox_mir.register()  # the Auto classes (AutoModel/AutoFeatureExtractor on our folders)
@@ -142,7 +142,8 @@ def test_too_long_input_is_refused(mir_folder):
 
 
 def test_hf4_mir_folder(tmp_path, fixtures_dir, golden):
-    model = convert_hf4_mir(fixtures_dir / "hf4_format" / "jukebox_tiny_5b_lyrics", tmp_path / "m", num_layers=2)
+    model = load_hf4_mir(fixtures_dir / "hf4_format" / "jukebox_tiny_5b_lyrics", num_layers=2)
+    convert_hf4_mir(fixtures_dir / "hf4_format" / "jukebox_tiny_5b_lyrics", tmp_path / "m", num_layers=2)
     again = AutoModel.from_pretrained(tmp_path / "m")
     assert len(again.prior.layers) == 2 and again.config.prior_config.lyrics_mode == "separate_encoder"
     audio = golden["input_audio"][..., 0][:, : 128 * 128]  # one window of this prior (n_ctx 128)

@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 
 from conftest import PRIOR_FIXTURES as PRIORS
 from hf_jukebox_mir import JukeboxInputError
-from hf_jukebox_mir.conversion.prior import convert_prior_checkpoint
+from hf_jukebox_mir.conversion.prior import load_prior_checkpoint
 from hf_jukebox_mir.models.configuration_jukebox_prior import JukeboxPriorConfig
 from hf_jukebox_mir.models.modeling_jukebox_prior import JukeboxAttention, JukeboxPrior, JukeboxPriorCache
 
@@ -59,7 +59,7 @@ def test_jukemir_path_prior_part(fixtures_dir, converted):
     for i in range(1, depth + 1):
         assert_close(out.hidden_states[i].mean(1), golden[f"meanpool_layer_{i}"], f"meanpool_layer_{i}")
     for layers in (1, 3):
-        short = convert_prior_checkpoint(fixtures_dir / "prior_5b_top" / "prior_level_2.pth.tar", num_layers=layers)
+        short = load_prior_checkpoint(fixtures_dir / "prior_5b_top" / "prior_level_2.pth.tar", num_layers=layers)
         assert len(short.layers) == layers
         with torch.no_grad():
             h = short(golden["top_codes"], metadata=metadata).last_hidden_state

@@ -16,7 +16,6 @@ Examples:
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -109,6 +108,16 @@ def convert_hf4_source(args: argparse.Namespace) -> Path:
     return Path(args.output)
 
 
+# --hf4-part -> key prefixes it reads (a Hub source fetches only the shards holding them; None: all)
+HF4_PART_PREFIXES: dict[str, tuple[str, ...] | None] = {
+    "vqvae": ("vqvae.",),
+    "prior-2": ("priors.0.",),
+    "prior-1": ("priors.1.",),
+    "prior-0": ("priors.2.",),
+    "mir": ("vqvae.", "priors.0."),
+    "chain": None,
+}
+
 # (source options that select a handler, handler), in the order they are documented
 SOURCES: list[tuple[tuple[str, ...], Callable[[argparse.Namespace], Path]]] = [
     (("vqvae",), convert_vqvae_source),
@@ -128,10 +137,16 @@ def run(args: argparse.Namespace) -> int:
             f"Unsupported combination of sources: {' + '.join('--' + d for d in given) or 'none'}. "
             f"Give one of: {accepted}."
         )
-    for dest in given:
-        path = Path(getattr(args, dest)) if dest != "prior" else None
-        if dest == "hf4" and not path.is_dir():
-            raise JukeboxInputError(f"--hf4 {path} is not a folder (expected config.json + pytorch_model-*.bin).")
+    if "hf4" in given:
+        from ..conversion.hub_source import fetch_hf4_repo, looks_like_repo_id
+
+        if looks_like_repo_id(args.hf4):  # a Hub repository: fetch only the shards this part needs
+            args.hf4 = str(fetch_hf4_repo(args.hf4, HF4_PART_PREFIXES[args.hf4_part]))
+        elif not Path(args.hf4).is_dir():
+            raise JukeboxInputError(
+                f"--hf4 {args.hf4} is not a folder (expected config.json + pytorch_model-*.bin) nor a Hub "
+                "repository id such as openai/jukebox-1b-lyrics."
+            )
     for dest in given:
         for path in [getattr(args, dest)] if dest != "prior" else args.prior:
             if dest != "hf4" and not Path(path).is_file():
@@ -143,21 +158,18 @@ def run(args: argparse.Namespace) -> int:
         from ..publishing.cards import write_model_card
 
         write_model_card(output, overwrite=True)
-    audit_path = output / "conversion_audit.json"
+    from ..conversion.audit import ConversionAudit
+
+    audit = ConversionAudit.read(output)
     files = sorted(p.name for p in output.iterdir() if p.is_file())
     print(f"Converted into {output}: {', '.join(files)}")
-    if audit_path.is_file():
-        audit = json.loads(audit_path.read_text())
-        sources = audit.get("source_files") or {}
-        if isinstance(sources, dict):
-            sources = [{"file": name, **info} for name, info in sources.items()]
-        for info in sources or audit.get("sources", []):
-            print(f"  source {info['file']}: sha256 {info['sha256']}")
-        key_map = audit.get("key_map", {})
-        if key_map:
-            kept = sum(1 for v in key_map.values() if v is not None)
-            print(f"  {kept} tensors converted, {len(key_map) - kept} dropped (layer truncation)")
-        print("  output check passed (finite outputs, reloaded copy identical)")
+    for source in audit.sources:
+        print(f"  source {source.file}: sha256 {source.sha256}")
+    if audit.key_map:
+        kept = sum(1 for v in audit.key_map.values() if v is not None)
+        print(f"  {kept} tensors converted, {len(audit.key_map) - kept} dropped (layer truncation)")
+    print(f"  stored dtypes: {', '.join(f'{k} {v}' for k, v in audit.dtypes.items())}")
+    print(f"  output check passed on the written folder ({audit.output_check.get('loaded_from', '')})")
     return 0
 
 
@@ -169,7 +181,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         description=(
             "Convert a Jukebox checkpoint into a folder with config.json, model.safetensors (sharded when large), "
             "the model code (for trust_remote_code) and conversion_audit.json (source SHA-256, key map, output "
-            "check). Checkpoints are read with torch.load(weights_only=True): no pickled code is run."
+            "check). Checkpoints are read tensor by tensor with a restricted unpickler: no pickled code is run, "
+            "and memory stays within about one shard whatever the checkpoint's size."
         ),
     )
     parser.add_argument("--vqvae", metavar="PATH", help="original OpenAI VQ-VAE checkpoint, e.g. 5b/vqvae.pth.tar")
@@ -183,7 +196,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument(
         "--hf4",
         metavar="DIR",
-        help="transformers-4.x Jukebox folder (config.json + pytorch_model-*.bin); see --hf4-part",
+        help="transformers-4.x Jukebox folder (config.json + pytorch_model-*.bin), or a Hub repository id such as "
+        "openai/jukebox-1b-lyrics (only the shards the part needs are downloaded, cached); see --hf4-part",
     )
     parser.add_argument(
         "--hf4-part",
@@ -204,9 +218,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
     parser.add_argument(
         "--max-shard-size",
-        default="2GB",
+        default="1GB",
         metavar="SIZE",
-        help="largest safetensors shard, e.g. 2GB or 500MB (default: 2GB)",
+        help="largest safetensors shard, e.g. 2GB or 500MB (default: 1GB; conversion holds one shard in memory)",
     )
     parser.set_defaults(func=run)
     return parser

@@ -29,6 +29,7 @@ def build_tiny_mir_model(output_dir: Path, *, seed: int = 0, calibration_audio: 
     """
     import torch
 
+    from ..conversion.audit import ConversionAudit
     from ..conversion.mir import save_mir_folder
     from ..models.configuration_jukebox_mir import JukeboxMIRConfig
     from ..models.configuration_jukebox_prior import JukeboxPriorConfig
@@ -44,7 +45,11 @@ def build_tiny_mir_model(output_dir: Path, *, seed: int = 0, calibration_audio: 
     model = JukeboxMIRModel(config).eval()
     if calibration_audio:
         _init_codebook_from_audio(model, calibration_audio, seed=seed)
-    audit = {"source_format": "random-init", "note": "demo model with random weights (not Jukebox's)", "seed": seed}
+    audit = ConversionAudit(
+        model_class="JukeboxMIRModel",
+        source_format="random-init",
+        details={"note": "demo model with random weights (not Jukebox's)", "seed": seed},
+    )
     return save_mir_folder(model, output_dir, audit=audit, overwrite=True)
 
 

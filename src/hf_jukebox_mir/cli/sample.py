@@ -96,9 +96,9 @@ def load_chain(path: str | os.PathLike, device: str = "cpu", dtype: str = "float
         raise JukeboxInputError(f"--model {folder}: no config.json there; expected a converted chain folder.")
     model_type = json.loads(config_path.read_text()).get("model_type")
     if model_type == "jukebox":
-        from ..conversion.chain import convert_hf4_chain
+        from ..conversion.chain import load_hf4_chain
 
-        model = convert_hf4_chain(folder)
+        model = load_hf4_chain(folder)
     elif model_type == "jukebox_mir_chain":
         model = JukeboxChainModel.from_pretrained(folder)
     else:

@@ -8,24 +8,27 @@ Two sources, reusing the per-part converters (`vqvae.py`, `prior.py`):
   `convert_hf4_chain`.
 
 The result is saved like the other conversions: safetensors + config + `conversion_audit.json`, atomically, after
-an output check on fixed inputs that is repeated on the reloaded folder.
+an output check on fixed inputs run on the written folder.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import torch
 
+from ..models.configuration_jukebox_chain import JukeboxChainConfig
 from ..models.errors import JukeboxCheckpointError
 from ..models.modeling_jukebox_chain import JukeboxChainModel
-from .checkpoint_io import load_hf4_folder, sha256_file
-from .export import run_output_check, save_converted
-from .prior import convert_hf4_prior, convert_prior_checkpoint, prior_output_check
-from .vqvae import convert_hf4_vqvae, convert_vqvae_checkpoint, vqvae_output_check
+from .audit import ConversionAudit
+from .checkpoint_io import load_hf4_folder
+from .export import run_output_check
+from .prior import PriorSource, open_hf4_prior, open_prior_checkpoint, prior_output_check
+from .streaming import DEFAULT_MAX_SHARD_SIZE, ConversionPlan, load_plan, prefixed, write_plan
+from .vqvae import VQVAESource, open_hf4_vqvae, open_vqvae_checkpoint, vqvae_output_check
 
 
 def chain_output_check(model: JukeboxChainModel) -> dict[str, torch.Tensor]:
@@ -36,28 +39,85 @@ def chain_output_check(model: JukeboxChainModel) -> dict[str, torch.Tensor]:
     return outputs
 
 
-def _finish(model: JukeboxChainModel, audit: dict[str, Any], output_dir, dtype, overwrite, max_shard_size):
+def _check_levels(priors: Sequence[PriorSource]) -> None:
+    for level, prior in enumerate(priors):
+        if prior.config.level != level:
+            raise JukeboxCheckpointError(
+                f"{prior.name} (position {level} of the priors) holds a level-{prior.config.level} prior; give the "
+                "files in the order prior_level_0, prior_level_1, prior_level_2."
+            )
+
+
+def _skeleton(vqvae: VQVAESource, priors: Sequence[PriorSource], dtype: torch.dtype | None) -> JukeboxChainModel:
+    config = JukeboxChainConfig(vqvae_config=vqvae.config, prior_level_0_config=priors[0].config,
+                                prior_level_1_config=priors[1].config, prior_level_2_config=priors[2].config)
+    with torch.device("meta"):
+        model = JukeboxChainModel(config)
     if dtype is not None:
         model.to(dtype)
-    model.eval()
-    if output_dir is None:
-        run_output_check(model, chain_output_check)
-    else:
-        save_converted(model, output_dir, audit=audit, output_check=chain_output_check,
-                       max_shard_size=max_shard_size, overwrite=overwrite)
     return model
+
+
+def _plan(vqvae: VQVAESource, priors: Sequence[PriorSource]) -> ConversionPlan:
+    plan = prefixed(vqvae.plan, "vqvae.")
+    for level, prior in enumerate(priors):
+        plan.update(prefixed(prior.plan, f"prior_level_{level}."))
+    return plan
+
+
+def _audit(vqvae: VQVAESource, priors: Sequence[PriorSource]) -> ConversionAudit:
+    key_map = {f"vqvae:{k}": v and f"vqvae.{v}" for k, v in vqvae.key_map.items()}
+    for level, prior in enumerate(priors):
+        key_map.update({f"{prior.name}:{k}": v and f"prior_level_{level}.{v}" for k, v in prior.key_map.items()})
+    return ConversionAudit(model_class="JukeboxChainModel", source_format=priors[2].source_format, key_map=key_map,
+                           details={"parts": {"vqvae": vqvae.name, **{f"prior_level_{level}": p.name
+                                                                    for level, p in enumerate(priors)}}})
+
+
+def _save(vqvae, priors, output_dir, dtype, overwrite, max_shard_size) -> Path:
+    _check_levels(priors)
+    model = _skeleton(vqvae, priors, dtype)
+    return write_plan(model, _plan(vqvae, priors), output_dir, audit=_audit(vqvae, priors), source="the chain's files",
+                      sources=[spec for part in (vqvae, *priors) for spec in part.sources],
+                      output_check=chain_output_check, overwrite=overwrite, max_shard_size=max_shard_size)
+
+
+def _build(vqvae, priors, dtype) -> JukeboxChainModel:
+    _check_levels(priors)
+    model = load_plan(_skeleton(vqvae, priors, None), _plan(vqvae, priors), source="the chain's files").eval()
+    run_output_check(model, chain_output_check)
+    return model.to(dtype) if dtype is not None else model
+
+
+def _open_original(vqvae_path, prior_paths) -> tuple[VQVAESource, list[PriorSource]]:
+    if len(prior_paths) != 3:
+        raise JukeboxCheckpointError(
+            f"Expected 3 prior files (prior_level_0, prior_level_1, prior_level_2, in this order), got {len(prior_paths)}."
+        )
+    vqvae, priors = open_vqvae_checkpoint(vqvae_path), [open_prior_checkpoint(path) for path in prior_paths]
+    for part, path in zip([vqvae, *priors], [vqvae_path, *prior_paths]):  # 5b/vqvae.pth.tar, 1b_lyrics/prior_...
+        part.sources = [dataclasses.replace(s, name=f"{s.path.parent.name}/{s.path.name}") for s in part.sources]
+    return vqvae, priors
+
+
+def _open_hf4(folder) -> tuple[VQVAESource, list[PriorSource]]:
+    checkpoint = load_hf4_folder(folder, prefixes=("vqvae.", "priors."))
+    if len(checkpoint.prior_configs) != 3:
+        raise JukeboxCheckpointError(f"{folder} lists {len(checkpoint.prior_configs)} priors; a Jukebox model has 3.")
+    # the 4.x prior index is reversed against the level: priors.0 is the top prior (level 2)
+    return open_hf4_vqvae(checkpoint), [open_hf4_prior(checkpoint, 2 - level) for level in (0, 1, 2)]
 
 
 def convert_chain_checkpoints(
     vqvae_path: str | os.PathLike,
     prior_paths: Sequence[str | os.PathLike],
-    output_dir: str | os.PathLike | None = None,
+    output_dir: str | os.PathLike,
     *,
     dtype: torch.dtype | None = None,
     overwrite: bool = False,
-    max_shard_size: int | str = "2GB",
-) -> JukeboxChainModel:
-    """Convert the original files of one Jukebox model into a `JukeboxChainModel` (saved if `output_dir` is given).
+    max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE,
+) -> Path:
+    """Convert the original files of one Jukebox model into a `JukeboxChainModel` folder, tensor by tensor.
 
     Args:
         vqvae_path: `vqvae.pth.tar`.
@@ -71,59 +131,35 @@ def convert_chain_checkpoints(
     ...                           "1b_lyrics/prior_level_2.pth.tar"], "jukebox-1b-lyrics-chain")  # doctest: +SKIP
     ```
     """
-    if len(prior_paths) != 3:
-        raise JukeboxCheckpointError(
-            f"Expected 3 prior files (prior_level_0, prior_level_1, prior_level_2, in this order), got {len(prior_paths)}."
-        )
-    vqvae = convert_vqvae_checkpoint(vqvae_path)
-    priors = [convert_prior_checkpoint(path) for path in prior_paths]
-    for level, prior in enumerate(priors):
-        if prior.config.level != level:
-            raise JukeboxCheckpointError(
-                f"{Path(prior_paths[level]).name} (position {level} of prior_paths) holds a level-{prior.config.level} "
-                f"prior; give the files in the order prior_level_0, prior_level_1, prior_level_2."
-            )
-    model = JukeboxChainModel.from_parts(vqvae, *priors)
-    sources = [Path(vqvae_path), *(Path(p) for p in prior_paths)]
-    audit = {
-        "source_format": "openai",
-        "model_class": type(model).__name__,
-        "sources": [{"file": f"{p.parent.name}/{p.name}", "sha256": sha256_file(p), "bytes": p.stat().st_size}
-                    for p in sources],
-        "parts": {"vqvae": sources[0].name, "prior_level_0": sources[1].name, "prior_level_1": sources[2].name,
-                  "prior_level_2": sources[3].name},
-    }
-    return _finish(model, audit, output_dir, dtype, overwrite, max_shard_size)
+    vqvae, priors = _open_original(vqvae_path, prior_paths)
+    return _save(vqvae, priors, output_dir, dtype, overwrite, max_shard_size)
+
+
+def load_chain_checkpoints(vqvae_path: str | os.PathLike, prior_paths: Sequence[str | os.PathLike], *,
+                           dtype: torch.dtype | None = None) -> JukeboxChainModel:
+    """The original files of one Jukebox model as a `JukeboxChainModel` in memory."""
+    vqvae, priors = _open_original(vqvae_path, prior_paths)
+    return _build(vqvae, priors, dtype)
 
 
 def convert_hf4_chain(
     folder: str | os.PathLike,
-    output_dir: str | os.PathLike | None = None,
+    output_dir: str | os.PathLike,
     *,
     dtype: torch.dtype | None = None,
     overwrite: bool = False,
-    max_shard_size: int | str = "2GB",
-) -> JukeboxChainModel:
-    """Convert a transformers-4.x Jukebox folder (VQ-VAE + `priors.0..2`) into a `JukeboxChainModel`.
-
-    The 4.x prior index is reversed against the level: `priors.0` is the top prior (level 2), `priors.2` the
-    bottom upsampler (level 0).
-    """
-    checkpoint = load_hf4_folder(folder, prefixes=("priors.",))
-    if len(checkpoint.prior_configs) != 3:
-        raise JukeboxCheckpointError(f"{folder} lists {len(checkpoint.prior_configs)} priors; a Jukebox model has 3.")
-    vqvae = convert_hf4_vqvae(folder)
-    priors = [convert_hf4_prior(checkpoint, 2 - level) for level in (0, 1, 2)]
-    model = JukeboxChainModel.from_parts(vqvae, *priors)
-    audit = {
-        "source_format": "transformers-4.x",
-        "model_class": type(model).__name__,
-        "sources": [{"file": name, "sha256": sha} for name, sha in sorted(checkpoint.shard_sha256.items())]
-        + [{"file": "config.json", "sha256": sha256_file(Path(folder) / "config.json")}],
-        "parts": {"vqvae": "vqvae.*", "prior_level_0": "priors.2.*", "prior_level_1": "priors.1.*",
-                  "prior_level_2": "priors.0.*"},
-    }
-    return _finish(model, audit, output_dir, dtype, overwrite, max_shard_size)
+    max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE,
+) -> Path:
+    """Convert a transformers-4.x Jukebox folder (VQ-VAE + `priors.0..2`) into a `JukeboxChainModel` folder."""
+    vqvae, priors = _open_hf4(folder)
+    return _save(vqvae, priors, output_dir, dtype, overwrite, max_shard_size)
 
 
-__all__ = ["chain_output_check", "convert_chain_checkpoints", "convert_hf4_chain"]
+def load_hf4_chain(folder: str | os.PathLike, *, dtype: torch.dtype | None = None) -> JukeboxChainModel:
+    """A transformers-4.x Jukebox folder as a `JukeboxChainModel` in memory."""
+    vqvae, priors = _open_hf4(folder)
+    return _build(vqvae, priors, dtype)
+
+
+__all__ = ["chain_output_check", "convert_chain_checkpoints", "convert_hf4_chain", "load_chain_checkpoints",
+           "load_hf4_chain"]

@@ -7,6 +7,7 @@ files need. A file that references any other Python global is refused with a `Ju
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -14,13 +15,15 @@ import pickle
 import re
 import zipfile
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..models.errors import JukeboxCheckpointError
+from .audit import SourceFile
+from .lazy_checkpoint import LazyStateDict, LazyTorchFile, TensorHeader, TensorRef
 
 # Globals (besides tensors and builtin containers, which `weights_only` allows by default) that real Jukebox
 # checkpoints reference, as (object, "module.qualname" in the pickle).
@@ -95,6 +98,26 @@ def safe_torch_load(path: str | os.PathLike, *, mmap: bool = False) -> Any:
         ) from None
 
 
+@dataclass(frozen=True)
+class SourceSpec:
+    """An input file of a conversion, before its SHA-256 is known (hashing a 10 GB file is a full read: the
+    streaming writer does it in the background while converting)."""
+
+    path: Path
+    role: str | None = None
+    name: str | None = None  # how the audit names it (default: the file name)
+
+    def audit_entry(self) -> SourceFile:
+        """The audit's `SourceFile` (reads the file once for its SHA-256)."""
+        return SourceFile(file=self.name or self.path.name, sha256=sha256_file(self.path),
+                          bytes=self.path.stat().st_size, role=self.role)
+
+
+def source_file(path: str | os.PathLike, *, role: str | None = None, name: str | None = None) -> SourceSpec:
+    """The input file `path` as a conversion source (hashed later, see `SourceSpec`)."""
+    return SourceSpec(Path(path), role, name)
+
+
 def checkpoint_kind(state_dict: Mapping[str, Any]) -> str:
     """What an original state_dict holds: `"vqvae"`, `"prior"` or `"unknown"` (decided from its key names)."""
     keys = list(state_dict)
@@ -114,19 +137,20 @@ _KIND_HINTS = {
 
 @dataclass
 class OriginalCheckpoint:
-    """An original OpenAI Jukebox checkpoint (`{"hps": ..., "model": state_dict, ...}`), loaded safely.
+    """An original OpenAI Jukebox checkpoint (`{"hps": ..., "model": state_dict, ...}`), opened safely.
+
+    Tensors are read from the file only when looked up (`state_dict[name]`); `state_dict.refs[name]` gives a
+    tensor's shape and dtype without reading it.
 
     Attributes:
         hps: the hyperparameters as a plain dict.
-        state_dict: the model tensors, with any leading `module.` stripped from the names.
-        sha256: hex SHA-256 of the file.
+        state_dict: the model tensors (lazy), with any leading `module.` stripped from the names.
         path: the file.
         kind: `"vqvae"`, `"prior"` or `"unknown"`, from the key names.
     """
 
     hps: dict[str, Any]
-    state_dict: dict[str, torch.Tensor]
-    sha256: str
+    state_dict: LazyStateDict
     path: Path
     kind: str = "unknown"
 
@@ -136,17 +160,19 @@ class OriginalCheckpoint:
         level = self.hps.get("level")
         return int(level) if isinstance(level, int) else None
 
+    @functools.cached_property
+    def sha256(self) -> str:
+        """Hex SHA-256 of the file (computed on first use: a full read of the file)."""
+        return sha256_file(self.path)
 
-def load_original_checkpoint(
-    path: str | os.PathLike, *, expected_kind: str | None = None, mmap: bool = False
-) -> OriginalCheckpoint:
-    """Load an original OpenAI Jukebox checkpoint without executing pickled code.
+
+def load_original_checkpoint(path: str | os.PathLike, *, expected_kind: str | None = None) -> OriginalCheckpoint:
+    """Open an original OpenAI Jukebox checkpoint without executing pickled code and without reading its tensors.
 
     Args:
         path: a `torch.save`d dict with `"hps"` and `"model"` (other entries such as `"opt"`, `"step"` and
-            metrics are ignored).
+            metrics are ignored and never read), in the legacy (2020 release) or zip serialisation.
         expected_kind: `"vqvae"` or `"prior"` to refuse a checkpoint of the other kind.
-        mmap: map zip-format files instead of reading them (useful for the 5 GB priors).
 
     Raises:
         JukeboxCheckpointError: missing/truncated/corrupt file, forbidden pickled globals, not a dict, no
@@ -155,7 +181,8 @@ def load_original_checkpoint(
     path = Path(path)
     if expected_kind not in (None, "vqvae", "prior"):
         raise JukeboxCheckpointError(f"expected_kind must be None, 'vqvae' or 'prior', got {expected_kind!r}.")
-    data = safe_torch_load(path, mmap=mmap)
+    reader = LazyTorchFile(path)
+    data = reader.root
     if not isinstance(data, dict):
         raise JukeboxCheckpointError(
             f"{path} is not an original Jukebox checkpoint: expected a dict with 'hps' and 'model' entries, got "
@@ -176,25 +203,24 @@ def load_original_checkpoint(
             f"{path}: 'model' must be a non-empty state_dict (name -> tensor), got {type(model).__name__}"
             f"{' (empty)' if isinstance(model, dict) else ''}."
         )
-    state_dict: dict[str, torch.Tensor] = {}
+    refs: dict[str, TensorRef] = {}
     for key, value in model.items():
-        if not isinstance(key, str) or not isinstance(value, torch.Tensor):
+        if not isinstance(key, str) or not isinstance(value, TensorRef):
+            kind_name = "tensor" if isinstance(value, TensorRef) else type(value).__name__
             raise JukeboxCheckpointError(
-                f"{path}: 'model' must map names to tensors, but entry {key!r} is a {type(value).__name__}."
+                f"{path}: 'model' must map names to tensors, but entry {key!r} is a {kind_name}."
             )
         # the original loader strips the DistributedDataParallel prefix the same way
-        state_dict[key[len("module."):] if key.startswith("module.") else key] = value
-    kind = checkpoint_kind(state_dict)
+        refs[key[len("module."):] if key.startswith("module.") else key] = value
+    kind = checkpoint_kind(refs)
     if expected_kind is not None and kind != expected_kind:
         level = hps.get("level")
         level_note = f" (hps level={level})" if kind == "prior" and level is not None else ""
         raise JukeboxCheckpointError(
             f"Wrong kind of checkpoint: expected {_KIND_HINTS[expected_kind]}, but {path.name} looks like "
-            f"{_KIND_HINTS[kind]}{level_note}; its first keys are {list(state_dict)[:3]}."
+            f"{_KIND_HINTS[kind]}{level_note}; its first keys are {list(refs)[:3]}."
         )
-    return OriginalCheckpoint(
-        hps=dict(hps), state_dict=state_dict, sha256=sha256_file(path), path=path, kind=kind
-    )
+    return OriginalCheckpoint(hps=dict(hps), state_dict=LazyStateDict.from_refs(reader, refs), path=path, kind=kind)
 
 
 # ------------------------------------------------------------------------------------------ transformers 4.x
@@ -206,16 +232,20 @@ class Hf4Checkpoint:
 
     Attributes:
         config: the parsed `config.json`.
-        state_dict: the tensors that were loaded (all of them, or those under the requested prefixes).
-        shard_sha256: file name -> hex SHA-256 of every weight file that was read.
+        state_dict: the tensors (all of them, or those under the requested prefixes), read on lookup.
+        weight_files: the weight files that were opened (those holding the requested keys).
         path: the folder.
     """
 
     config: dict[str, Any]
-    state_dict: dict[str, torch.Tensor]
-    shard_sha256: dict[str, str]
+    state_dict: LazyStateDict
+    weight_files: list[str]
     path: Path
-    weight_files: list[str] = field(default_factory=list)
+
+    @functools.cached_property
+    def shard_sha256(self) -> dict[str, str]:
+        """File name -> hex SHA-256 of every weight file that was opened (computed on first use)."""
+        return {name: sha256_file(self.path / name) for name in self.weight_files}
 
     @property
     def vqvae_config(self) -> dict[str, Any]:
@@ -280,21 +310,43 @@ def _hf4_weight_files(folder: Path) -> tuple[str, dict[str, str] | None]:
     )
 
 
-def _load_weight_file(path: Path, kind: str) -> dict[str, torch.Tensor]:
+_SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+                       "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+                       "BOOL": torch.bool}
+
+
+def _inside(folder: Path, name: str, where: Path) -> Path:
+    """`folder / name`, refusing names that leave the folder (absolute paths, `..`, links pointing out)."""
+    candidate = (folder / name).resolve()
+    if Path(name).is_absolute() or folder.resolve() not in candidate.parents:
+        raise JukeboxCheckpointError(
+            f"{where} names the weight file {name!r}, which lies outside {folder}; a weight index may only name files "
+            "inside its own folder."
+        )
+    return folder / name
+
+
+def _open_weight_file(path: Path, kind: str) -> LazyStateDict:
+    """The tensors of one weight file, read on lookup."""
     if not path.is_file():
         raise JukeboxCheckpointError(f"Weight file listed in the index is missing: {path}.")
     if kind == "safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
+        from safetensors import SafetensorError, safe_open
 
         try:
-            return load_file(str(path))
-        except (SafetensorError, OSError, ValueError) as err:
+            handle = safe_open(str(path), framework="pt")
+            headers = {}
+            for key in handle.keys():
+                piece = handle.get_slice(key)
+                headers[key] = TensorHeader(tuple(piece.get_shape()), _SAFETENSORS_DTYPES[piece.get_dtype()])
+        except (SafetensorError, OSError, ValueError, KeyError) as err:
             raise JukeboxCheckpointError(f"Could not read {path}: truncated or corrupt safetensors ({err}).") from None
-    data = safe_torch_load(path, mmap=True)
-    if not isinstance(data, dict) or not all(isinstance(v, torch.Tensor) for v in data.values()):
+        return LazyStateDict(headers, {key: functools.partial(handle.get_tensor, key) for key in headers})
+    reader = LazyTorchFile(path)
+    root = reader.root
+    if not isinstance(root, dict) or not all(isinstance(v, TensorRef) for v in root.values()):
         raise JukeboxCheckpointError(f"{path} is not a state_dict shard (a dict of name -> tensor).")
-    return data
+    return LazyStateDict.from_refs(reader, {str(k): v for k, v in root.items()})
 
 
 def load_hf4_folder(
@@ -302,9 +354,9 @@ def load_hf4_folder(
 ) -> Hf4Checkpoint:
     """Load a transformers-4.x Jukebox folder (the format of the `openai/jukebox-*` Hub repositories).
 
-    Reads `config.json` and the weights: sharded `pytorch_model-*.bin` + `pytorch_model.bin.index.json`, a single
-    `pytorch_model.bin`, or the `.safetensors` variants. Torch shards are loaded with `weights_only=True` (memory
-    mapped).
+    Reads `config.json` and the headers of the weight files: sharded `pytorch_model-*.bin` +
+    `pytorch_model.bin.index.json`, a single `pytorch_model.bin`, or the `.safetensors` variants. Torch shards are
+    opened with the restricted reader of `lazy_checkpoint.py`; tensors are read one at a time on lookup.
 
     Args:
         path: the folder.
@@ -343,14 +395,9 @@ def load_hf4_folder(
                 f"{folder}: the weight index has no key starting with {list(prefix_tuple or [])}."
             )
         files = sorted({weight_map[k] for k in wanted})
-    state_dict: dict[str, torch.Tensor] = {}
-    shard_sha256: dict[str, str] = {}
-    for name in files:
-        shard = _load_weight_file(folder / name, kind)
-        shard_sha256[name] = sha256_file(folder / name)
-        for key, tensor in shard.items():
-            if prefix_tuple is None or key.startswith(prefix_tuple):
-                state_dict[key] = tensor
+    where = folder / (_HF4_WEIGHT_LAYOUTS[0][0] if kind == "safetensors" else _HF4_WEIGHT_LAYOUTS[1][0])
+    parts = [_open_weight_file(_inside(folder, name, where), kind) for name in files]
+    state_dict = LazyStateDict.merge(parts).select(lambda key: prefix_tuple is None or key.startswith(prefix_tuple))
     if weight_map is not None:
         expected = {k for k in weight_map if prefix_tuple is None or k.startswith(prefix_tuple)}
         absent = sorted(expected - set(state_dict))
@@ -361,9 +408,14 @@ def load_hf4_folder(
             )
     if not state_dict:
         raise JukeboxCheckpointError(f"{folder}: no weights with prefix {list(prefix_tuple or [])} were found.")
-    return Hf4Checkpoint(
-        config=config, state_dict=state_dict, shard_sha256=shard_sha256, path=folder, weight_files=files
-    )
+    return Hf4Checkpoint(config=config, state_dict=state_dict, weight_files=list(files), path=folder)
+
+
+def hf4_sources(checkpoint: Hf4Checkpoint) -> list[SourceSpec]:
+    """The sources of a conversion from a transformers-4.x folder: its config and the weight files opened."""
+    folder = checkpoint.path
+    return [SourceSpec(folder / "config.json", "config")] + [
+        SourceSpec(folder / name, "shard", name) for name in sorted(checkpoint.weight_files)]
 
 
 __all__ = [
@@ -372,8 +424,11 @@ __all__ = [
     "OriginalCheckpoint",
     "checkpoint_kind",
     "hf4_prior_configs",
+    "hf4_sources",
     "load_hf4_folder",
     "load_original_checkpoint",
     "safe_torch_load",
     "sha256_file",
+    "source_file",
+    "SourceSpec",
 ]

@@ -18,6 +18,7 @@ mapped to `None` by the table and never copied.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +27,18 @@ import torch
 from ..models.configuration_jukebox_prior import JukeboxPriorConfig, attention_layer_types
 from ..models.errors import JukeboxCheckpointError
 from ..models.modeling_jukebox_prior import JukeboxPrior
-from .checkpoint_io import Hf4Checkpoint, load_hf4_folder, load_original_checkpoint
-from .export import save_converted, strict_load_state_dict
+from .audit import ConversionAudit
+from .checkpoint_io import (
+    Hf4Checkpoint,
+    SourceSpec,
+    hf4_sources,
+    load_hf4_folder,
+    load_original_checkpoint,
+    source_file,
+)
 from .key_mapping import convert_keys
 from .prior_keys import hf4_prior_key_mapping, needs_transpose, original_prior_key_mapping
+from .streaming import DEFAULT_MAX_SHARD_SIZE, ConversionPlan, load_plan, plan_from_mapping, write_plan
 
 # attention_pattern names of the transformers-4.x port -> original attn_order
 HF4_ATTENTION_ORDERS = {
@@ -59,67 +68,99 @@ def prior_output_check(model: JukeboxPrior) -> dict[str, torch.Tensor]:
         metadata[:, 4 + config.max_genres :] = torch.randint(1, config.lyric_vocab_size, (1, config.n_lyric_tokens), generator=generator)
     upper = None
     if config.is_upsampler:
-        upper = torch.randint(0, config.vocab_size, (1, config.upper_level_length), generator=generator)
+        # the upper-level codes under the checked tokens only (the conditioner is the costly part at real size)
+        upper_length = max(1, length * config.upper_level_length // config.n_ctx)
+        upper = torch.randint(0, config.vocab_size, (1, upper_length), generator=generator)
     param = next(model.parameters())
     with torch.no_grad():
         out = model(codes.to(param.device), metadata=metadata, upper_level_codes=upper)
     return {"logits": out.logits.float(), "last_hidden_state": out.last_hidden_state.float()}
 
 
-def _finish(model: JukeboxPrior, state_dict: dict[str, torch.Tensor], mapping: dict[str, str | None],
-            audit: dict[str, Any], output_dir, dtype, overwrite, max_shard_size, source: str) -> JukeboxPrior:
-    renamed = {}
-    for old, new in mapping.items():
-        if new is None:
-            continue
-        tensor = state_dict[old]
-        if needs_transpose(new):
-            tensor = tensor.t()
-        renamed[new] = tensor
-    strict_load_state_dict(model, renamed, source=source)
-    model.eval()
-    if dtype is not None:
-        model.to(dtype)
-    if output_dir is not None:
-        audit["key_map"] = mapping
-        audit["transposed"] = sorted(new for new in mapping.values() if new is not None and needs_transpose(new))
-        save_converted(model, output_dir, audit=audit, output_check=prior_output_check,
-                       max_shard_size=max_shard_size, overwrite=overwrite)
-    return model
+@dataclass
+class PriorSource:
+    """A prior checkpoint opened for conversion: its config, key map and plan (no tensor read yet)."""
+
+    config: JukeboxPriorConfig
+    checkpoint_depth: int
+    key_map: dict[str, str | None]
+    plan: ConversionPlan
+    sources: list[SourceSpec]
+    source_format: str
+    name: str
+    details: dict[str, Any]
 
 
-def convert_prior_checkpoint(
-    path: str | os.PathLike,
-    output_dir: str | os.PathLike | None = None,
-    *,
-    num_layers: int | None = None,
-    dtype: torch.dtype | None = None,
-    overwrite: bool = False,
-    max_shard_size: int | str = "2GB",
-) -> JukeboxPrior:
-    """Convert an original `prior_level_N.pth.tar` into a `JukeboxPrior` (and save it if `output_dir` is given).
+def _audit(source: PriorSource, model_class: str) -> ConversionAudit:
+    return ConversionAudit(
+        model_class=model_class,
+        source_format=source.source_format,
+        key_map=source.key_map,
+        transposed=sorted(new for new in source.key_map.values() if new is not None and needs_transpose(new)),
+        num_hidden_layers=source.config.num_hidden_layers,
+        checkpoint_depth=source.checkpoint_depth,
+        details=source.details,
+    )
 
-    Example:
 
-    ```python
-    >>> prior = convert_prior_checkpoint("5b/prior_level_2.pth.tar", "jukebox-5b-prior-36", num_layers=36)
-    ```
-    """
-    checkpoint = load_original_checkpoint(path, expected_kind="prior", mmap=True)
+def open_prior_checkpoint(path: str | os.PathLike, *, num_layers: int | None = None) -> PriorSource:
+    """Open an original `prior_level_N.pth.tar` for conversion (hyperparameters and tensor headers only)."""
+    checkpoint = load_original_checkpoint(path, expected_kind="prior")
     base = JukeboxPriorConfig.from_original_hparams(checkpoint.hps)
     keep = _check_num_layers(num_layers, base.num_hidden_layers)
     config = JukeboxPriorConfig.from_original_hparams(checkpoint.hps, num_hidden_layers=keep)
     mapping = convert_keys(checkpoint.state_dict, original_prior_key_mapping(config), source=str(path))
-    model = JukeboxPrior(config)
-    audit = {
-        "source_format": "openai",
-        "sources": [{"file": Path(path).name, "sha256": checkpoint.sha256}],
-        "checkpoint_depth": base.num_hidden_layers,
-        "num_hidden_layers": keep,
-        "stored_dtypes": sorted({str(t.dtype).replace("torch.", "") for t in checkpoint.state_dict.values()}),
-    }
-    return _finish(model, checkpoint.state_dict, mapping, audit, output_dir, dtype, overwrite, max_shard_size,
-                   source=Path(path).name)
+    name = Path(path).name
+    return PriorSource(
+        config=config, checkpoint_depth=base.num_hidden_layers, key_map=mapping,
+        plan=plan_from_mapping(checkpoint.state_dict, mapping, source=name, transpose=needs_transpose),
+        sources=[source_file(path, role=f"prior_level_{config.level}")], source_format="openai", name=name,
+        details={"stored_dtypes": sorted({str(h.dtype).replace("torch.", "") for h in checkpoint.state_dict.headers.values()})},
+    )
+
+
+def build_prior(source: PriorSource, *, dtype: torch.dtype | None = None) -> JukeboxPrior:
+    """The converted prior in memory (reads every planned tensor)."""
+    model = load_plan(JukeboxPrior(source.config), source.plan, source=source.name).eval()
+    return model.to(dtype) if dtype is not None else model
+
+
+def save_prior(source: PriorSource, output_dir: str | os.PathLike, *, dtype: torch.dtype | None = None,
+               overwrite: bool = False, max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE) -> Path:
+    """Write the converted prior folder tensor by tensor (see `streaming.write_plan`)."""
+    with torch.device("meta"):
+        model = JukeboxPrior(source.config)
+    if dtype is not None:
+        model.to(dtype)
+    return write_plan(model, source.plan, output_dir, audit=_audit(source, "JukeboxPrior"), source=source.name,
+                      sources=source.sources, output_check=prior_output_check, overwrite=overwrite, max_shard_size=max_shard_size)
+
+
+def load_prior_checkpoint(path: str | os.PathLike, *, num_layers: int | None = None,
+                          dtype: torch.dtype | None = None) -> JukeboxPrior:
+    """An original `prior_level_N.pth.tar` as a `JukeboxPrior` in memory (`num_layers` keeps the first blocks)."""
+    return build_prior(open_prior_checkpoint(path, num_layers=num_layers), dtype=dtype)
+
+
+def convert_prior_checkpoint(
+    path: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    *,
+    num_layers: int | None = None,
+    dtype: torch.dtype | None = None,
+    overwrite: bool = False,
+    max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE,
+) -> Path:
+    """Convert an original `prior_level_N.pth.tar` into a `JukeboxPrior` folder, tensor by tensor.
+
+    Example:
+
+    ```python
+    >>> convert_prior_checkpoint("5b/prior_level_2.pth.tar", "jukebox-5b-prior-36", num_layers=36)  # doctest: +SKIP
+    ```
+    """
+    return save_prior(open_prior_checkpoint(path, num_layers=num_layers), output_dir, dtype=dtype,
+                      overwrite=overwrite, max_shard_size=max_shard_size)
 
 
 def prior_config_from_hf4(prior: dict[str, Any], top: dict[str, Any], index: int, **overrides) -> JukeboxPriorConfig:
@@ -197,18 +238,10 @@ def prior_config_from_hf4(prior: dict[str, Any], top: dict[str, Any], index: int
     return JukeboxPriorConfig(**values)
 
 
-def convert_hf4_prior(
-    folder: str | os.PathLike | Hf4Checkpoint,
-    index: int,
-    output_dir: str | os.PathLike | None = None,
-    *,
-    num_layers: int | None = None,
-    dtype: torch.dtype | None = None,
-    overwrite: bool = False,
-    max_shard_size: int | str = "2GB",
-) -> JukeboxPrior:
-    """Convert prior `priors.{index}` of a transformers-4.x Jukebox folder (0 = top prior, 1 = middle
-    upsampler, 2 = bottom upsampler)."""
+def open_hf4_prior(folder: str | os.PathLike | Hf4Checkpoint, index: int, *,
+                   num_layers: int | None = None) -> PriorSource:
+    """Open prior `priors.{index}` of a transformers-4.x folder for conversion (0 = top prior, 1 = middle
+    upsampler, 2 = bottom upsampler); only the shards holding its keys are opened."""
     checkpoint = folder if isinstance(folder, Hf4Checkpoint) else load_hf4_folder(folder, prefixes=(f"priors.{index}.",))
     configs = checkpoint.prior_configs
     if not 0 <= index < len(configs):
@@ -217,20 +250,40 @@ def convert_hf4_prior(
     keep = _check_num_layers(num_layers, base.num_hidden_layers)
     config = prior_config_from_hf4(configs[index], checkpoint.config, index, num_hidden_layers=keep)
     prefix = f"priors.{index}."
-    state_dict = {k: v for k, v in checkpoint.state_dict.items() if k.startswith(prefix)}
-    if not state_dict:
+    state = checkpoint.state_dict.select(lambda key: key.startswith(prefix))
+    if not len(state):
         raise JukeboxCheckpointError(f"{checkpoint.path} holds no tensors under {prefix!r}.")
-    mapping = convert_keys(state_dict, hf4_prior_key_mapping(config, index), source=str(checkpoint.path))
-    audit = {
-        "source_format": "transformers-4.x",
-        "sources": [{"file": name, "sha256": sha} for name, sha in sorted(checkpoint.shard_sha256.items())],
-        "hf4_prior_index": index,
-        "checkpoint_depth": base.num_hidden_layers,
-        "num_hidden_layers": keep,
-    }
-    return _finish(JukeboxPrior(config), state_dict, mapping, audit, output_dir, dtype, overwrite, max_shard_size,
-                   source=f"{Path(checkpoint.path).name}:{prefix}")
+    mapping = convert_keys(state, hf4_prior_key_mapping(config, index), source=str(checkpoint.path))
+    name = f"{Path(checkpoint.path).name}:{prefix}"
+    return PriorSource(
+        config=config, checkpoint_depth=base.num_hidden_layers, key_map=mapping,
+        plan=plan_from_mapping(state, mapping, source=name, transpose=needs_transpose),
+        sources=hf4_sources(checkpoint), source_format="transformers-4.x", name=name,
+        details={"hf4_prior_index": index},
+    )
 
 
-__all__ = ["HF4_ATTENTION_ORDERS", "convert_hf4_prior", "convert_prior_checkpoint", "prior_config_from_hf4",
-           "prior_output_check"]
+def convert_hf4_prior(
+    folder: str | os.PathLike | Hf4Checkpoint,
+    index: int,
+    output_dir: str | os.PathLike,
+    *,
+    num_layers: int | None = None,
+    dtype: torch.dtype | None = None,
+    overwrite: bool = False,
+    max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE,
+) -> Path:
+    """Convert prior `priors.{index}` of a transformers-4.x Jukebox folder into a `JukeboxPrior` folder."""
+    return save_prior(open_hf4_prior(folder, index, num_layers=num_layers), output_dir, dtype=dtype,
+                      overwrite=overwrite, max_shard_size=max_shard_size)
+
+
+def load_hf4_prior(folder: str | os.PathLike | Hf4Checkpoint, index: int, *, num_layers: int | None = None,
+                   dtype: torch.dtype | None = None) -> JukeboxPrior:
+    """Prior `priors.{index}` of a transformers-4.x folder as a `JukeboxPrior` in memory."""
+    return build_prior(open_hf4_prior(folder, index, num_layers=num_layers), dtype=dtype)
+
+
+__all__ = ["HF4_ATTENTION_ORDERS", "PriorSource", "build_prior", "convert_hf4_prior", "convert_prior_checkpoint",
+           "load_hf4_prior", "load_prior_checkpoint", "open_hf4_prior", "open_prior_checkpoint",
+           "prior_config_from_hf4", "prior_output_check", "save_prior"]

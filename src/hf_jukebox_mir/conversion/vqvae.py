@@ -11,6 +11,8 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -18,9 +20,18 @@ import torch
 from ..models.configuration_jukebox_vqvae import JukeboxVQVAEConfig
 from ..models.errors import JukeboxCheckpointError, JukeboxConfigError
 from ..models.modeling_jukebox_vqvae import JukeboxVQVAE
-from .checkpoint_io import load_hf4_folder, load_original_checkpoint, sha256_file
-from .export import run_output_check, save_converted, strict_load_state_dict
-from .key_mapping import HF4_VQVAE_KEY_MAPPING, VQVAE_KEY_MAPPING, rename_state_dict
+from .audit import ConversionAudit
+from .checkpoint_io import (
+    Hf4Checkpoint,
+    SourceSpec,
+    hf4_sources,
+    load_hf4_folder,
+    load_original_checkpoint,
+    source_file,
+)
+from .export import run_output_check
+from .key_mapping import HF4_VQVAE_KEY_MAPPING, VQVAE_KEY_MAPPING, convert_keys
+from .streaming import DEFAULT_MAX_SHARD_SIZE, ConversionPlan, load_plan, plan_from_mapping, write_plan
 
 # original hyperparameter -> JukeboxVQVAEConfig field (all required)
 _REQUIRED_HPS = {
@@ -133,83 +144,103 @@ def vqvae_output_check(model: JukeboxVQVAE) -> dict[str, torch.Tensor]:
     return outputs
 
 
-def _finish(
-    model: JukeboxVQVAE, output_dir: str | os.PathLike | None, audit: dict[str, Any], **save_kwargs
-) -> JukeboxVQVAE:
-    model.eval()
-    if output_dir is None:
-        run_output_check(model, vqvae_output_check)  # finite outputs; nothing to reload
-    else:
-        save_converted(model, output_dir, audit=audit, output_check=vqvae_output_check, **save_kwargs)
+@dataclass
+class VQVAESource:
+    """A VQ-VAE checkpoint opened for conversion: its config, key map and plan (no tensor read yet)."""
+
+    config: JukeboxVQVAEConfig
+    key_map: dict[str, str | None]
+    plan: ConversionPlan
+    sources: list[SourceSpec]
+    source_format: str
+    name: str
+
+    def audit(self, model_class: str = "JukeboxVQVAE") -> ConversionAudit:
+        return ConversionAudit(model_class=model_class, source_format=self.source_format, key_map=self.key_map)
+
+
+def open_vqvae_checkpoint(path: str | os.PathLike) -> VQVAESource:
+    """Open an original OpenAI VQ-VAE checkpoint (e.g. `5b/vqvae.pth.tar`) for conversion."""
+    checkpoint = load_original_checkpoint(path, expected_kind="vqvae")
+    config = vqvae_config_from_hps(checkpoint.hps)
+    name = checkpoint.path.name
+    key_map = convert_keys(checkpoint.state_dict, VQVAE_KEY_MAPPING, source=str(checkpoint.path))
+    return VQVAESource(config, key_map, plan_from_mapping(checkpoint.state_dict, key_map, source=name),
+                       [source_file(path, role="vqvae")], "openai", name)
+
+
+def open_hf4_vqvae(folder: str | os.PathLike | Hf4Checkpoint) -> VQVAESource:
+    """Open the VQ-VAE of a transformers-4.x Jukebox folder; only the shards holding `vqvae.*` keys are opened."""
+    checkpoint = folder if isinstance(folder, Hf4Checkpoint) else load_hf4_folder(folder, prefixes=("vqvae.",))
+    config = vqvae_config_from_hf4(checkpoint.vqvae_config, sampling_rate=checkpoint.config.get("sampling_rate", 44100))
+    state = checkpoint.state_dict.select(lambda key: key.startswith("vqvae."))
+    name = f"{checkpoint.path.name} (vqvae.*)"
+    key_map = convert_keys(state, HF4_VQVAE_KEY_MAPPING, source=str(checkpoint.path))
+    return VQVAESource(config, key_map, plan_from_mapping(state, key_map, source=name), hf4_sources(checkpoint),
+                       "transformers-4.x", name)
+
+
+def build_vqvae(source: VQVAESource) -> JukeboxVQVAE:
+    """The converted VQ-VAE in memory, after a finite-output check on the fixed input."""
+    model = load_plan(JukeboxVQVAE(source.config), source.plan, source=source.name).eval()
+    run_output_check(model, vqvae_output_check)
     return model
 
 
-def convert_vqvae_checkpoint(
-    path: str | os.PathLike,
-    output_dir: str | os.PathLike | None = None,
-    *,
-    overwrite: bool = False,
-    max_shard_size: int | str = "2GB",
-) -> JukeboxVQVAE:
-    """Convert an original OpenAI VQ-VAE checkpoint (e.g. `5b/vqvae.pth.tar`) into a `JukeboxVQVAE`.
+def save_vqvae(source: VQVAESource, output_dir: str | os.PathLike, *, overwrite: bool = False,
+               max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE) -> Path:
+    """Write the converted VQ-VAE folder tensor by tensor (see `streaming.write_plan`)."""
+    with torch.device("meta"):
+        model = JukeboxVQVAE(source.config)
+    return write_plan(model, source.plan, output_dir, audit=source.audit(), source=source.name,
+                      sources=source.sources, output_check=vqvae_output_check, overwrite=overwrite, max_shard_size=max_shard_size)
 
-    The file is read safely (`load_original_checkpoint`), the config built from its `hps`, the keys renamed with
-    `VQVAE_KEY_MAPPING` and loaded strictly. If `output_dir` is given, the model is saved there as safetensors
-    with `conversion_audit.json` (source SHA-256, old -> new key map, output-check numbers).
+
+def load_vqvae_checkpoint(path: str | os.PathLike) -> JukeboxVQVAE:
+    """An original OpenAI VQ-VAE checkpoint as a `JukeboxVQVAE` in memory."""
+    return build_vqvae(open_vqvae_checkpoint(path))
+
+
+def load_hf4_vqvae(folder: str | os.PathLike | Hf4Checkpoint) -> JukeboxVQVAE:
+    """The VQ-VAE of a transformers-4.x Jukebox folder as a `JukeboxVQVAE` in memory."""
+    return build_vqvae(open_hf4_vqvae(folder))
+
+
+def convert_vqvae_checkpoint(path: str | os.PathLike, output_dir: str | os.PathLike, *, overwrite: bool = False,
+                             max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE) -> Path:
+    """Convert an original OpenAI VQ-VAE checkpoint (e.g. `5b/vqvae.pth.tar`) into a `JukeboxVQVAE` folder.
+
+    The file is read safely and tensor by tensor, the config built from its `hps`, the keys renamed with
+    `VQVAE_KEY_MAPPING` and accounted for strictly before anything is written; the folder holds safetensors, the
+    config, the model code and `conversion_audit.json` (source SHA-256, old -> new key map, output check).
 
     Raises:
         JukeboxCheckpointError: unreadable/unsafe file, a prior instead of a VQ-VAE, unmapped or mis-shaped keys,
             non-finite outputs, or a non-empty `output_dir` without `overwrite=True`.
     """
-    checkpoint = load_original_checkpoint(path, expected_kind="vqvae")
-    config = vqvae_config_from_hps(checkpoint.hps)
-    state_dict, key_map = rename_state_dict(checkpoint.state_dict, VQVAE_KEY_MAPPING, source=str(checkpoint.path))
-    model = JukeboxVQVAE(config)
-    strict_load_state_dict(model, state_dict, source=checkpoint.path.name)
-    audit = {
-        "source_format": "openai-jukebox original checkpoint",
-        "model_class": type(model).__name__,
-        "source_files": {checkpoint.path.name: {"sha256": checkpoint.sha256, "bytes": checkpoint.path.stat().st_size}},
-        "key_map": key_map,
-    }
-    return _finish(model, output_dir, audit, overwrite=overwrite, max_shard_size=max_shard_size)
+    return save_vqvae(open_vqvae_checkpoint(path), output_dir, overwrite=overwrite, max_shard_size=max_shard_size)
 
 
-def convert_hf4_vqvae(
-    folder: str | os.PathLike,
-    output_dir: str | os.PathLike | None = None,
-    *,
-    overwrite: bool = False,
-    max_shard_size: int | str = "2GB",
-) -> JukeboxVQVAE:
+def convert_hf4_vqvae(folder: str | os.PathLike, output_dir: str | os.PathLike, *, overwrite: bool = False,
+                      max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE) -> Path:
     """Convert the VQ-VAE of a transformers-4.x Jukebox folder (e.g. a download of `openai/jukebox-5b-lyrics`).
 
     Only the shards holding `vqvae.*` keys are read. The config comes from `config.json`'s `vqvae_config`.
     """
-    checkpoint = load_hf4_folder(folder, prefixes=("vqvae.",))
-    config = vqvae_config_from_hf4(
-        checkpoint.vqvae_config, sampling_rate=checkpoint.config.get("sampling_rate", 44100)
-    )
-    state_dict, key_map = rename_state_dict(checkpoint.state_dict, HF4_VQVAE_KEY_MAPPING, source=str(folder))
-    model = JukeboxVQVAE(config)
-    strict_load_state_dict(model, state_dict, source=f"{checkpoint.path.name} (vqvae.*)")
-    audit = {
-        "source_format": "transformers-4.x JukeboxModel folder (vqvae.* keys)",
-        "model_class": type(model).__name__,
-        "source_files": {
-            name: {"sha256": sha, "bytes": (checkpoint.path / name).stat().st_size}
-            for name, sha in {"config.json": sha256_file(checkpoint.path / "config.json"),
-                              **checkpoint.shard_sha256}.items()
-        },
-        "key_map": key_map,
-    }
-    return _finish(model, output_dir, audit, overwrite=overwrite, max_shard_size=max_shard_size)
+    return save_vqvae(open_hf4_vqvae(folder), output_dir, overwrite=overwrite, max_shard_size=max_shard_size)
 
 
 __all__ = [
     "CHECK_NUM_SAMPLES",
+    "VQVAESource",
+    "build_vqvae",
     "convert_hf4_vqvae",
     "convert_vqvae_checkpoint",
+    "load_hf4_vqvae",
+    "load_vqvae_checkpoint",
+    "open_hf4_vqvae",
+    "open_vqvae_checkpoint",
+    "save_vqvae",
     "vqvae_check_input",
     "vqvae_config_from_hf4",
     "vqvae_config_from_hps",

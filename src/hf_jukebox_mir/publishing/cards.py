@@ -836,6 +836,9 @@ def _roles_from_parts(sources: list[JukeboxSourceFile], parts: Any) -> list[Juke
 
 
 def _package_version(audit: Mapping[str, Any]) -> str | None:
+    versions = audit.get("versions")
+    if isinstance(versions, Mapping) and isinstance(versions.get("hf-jukebox-mir"), str):
+        return versions["hf-jukebox-mir"]
     for key in ("package_version", "hf_jukebox_mir_version", "converter_version", "version"):
         if isinstance(audit.get(key), (str, int, float)):
             return str(audit[key])
