@@ -18,6 +18,7 @@ import yaml
 from huggingface_hub import ModelCard
 from safetensors.torch import load_file, save_file
 
+from hf_jukebox_mir.conversion.audit import ConversionAudit, SourceFile
 from hf_jukebox_mir.models.errors import JukeboxCheckpointError, JukeboxInputError
 from hf_jukebox_mir.publishing.cards import CARD_MARKER, render_model_card, validate_card_metadata, write_model_card
 from hf_jukebox_mir.publishing.hub import (
@@ -87,9 +88,8 @@ def make_hub_folder(root: Path, kind: str = "mir", *, sharded: bool = False, car
     else:
         save_file(tensors, str(folder / "model.safetensors"))
     if kind != "probe":
-        (folder / "conversion_audit.json").write_text(
-            json.dumps({"package_version": "0.1.0", "sources": [{"file": "5b/vqvae.pth.tar", "sha256": "0" * 64}]})
-        )
+        source = SourceFile(file="5b/vqvae.pth.tar", sha256="0" * 64, bytes=1, role="vqvae")
+        ConversionAudit(model_class="FakeModel", source_format="openai", sources=[source]).write(folder)
     if card:
         write_model_card(folder, repo_id="me/jukebox-test")
     return folder
@@ -682,10 +682,8 @@ def _check_converted(folder: Path) -> None:
     card = (folder / "README.md").read_text()
     assert title in card and f'from_pretrained("me/{folder.name}", trust_remote_code=True)' in card
     assert (base_model in card) if base_model else ("base_model" not in card)
-    audit = json.loads((folder / "conversion_audit.json").read_text())
-    sources = audit.get("sources") or [{"sha256": v["sha256"]} for v in audit["source_files"].values()]
-    for source in sources:
-        assert f"`{source['sha256']}`" in card
+    for source in ConversionAudit.read(folder).sources:
+        assert f"`{source.sha256}`" in card
     assert "| loaded_from | the written folder, with from_pretrained (float32 compute) |" in card
 
 

@@ -13,6 +13,7 @@ import yaml
 from huggingface_hub import ModelCard, metadata_load
 from safetensors.torch import save_file
 
+from hf_jukebox_mir.conversion.audit import ConversionAudit, SourceFile, WrittenFile
 from hf_jukebox_mir.models.errors import JukeboxCheckpointError, JukeboxInputError
 from hf_jukebox_mir.publishing.cards import (
     BASE_TAGS,
@@ -38,22 +39,34 @@ MODEL_TYPES = {
     "chain": "jukebox_mir_chain",
 }  # fmt: skip
 PIPELINE_TAGS = {"probe": "audio-classification", "chain": "text-to-audio"}  # others: feature-extraction
-SOURCES = {
-    "vqvae": [{"file": "5b/vqvae.pth.tar", "sha256": "1" * 64, "role": "vqvae"}],
-    "prior": [{"file": "5b_lyrics/prior_level_2.pth.tar", "sha256": "2" * 64, "role": "prior"}],
+SOURCES = {  # as the converters record them (conversion.audit.SourceFile)
+    "vqvae": [{"file": "5b/vqvae.pth.tar", "sha256": "1" * 64, "bytes": 10, "role": "vqvae"}],
+    "prior": [{"file": "5b_lyrics/prior_level_2.pth.tar", "sha256": "2" * 64, "bytes": 20, "role": "prior_level_2"}],
     "mir": [
-        {"file": "5b/vqvae.pth.tar", "sha256": "1" * 64, "role": "vqvae"},
-        {"file": "5b/prior_level_2.pth.tar", "sha256": "3" * 64, "role": "prior"},
+        {"file": "5b/vqvae.pth.tar", "sha256": "1" * 64, "bytes": 10, "role": "vqvae"},
+        {"file": "5b/prior_level_2.pth.tar", "sha256": "3" * 64, "bytes": 30, "role": "prior_level_2"},
     ],
-    "chain": [  # the layout of conversion.chain.convert_chain_checkpoints: no roles, they come from "parts"
-        {"file": "5b/vqvae.pth.tar", "sha256": "1" * 64},
-        {"file": "5b/prior_level_0.pth.tar", "sha256": "4" * 64},
-        {"file": "5b/prior_level_1.pth.tar", "sha256": "5" * 64},
-        {"file": "5b_lyrics/prior_level_2.pth.tar", "sha256": "2" * 64},
+    "chain": [
+        {"file": "5b/vqvae.pth.tar", "sha256": "1" * 64, "bytes": 10, "role": "vqvae"},
+        {"file": "5b/prior_level_0.pth.tar", "sha256": "4" * 64, "bytes": 40, "role": "prior_level_0"},
+        {"file": "5b/prior_level_1.pth.tar", "sha256": "5" * 64, "bytes": 50, "role": "prior_level_1"},
+        {"file": "5b_lyrics/prior_level_2.pth.tar", "sha256": "2" * 64, "bytes": 20, "role": "prior_level_2"},
     ],
 }
-CHAIN_PARTS = {"vqvae": "vqvae.pth.tar", "prior_level_0": "prior_level_0.pth.tar",
-               "prior_level_1": "prior_level_1.pth.tar", "prior_level_2": "prior_level_2.pth.tar"}  # fmt: skip
+
+
+def write_audit(folder: Path, kind: str, **fields) -> None:
+    """`conversion_audit.json` written by the code the converters use (`ConversionAudit`)."""
+    values = {
+        "model_class": "FakeModel",
+        "source_format": "openai",
+        "sources": [SourceFile(**s) for s in SOURCES[kind]],
+        "key_map": {"a": "weight", "b": "bias"},
+        "output_check": {"codes_equal": True, "max_abs_diff": 2.5e-6},
+        "versions": {"hf-jukebox-mir": "0.1.0"},
+    }
+    values.update(fields)
+    ConversionAudit(**values).write(folder)
 
 
 def chain_config(lyrics_mode: str | None = "separate_encoder") -> dict:
@@ -121,18 +134,7 @@ def make_folder(root: Path, kind: str, *, dtype: torch.dtype = torch.float32, au
     tensors = {"weight": torch.zeros(4, 3, dtype=dtype), "bias": torch.zeros(3, dtype=dtype)}
     save_file(tensors, str(folder / "model.safetensors"))
     if audit and kind in SOURCES:
-        (folder / "conversion_audit.json").write_text(
-            json.dumps(
-                {
-                    "package_version": "0.1.0",
-                    "sources": SOURCES[kind],
-                    "source_format": "openai",
-                    "key_map": {"a": "weight", "b": "bias"},
-                    "output_check": {"codes_equal": True, "max_abs_diff": 2.5e-6},
-                    **({"parts": CHAIN_PARTS} if kind == "chain" else {}),
-                }
-            )
-        )
+        write_audit(folder, kind)
     return folder
 
 
@@ -514,13 +516,13 @@ def test_audit_written_by_the_converters_is_rendered(tmp_path):
     config = json.loads((folder / "config.json").read_text())
     config.update(lyrics_mode=None)  # the non-lyrics 5b top prior
     (folder / "config.json").write_text(json.dumps(config))
-    audit = {  # the layout of hf_jukebox_mir.conversion.export.save_converted
-        "source_format": "openai",
-        "source_files": {"prior_level_2.pth.tar": {"sha256": "f" * 64, "bytes": 123}},
-        "key_map": {"prior.x_emb.weight": "embed_tokens.weight", "prior.transformer._attn_mods.5.w": None},
-        "package": "hf-jukebox-mir",
-        "package_version": "0.2.0",
-        "output_check": {
+    write_audit(  # what the prior converter records
+        folder,
+        "prior",
+        sources=[SourceFile(file="prior_level_2.pth.tar", sha256="f" * 64, bytes=123, role="prior")],
+        key_map={"prior.x_emb.weight": "embed_tokens.weight", "prior.transformer._attn_mods.5.w": None},
+        versions={"hf-jukebox-mir": "0.2.0", "torch": "2.13.0"},
+        output_check={
             "outputs": {
                 "logits": {"shape": [1, 8, 16], "dtype": "float32", "finite": True, "mean": 0.25, "std": 1.5,
                            "max_abs": 4.0, "first": [0.1, 0.2]},
@@ -528,9 +530,8 @@ def test_audit_written_by_the_converters_is_rendered(tmp_path):
             },
             "reload_identical": True,
         },
-        "files": {"model.safetensors": {"sha256": "0" * 64, "bytes": 1}},
-    }  # fmt: skip
-    (folder / "conversion_audit.json").write_text(json.dumps(audit))
+        files={"model.safetensors": WrittenFile(sha256="0" * 64, bytes=1)},
+    )  # fmt: skip
     card = render_model_card(folder)
     text = str(card)
     assert "# Jukebox 5b top-level prior (OpenAI)" in text
@@ -649,7 +650,7 @@ def test_chain_card_per_released_model(tmp_path, lyrics_mode, variant, base_mode
     # reproducing it: the original files, and for the lyrics models the hf4 repo holding the same weights
     assert f"5b/prior_level_1.pth.tar {variant}/prior_level_2.pth.tar \\\n    --output {name}" in text
     assert (f"--hf4 jukebox-{variant.replace('_', '-')}/ --hf4-part chain" in text) is has_lyrics
-    # provenance: one row per part, named from the audit's "parts"; the top prior's URL follows the variant
+    # provenance: one row per part, named by the audit's roles; the top prior's URL follows the variant
     root = "https://openaipublic.azureedge.net/jukebox/models"
     assert f"| prior_level_0 | [`5b/prior_level_0.pth.tar`]({root}/5b/prior_level_0.pth.tar) | `{'4' * 64}` |" in text
     assert f"| vqvae | [`5b/vqvae.pth.tar`]({root}/5b/vqvae.pth.tar) |" in text
@@ -668,3 +669,10 @@ def test_chain_variant_without_config_hint_comes_from_the_top_prior_file(tmp_pat
     card = render_model_card(folder)
     assert "# Jukebox 5b_lyrics sampling chain (OpenAI)" in str(card)
     assert card.data.base_model == "openai/jukebox-5b-lyrics"
+
+
+def test_an_audit_of_another_layout_is_refused_with_the_way_out(tmp_path):
+    folder = make_folder(tmp_path, "vqvae", audit=False)
+    (folder / "conversion_audit.json").write_text(json.dumps({"package_version": "0.1.0", "sources": []}))
+    with pytest.raises(JukeboxCheckpointError, match="is not a version-1 conversion audit .* convert the folder again"):
+        render_model_card(folder)

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..conversion.audit import ConversionAudit
 from ..models.errors import JukeboxCheckpointError, JukeboxInputError
 from .cards import (
     CHAIN_PARTS,
@@ -270,7 +271,10 @@ def _inspect_folder(folder: str | Path) -> tuple[list[str], list[str], str | Non
                 "comes from it. Re-run `jukebox-mir convert`."
             )
         else:
-            _load_json_problem(audit, problems)
+            try:
+                ConversionAudit.read(folder)
+            except JukeboxCheckpointError as err:
+                problems.append(str(err))
 
     weights = inspect_weights(folder)
     problems += weights.problems
