@@ -15,6 +15,7 @@ from safetensors.torch import save_file
 
 from hf_jukebox_mir.conversion.audit import ConversionAudit, SourceFile, WrittenFile
 from hf_jukebox_mir.models.errors import JukeboxCheckpointError, JukeboxInputError
+from hf_jukebox_mir.probing.reports import ProbeResults
 from hf_jukebox_mir.publishing.cards import (
     BASE_TAGS,
     CARD_MARKER,
@@ -560,18 +561,26 @@ def test_prior_variant_comes_from_the_config(tmp_path, lyrics_mode, variant, bas
 
 
 def test_probe_grid_results_json_is_accepted(tmp_path):
-    grid = {  # the results.json layout of hf_jukebox_mir.probing.training.run_probe_grid
-        "task": "emomusic",
-        "feature_source": "me/jukebox-mir-5b-layer36",
-        "primary_metric": "r2",
-        "best": {
+    grid = ProbeResults(  # what a probe run writes to results.json
+        task="emomusic",
+        description="Emomusic arousal / valence",
+        feature_source="me/jukebox-mir-5b-layer36",
+        primary_metric="r2",
+        greater_is_better=True,
+        chance_level={"r2": 0.0},
+        grid="small",
+        num_configs=4,
+        layers=["36"],
+        schedule={},
+        split_sizes={"train": 504, "validation": 115, "test": 125},
+        best={
             "layer": 1,
             "layer_name": "36",
             "validation": {"r2": 0.5},
             "test": {"r2": 0.66, "arousal_r2": 0.72, "valence_r2": 0.6, "primary": 0.66, "num_examples": 125},
         },
-        "runs": [],
-    }
+        jukemir_score=66.0,
+    )
     results = load_probe_results(grid)
     assert [(r.task, r.dataset, r.split, r.layer, r.metric, r.value) for r in results] == [
         ("emomusic", "emomusic", "test", 36, "r2", 0.66),
@@ -579,11 +588,14 @@ def test_probe_grid_results_json_is_accepted(tmp_path):
         ("emomusic", "emomusic", "test", 36, "valence_r2", 0.6),
     ]
     assert len(load_probe_results([grid, grid])) == 6
-    path = tmp_path / "results.json"
-    path.write_text(json.dumps(grid))
+    path = grid.write(tmp_path)
     card = render_model_card(make_folder(tmp_path, "probe"), results_json=path, repo_id="me/emo-probe")
     assert card.data.base_model == "me/jukebox-mir-5b-layer36"  # from feature_source
     assert [r.metric_type for r in card.data.eval_results] == ["r2", "arousal_r2", "valence_r2"]
+    # a results.json of another layout is refused, with the way out
+    path.write_text(json.dumps({"task": "emomusic", "best": {"test": {"r2": 0.66}}}))
+    with pytest.raises(JukeboxInputError, match="is not version-1 probe results .* run `jukebox-mir probe` again"):
+        load_probe_results(path)
 
 
 def test_probe_usage_names_the_auto_class_its_folder_registers(tmp_path):

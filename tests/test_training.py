@@ -13,6 +13,7 @@ import torch
 from hf_jukebox_mir.models.errors import JukeboxInputError
 from hf_jukebox_mir.models.modeling_jukebox_probe import JukeboxProbeForSequenceClassification
 from hf_jukebox_mir.probing.chroma import ChromaEmbedder
+from hf_jukebox_mir.probing.reports import ProbeResults
 from hf_jukebox_mir.probing.synthetic_mir import generate_synthetic_mir
 from hf_jukebox_mir.probing.tasks import get_task
 from hf_jukebox_mir.probing.training import (
@@ -181,18 +182,18 @@ def test_run_probe_grid_layers_reports_and_resume(synthetic, tmp_path):
         log=messages.append,
     )
     assert len(messages) == 5  # 4 runs + summary
-    assert results["best"]["layer_name"] == "chroma"
-    per_layer = {row["layer_name"]: row["validation_primary"] for row in results["per_layer"]}
+    assert results.best["layer_name"] == "chroma"
+    per_layer = {row["layer_name"]: row["validation_primary"] for row in results.per_layer}
     assert per_layer["chroma"] > per_layer["noise"] + 0.3
-    assert results["best"]["test"]["weighted_score"] > 0.5
-    assert results["jukemir_score"] == pytest.approx(100 * results["best"]["test"]["weighted_score"])
+    assert results.best["test"]["weighted_score"] > 0.5
+    assert results.jukemir_score == pytest.approx(100 * results.best["test"]["weighted_score"])
     saved = json.loads((tmp_path / "results.json").read_text())
-    assert saved["best"]["run_key"] == results["best"]["run_key"] and saved["num_configs"] == 2
+    assert saved["best"]["run_key"] == results.best["run_key"] and saved["num_configs"] == 2
     assert "| synthetic_key | fake | chroma |" in (tmp_path / "results.md").read_text()
     try:
         import matplotlib  # noqa: F401  (optional: the `plot` extra)
     except ImportError:
-        assert results["plot"] is None
+        assert results.plot is None
     else:
         assert (tmp_path / "plot.png").read_bytes()[:4] == b"\x89PNG"
     assert not (tmp_path / "runs").exists()  # checkpoints removed after each run
@@ -210,7 +211,7 @@ def test_run_probe_grid_layers_reports_and_resume(synthetic, tmp_path):
         feature_source="fake",
         log=messages.append,
     )
-    assert len(messages) == 1 and again["best"]["test"] == results["best"]["test"]
+    assert len(messages) == 1 and again.best["test"] == results.best["test"]
 
 
 def test_probe_command_end_to_end(synthetic, tmp_path):
@@ -235,9 +236,9 @@ def test_probe_command_end_to_end(synthetic, tmp_path):
         ]
     )
     assert args.func(args) == 0
-    results = json.loads((out / "results.json").read_text())
-    assert results["feature_source"] == "chroma" and results["num_configs"] == 4
-    assert results["best"]["test"]["weighted_score"] > 0.5
+    results = ProbeResults.read(out)  # results.json, read by the code that writes it
+    assert results.feature_source == "chroma" and results.num_configs == 4
+    assert results.best["test"]["weighted_score"] > 0.5
     assert (out / "embeddings").is_dir() and (out / "best_probe" / "config.json").is_file()
     with pytest.raises(JukeboxInputError, match="already holds results.json; pass --force"):
         args.func(args)

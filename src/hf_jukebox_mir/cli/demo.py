@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from ..models.errors import JukeboxInputError
@@ -106,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
         audio = [peak_normalize(load_audio(str(path))[0]) for path in train]
         build_tiny_mir_model(model_dir, seed=args.seed, calibration_audio=audio)
     from ..probing.recipe import run_probe_task
+    from ..probing.reports import ProbeResults
 
     torch.set_num_threads(max(1, args.threads))
     results = {}
@@ -114,12 +114,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"[{2 if name == 'chroma' else 3}/3] probing the synthetic key task with {name} features -> {run_dir}")
         if not (run_dir / "results.json").is_file():
             run_probe_task("synthetic_key", data_dir, run_dir, model=model, seed=args.seed)
-        results[name] = json.loads((run_dir / "results.json").read_text())
+        results[name] = ProbeResults.read(run_dir)
     print("\nSynthetic 24-key task (MIREX weighted score, song level; chance is about 0.08):")
     print("| features | test score | validation score |")
     print("|---|---|---|")
     for name, res in results.items():
-        best = res["best"]
+        best = res.best
         print(f"| {name} | {best['test']['primary']:.3f} | {best['validation']['primary']:.3f} |")
     print(
         "\nThe tiny Jukebox model has random weights (codebook initialised from the audio): its score shows the "

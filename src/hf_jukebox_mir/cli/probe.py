@@ -101,8 +101,8 @@ def run(args: argparse.Namespace) -> int:
         force=args.force,
     )
     print((output / "results.md").read_text())
-    summary = {"task": results["task"], "test": results["best"]["test"]["primary"]}
-    summary.update(jukemir_score=results["jukemir_score"], output=str(output))
+    summary = {"task": results.task, "test": results.best["test"]["primary"]}
+    summary.update(jukemir_score=results.jukemir_score, output=str(output))
     print(json.dumps(summary))
     return 0
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..models.errors import JukeboxInputError
+from .reports import ProbeResults
 from .tasks import MirTask, get_task
 
 GRIDS = ("small", "jukemir")
@@ -40,7 +41,7 @@ def run_probe_task(
     batch_size: int = 8,
     device: str | None = None,
     force: bool = False,
-) -> dict[str, Any]:
+) -> ProbeResults:
     """Probe one MIR task with chroma features (`model=None`) or a converted Jukebox `model` folder.
 
     Args:
@@ -57,7 +58,7 @@ def run_probe_task(
             clips present locally; clips per embedding call; device of the Jukebox extraction; overwrite results.
 
     Returns:
-        The content of `output/results.json`.
+        The [`ProbeResults`] written to `output/results.json`.
     """
     task = get_task(task) if isinstance(task, str) else task
     data, output = Path(data).expanduser(), Path(output).expanduser()

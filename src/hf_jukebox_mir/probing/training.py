@@ -25,7 +25,6 @@ import itertools
 import json
 import math
 import shutil
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -39,6 +38,7 @@ from ..models.errors import JukeboxInputError
 from ..models.modeling_jukebox_probe import JukeboxProbeForSequenceClassification
 from .metrics import compute_task_metrics, make_compute_metrics
 from .mir_datasets import load_audio_clip
+from .reports import ProbeResults, json_default, results_markdown, write_plot
 from .tasks import MirTask, get_task, jukemir_task_score
 
 EmbedFn = Callable[[list[np.ndarray]], np.ndarray]
@@ -559,14 +559,6 @@ def _better(a: float, b: float | None, greater_is_better: bool) -> bool:
     return a > b if greater_is_better else a < b
 
 
-def _json_default(value: Any):
-    if isinstance(value, (np.floating, np.integer)):
-        return value.item()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
-
-
 def run_probe_grid(
     dataset,
     task: str | MirTask,
@@ -650,7 +642,7 @@ def run_probe_grid(
                 state["best"] = {"run_key": run_key, "primary": run.primary}
             if not keep_checkpoints:
                 shutil.rmtree(run_dir, ignore_errors=True)
-            state_path.write_text(json.dumps(state, indent=1, default=_json_default))
+            state_path.write_text(json.dumps(state, indent=1, default=json_default))
             say(
                 f"[{done}/{total}] layer {layer_names[index]} {hp.run_name}: validation "
                 f"{task.primary_metric}={run.primary:.4f} (step {record['best_step']}/{run.global_step})"
@@ -691,19 +683,19 @@ def run_probe_grid(
                 "hparams": top["hparams"],
             }
         )
-    results = {
-        "task": task.name,
-        "description": task.description,
-        "feature_source": feature_source,
-        "primary_metric": task.primary_metric,
-        "greater_is_better": task.greater_is_better,
-        "chance_level": task.chance_level,
-        "grid": grid_name,
-        "num_configs": len(configs),
-        "layers": [layer_names[i] for i in layers],
-        "schedule": asdict(schedule),
-        "split_sizes": {name: len(dataset[name]) for name in ("train", "validation", "test")},
-        "best": {
+    results = ProbeResults(
+        task=task.name,
+        description=task.description,
+        feature_source=feature_source,
+        primary_metric=task.primary_metric,
+        greater_is_better=task.greater_is_better,
+        chance_level=dict(task.chance_level),
+        grid=grid_name,
+        num_configs=len(configs),
+        layers=[layer_names[i] for i in layers],
+        schedule=asdict(schedule),
+        split_sizes={name: len(dataset[name]) for name in ("train", "validation", "test")},
+        best={
             "run_key": best_key,
             "layer": best_record["layer"],
             "layer_name": best_record["layer_name"],
@@ -713,19 +705,19 @@ def run_probe_grid(
             "validation": validation,
             "test": test,
         },
-        "jukemir_score": jukemir_task_score(task, test),
-        "per_layer": per_layer,
-        "runs": [dict(run_key=k, **{f: v for f, v in r.items() if f != "eval_history"}) for k, r in runs.items()],
-        "model_dir": str(out / "best_probe"),
-    }
-    (out / "results.json").write_text(json.dumps(results, indent=2, default=_json_default) + "\n")
+        jukemir_score=jukemir_task_score(task, test),
+        per_layer=per_layer,
+        runs=[dict(run_key=k, **{f: v for f, v in r.items() if f != "eval_history"}) for k, r in runs.items()],
+        model_dir=str(out / "best_probe"),
+    )
+    results.write(out)
     (out / "results.md").write_text(results_markdown([results]))
     plot = write_plot(results, runs[best_key].get("eval_history", []), out / "plot.png")
-    results["plot"] = str(plot) if plot else None
-    (out / "results.json").write_text(json.dumps(results, indent=2, default=_json_default) + "\n")
+    results.plot = str(plot) if plot else None
+    results.write(out)
     say(
         f"{task.name}: selected {best_key}; test {task.primary_metric}={test['primary']:.4f}; "
-        f"JukeMIR score {results['jukemir_score']:.1f}"
+        f"JukeMIR score {results.jukemir_score:.1f}"
     )
     return results
 
@@ -737,108 +729,6 @@ def _checkpoint_step(path: str | None) -> int | None:
         return int(Path(path).name.split("-")[-1])
     except ValueError:
         return None
-
-
-# ----------------------------------------------------------------------------------------------- reports
-
-
-def results_markdown(results: Sequence[dict[str, Any]]) -> str:
-    """Markdown report of one or several `run_probe_grid` results (one row per task).
-
-    The `JukeMIR score` column is each task's number in JukeMIR's "average" (x100: accuracy; mean of
-    ROC-AUC and AP; weighted key score; mean of arousal and valence R^2); `Average` is their mean.
-    """
-    lines = ["# Probe results", ""]
-    lines.append("| task | features | layer | probe | val primary | test metrics | JukeMIR score |")
-    lines.append("|---|---|---|---|---|---|---|")
-    for r in results:
-        best = r["best"]
-        hp = best["hparams"]
-        probe = ("linear" if hp["hidden_size"] is None else f"MLP {hp['hidden_size']}") + (
-            f", {'std' if hp['standardize'] else 'raw'}, bs {hp['batch_size']}, lr {hp['learning_rate']:g}, "
-            f"dropout {hp['dropout']:g}, wd {hp['weight_decay']:g}"
-        )
-        test = best["test"]
-        shown = [
-            m
-            for m in (r["primary_metric"], "accuracy", "average_precision", "arousal_r2", "valence_r2")
-            if m in test and isinstance(test[m], (int, float))
-        ]
-        metrics = ", ".join(f"{m} {test[m]:.4f}" for m in dict.fromkeys(shown))
-        if best.get("aggregation"):
-            metrics += f" (song-level, {best['aggregation']})"
-        lines.append(
-            f"| {r['task']} | {r.get('feature_source') or '-'} | {best['layer_name']} | {probe} | "
-            f"{r['primary_metric']} {best['validation']['primary']:.4f} | {metrics} | {r['jukemir_score']:.1f} |"
-        )
-    if len(results) > 1:
-        average = sum(r["jukemir_score"] for r in results) / len(results)
-        lines += ["", f"**Average** (JukeMIR definition, over {len(results)} tasks): {average:.1f}"]
-    for r in results:
-        chance = ", ".join(f"{k} {v:.4f}" for k, v in r["chance_level"].items())
-        plural = "s" if r["num_configs"] != 1 else ""
-        lines += [
-            "",
-            f"## {r['task']}: {r['num_configs']} configuration{plural} ({r['grid']} grid) per layer",
-            "",
-            f"Chance level: {chance}. Split sizes: " + ", ".join(f"{k} {v}" for k, v in r["split_sizes"].items()) + ".",
-            "",
-            f"| layer | best validation {r['primary_metric']} | probe |",
-            "|---|---|---|",
-        ]
-        for row in r["per_layer"]:
-            hp = row["hparams"]
-            probe = "linear" if hp["hidden_size"] is None else f"MLP {hp['hidden_size']}"
-            lines.append(
-                f"| {row['layer_name']} | {row['validation_primary']:.4f} | {probe}, lr {hp['learning_rate']:g}, "
-                f"dropout {hp['dropout']:g} |"
-            )
-    return "\n".join(lines) + "\n"
-
-
-def write_plot(results: dict[str, Any], eval_history: Sequence[Sequence[float]], path: str | Path) -> Path | None:
-    """PNG: validation score per layer (several layers) or the selected run's validation curve (one layer).
-
-    Returns the path, or `None` (with a warning) when matplotlib is not installed.
-    """
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        warnings.warn(
-            "matplotlib is not installed: skipping the plot (pip install 'hf-jukebox-mir[plot]').", stacklevel=2
-        )
-        return None
-    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
-    metric = results["primary_metric"]
-    if len(results["per_layer"]) > 1:
-        names = [row["layer_name"] for row in results["per_layer"]]
-        values = [row["validation_primary"] for row in results["per_layer"]]
-        ax.plot(range(len(names)), values, marker="o")
-        ax.set_xticks(range(len(names)), names, rotation=45 if len(names) > 12 else 0)
-        ax.set_xlabel("layer")
-        ax.set_ylabel(f"best validation {metric}")
-        ax.set_title(f"{results['task']}: validation {metric} per layer")
-    else:
-        steps = [int(s) for s, _ in eval_history]
-        values = [float(v) for _, v in eval_history]
-        ax.plot(steps, values, marker=".")
-        if results["best"].get("best_step") is not None:
-            ax.axvline(results["best"]["best_step"], color="gray", linestyle="--", label="selected checkpoint")
-            ax.legend()
-        ax.set_xlabel("training step")
-        ax.set_ylabel(f"validation {metric}")
-        ax.set_title(f"{results['task']}: validation curve of the selected probe")
-    for name, value in results["chance_level"].items():
-        if name == metric:
-            ax.axhline(value, color="red", linestyle=":", linewidth=1)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
 
 
 __all__ = [
@@ -858,8 +748,6 @@ __all__ = [
     "label_array",
     "num_feature_layers",
     "predict_logits",
-    "results_markdown",
     "run_probe_grid",
     "train_probe",
-    "write_plot",
 ]

@@ -30,9 +30,9 @@ Probing results JSON (:func:`load_probe_results`), the schema this module accept
   listed under `datasets:`), `metric_name`, `pooling`, `source_name` + `source_url`, and at the top level
   `model` / `base_model` / `feature_source` (a Hub id: the probed model, the probe card's `base_model`).
   Other keys are ignored.
-* The `results.json` of `hf_jukebox_mir.probing.training.run_probe_grid` (a `task` with `best.test` metrics), or a list
-  of them, is accepted as well: it becomes one record per reported test metric (dataset = task name, split
-  `test`, layer = the selected layer's name).
+* The `results.json` of a probe run (`probing.reports.ProbeResults`, read by the code that writes it), the object
+  itself, or a list of them, is accepted as well: it becomes one record per reported test metric (dataset = task
+  name, split `test`, layer = the selected layer's name).
 
 `conversion_audit.json` is read with `conversion.audit.ConversionAudit.read`, the code that writes it (one schema,
 versioned; an audit of another layout is refused with a message saying to convert the folder again).
@@ -52,6 +52,7 @@ from typing import Any
 
 from ..conversion.audit import AUDIT_FILE, ConversionAudit
 from ..models.errors import JukeboxCheckpointError, JukeboxInputError
+from ..probing.reports import ProbeResults
 
 # The original weights: OpenAI's "Noncommercial Use License", which its README says "covers both released
 # code and weights" (openai/jukebox, README.md "License" and LICENSE, checked at commit 0361d28).
@@ -413,32 +414,30 @@ _GRID_REPORTED_METRICS = ("accuracy", "weighted_score", "roc_auc", "average_prec
 
 
 def _is_grid_results(data: Any) -> bool:
-    """True for the `results.json` of `hf_jukebox_mir.probing.training.run_probe_grid` (`task` + `best.test`
-    metrics)."""
-    return (
-        isinstance(data, Mapping)
-        and isinstance(data.get("task"), str)
-        and isinstance(data.get("best"), Mapping)
-        and isinstance(data["best"].get("test"), Mapping)
+    """True for a `ProbeResults` or what looks like its `results.json` (`task` + `best`): parsed strictly."""
+    return isinstance(data, ProbeResults) or (
+        isinstance(data, Mapping) and isinstance(data.get("task"), str) and isinstance(data.get("best"), Mapping)
     )
 
 
-def _grid_results_record(data: Mapping[str, Any]) -> dict[str, Any]:
-    """One result record (schema above) from a `run_probe_grid` results dict: its test metrics, best layer."""
-    best, test = data["best"], data["best"]["test"]
+def _grid_results_record(data: ProbeResults | Mapping[str, Any]) -> dict[str, Any]:
+    """One result record (schema above) from a probe run's [`ProbeResults`]: its test metrics, best layer."""
+    results = data if isinstance(data, ProbeResults) else ProbeResults.from_dict(dict(data))
+    best, test = results.best, results.best["test"]
     layer = best.get("layer_name", best.get("layer"))
     if isinstance(layer, str) and layer.isdigit():
         layer = int(layer)
-    primary = data.get("primary_metric")
     metrics = {
         name: value
         for name, value in test.items()
-        if name == primary or name in _GRID_REPORTED_METRICS or name.endswith("_r2")
+        if name == results.primary_metric or name in _GRID_REPORTED_METRICS or name.endswith("_r2")
     }
-    return {"task": data["task"], "dataset": data["task"], "split": "test", "layer": layer, "metrics": metrics}
+    return {"task": results.task, "dataset": results.task, "split": "test", "layer": layer, "metrics": metrics}
 
 
-def load_probe_results(source: str | Path | Mapping[str, Any] | list[Any]) -> list[JukeboxProbeResult]:
+def load_probe_results(
+    source: str | Path | ProbeResults | Mapping[str, Any] | list[Any],
+) -> list[JukeboxProbeResult]:
     """Read and validate a probing results JSON (a path or the parsed object); see the module docstring.
 
     Raises:
@@ -496,6 +495,8 @@ def _results_base_model(source: Any) -> str | None:
             data = json.loads(Path(source).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return None
+    if isinstance(data, ProbeResults):
+        data = {"feature_source": data.feature_source}
     if isinstance(data, Mapping):
         for key in ("base_model", "model", "feature_source"):
             value = data.get(key)
