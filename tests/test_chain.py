@@ -240,3 +240,32 @@ def test_chain_folder_loads_with_trust_remote_code_without_the_package(chain_fol
     proc = run_without_package(script, chain_folder, tmp_path=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "transformers_modules" in proc.stdout and "(1, 1024)" in proc.stdout
+
+
+def test_saved_chain_carries_its_vocabularies_for_names_without_the_package(chain, tmp_path):
+    from hf_jukebox_mir.models.tokenization_jukebox import JukeboxTokenizer
+
+    folder = tmp_path / "chain"
+    chain.save_pretrained(folder)
+    assert all((folder / f"tokenizer_level_{level}" / "artists.json").is_file() for level in (0, 1, 2))
+    top = chain.prior(2).config
+    expected = JukeboxTokenizer.for_config(top).metadata(artist="Alan Jackson", genre="Country", total_length=10**6)
+    script = """
+        import importlib
+        import json
+        import torch
+        from transformers import AutoModel
+        model = AutoModel.from_pretrained(sys.argv[1], trust_remote_code=True)
+        remote = importlib.import_module(type(model).__module__.rsplit(".", 1)[0] + ".tokenization_jukebox")
+        folder = remote.Path(sys.argv[1]) / remote.tokenizer_folder(2)
+        tokenizer = remote.JukeboxTokenizer.for_config(model.prior(2).config, folder)
+        rows = tokenizer.metadata(artist="Alan Jackson", genre="Country", total_length=10**6)
+        out = model.generate_codes(8 * 128 / 44100, artist="Alan Jackson", genre="Country", levels=(2,),
+                                   generator=torch.Generator().manual_seed(0))
+        print(json.dumps({"rows": rows.tolist(), "top": list(out.audio_codes[2].shape)}))
+        """
+    proc = run_without_package(script, folder, tmp_path=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["rows"] == expected.tolist() and result["rows"][0][3] > 0  # a known artist id
+    assert result["top"] == [1, 8]

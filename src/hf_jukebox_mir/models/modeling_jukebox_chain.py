@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import ClassVar
 
 import torch
@@ -28,7 +30,7 @@ from .errors import JukeboxInputError
 from .generation_jukebox import sample_level
 from .modeling_jukebox_prior import JukeboxPrior
 from .modeling_jukebox_vqvae import JukeboxVQVAE
-from .tokenization_jukebox import JukeboxTokenizer
+from .tokenization_jukebox import JukeboxTokenizer, tokenizer_folder
 
 _LEVEL_NAMES = {0: "bottom", 1: "middle", 2: "top"}
 
@@ -138,6 +140,24 @@ class JukeboxChainModel(JukeboxChainPreTrainedModel):
         return [top * (hops[2] // hops[level]) for level in (0, 1, 2)]
 
     # ------------------------------------------------------------------ labels
+    def save_vocabularies(self, save_directory: str | os.PathLike) -> list[Path]:
+        """Write each prior's [`JukeboxTokenizer`] (artists, genres, lyric characters) to
+        `save_directory/tokenizer_level_{level}/`, so that names work in a `trust_remote_code=True` copy without the
+        package. Called by `save_pretrained`; needs the packaged vocabularies (an installed package)."""
+        written = []
+        for level in (0, 1, 2):
+            tokenizer = JukeboxTokenizer.for_config(self.prior(level).config)
+            written += tokenizer.save_pretrained(Path(save_directory) / tokenizer_folder(level))
+        return written
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """`PreTrainedModel.save_pretrained`, plus the vocabularies beside the weights ([`save_vocabularies`])."""
+        super().save_pretrained(save_directory, *args, **kwargs)
+        try:
+            self.save_vocabularies(save_directory)
+        except JukeboxInputError:  # a remote-code copy: the vocabularies it was loaded with are already there
+            pass
+
     def _labels(self, level: int, total_length: int, offset: int, metadata, artist, genre, lyrics, lyric_tokens):
         """(piece-level label rows, full lyric tokens or None) of one level."""
         prior = self.prior(level)
@@ -155,8 +175,9 @@ class JukeboxChainModel(JukeboxChainPreTrainedModel):
             rows = prior.build_metadata(total_length=total_length, offset=offset, batch_size=1)
             full = lyric_tokens if (level == 2 and config.n_lyric_tokens) else None
             return rows, full
-        # names -> ids: the tokenizer saved in the model folder, else the vocabularies packaged with it
-        labeller = JukeboxTokenizer.for_config(config, self.name_or_path or None)
+        # names -> ids: the tokenizer saved in the model folder (save_vocabularies), else the packaged vocabularies
+        folder = Path(self.name_or_path) / tokenizer_folder(level) if self.name_or_path else None
+        labeller = JukeboxTokenizer.for_config(config, folder)
         rows = labeller.metadata(artist=artist, genre=genre, lyrics=None, total_length=total_length, offset=offset)
         full = None
         if config.n_lyric_tokens:

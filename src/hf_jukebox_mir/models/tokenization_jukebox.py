@@ -58,6 +58,11 @@ VOCAB_FILES = {"artists": "artists.json", "genres": "genres.json", "lyrics": "ly
 TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
 
 
+def tokenizer_folder(level: int) -> str:
+    """Sub-folder of a model folder holding the tokenizer of the prior of `level` (a chain has three)."""
+    return f"tokenizer_level_{level}"
+
+
 @lru_cache(maxsize=None)
 def _load_ids(filename: str) -> dict[str, int]:
     path = PACKAGED_IDS / filename
@@ -258,4 +263,4 @@ class JukeboxTokenizer:
         return torch.tensor([row] * batch_size, dtype=torch.long)
 
 
-__all__ = ["JukeboxTokenizer", "LYRIC_VOCABULARIES", "lyric_window", "normalise_name"]
+__all__ = ["JukeboxTokenizer", "LYRIC_VOCABULARIES", "lyric_window", "normalise_name", "tokenizer_folder"]
