@@ -171,6 +171,8 @@ def finish_sampling_record(record: dict[str, Any], times: list[float], cpu_times
     config = record["config"]
     record["tokens_per_s"] = config["batch"] * config["tokens"] / record["median_s"]
     record["tokens_per_s_best"] = config["batch"] * config["tokens"] / record["min_s"]
+    if cpu_times:  # process CPU time: with one thread, what a call costs without other processes' load
+        record["tokens_per_s_cpu"] = config["batch"] * config["tokens"] / record["cpu_median_s"]
     codes = codes.detach().to("cpu").long().contiguous()
     record["output"] = {"codes": list(codes.shape), "distinct_codes": int(codes.unique().numel())}
     record["codes_sha256"] = hashlib.sha256(codes.numpy().tobytes()).hexdigest()

@@ -11,10 +11,15 @@ Same labels, prompt, upper-level codes (random, seeded, built by `_common.sampli
 temperature, top-k/top-p, number of new tokens and batch size; one thread (`--threads`). Per (prior, batch),
 one process per side lives side by side and their timed calls alternate (A B, B A, ...: `_common.run_paired`,
 as `bench_cpu.py --paired`); each call is one whole window (conditioning + prompt + new tokens); tokens/s =
-batch x new tokens / median call; the ratio column is the median of the call-by-call ratios.
+batch x new tokens / median call, by wall time and by process CPU time (one thread: the CPU time is what a
+call costs without the load of other processes); the ratios are original / ours: the median of the
+call-by-call wall-time ratios, and the ratio of the CPU-time medians.
 
 Cross-check (cheap, `--no-check` to skip): with top-k 1 (greedy) both sides must return the same codes from
-the same checkpoint and inputs, ancestral and primed; reported as equal / NOT EQUAL.
+the same checkpoint and inputs, ancestral and primed; reported as equal / NOT EQUAL (and the exit status).
+The timed calls also compare their seeded draws (the original seeds the global RNG, ours a generator, with
+the same seed): "same codes as the original (seeded)" is informational, equal only while both sides draw
+in the same way.
 
     python benchmarks/orig_env.py                           # once: ~1 min, needs the package registry
     python benchmarks/bench_sampling_vs_original.py         # both priors, batch 1 and 4, one thread (~2 min)
@@ -120,14 +125,22 @@ def measure(args: argparse.Namespace, pythons: dict[str, str], sides: list[str],
             if ratios:
                 row[f"{side}_over_orig"] = statistics.median(ratios)
                 row[f"{side}_over_orig_pairs"] = ratios
+            ours, orig = records[side], records["orig"]
+            if "error" not in ours and "error" not in orig:
+                row[f"{side}_over_orig_cpu"] = orig["cpu_median_s"] / ours["cpu_median_s"]
+                # same seed on both sides: equal codes when both draw the same way (informational, see README)
+                row[f"{side}_same_codes_as_orig"] = ours["codes_sha256"] == orig["codes_sha256"]
     return row
 
 
 def format_table(rows: list[dict], sides: list[str], compile_note: str | None) -> str:
+    """One row per (prior, batch): tokens/s of each side (wall median / CPU-time median), ours / original."""
     cols = [s for s in ("ours", "ours_compiled", "orig") if s in sides or (s == "ours_compiled" and compile_note)]
-    header = ["prior", "batch", "new tokens"] + [f"{LABELS[s]} tok/s" for s in cols]
+    header = ["prior", "batch", "new tokens"] + [f"{LABELS[s]} tok/s (wall / CPU)" for s in cols]
     ratio_cols = [s for s in ("ours", "ours_compiled") if s in cols and "orig" in sides]
-    header += [f"{LABELS[s]} / original" for s in ratio_cols]
+    header += [f"{LABELS[s]} / original (paired wall / CPU)" for s in ratio_cols]
+    if ratio_cols:
+        header.append("same codes as the original (seeded)")
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         tokens = next((r["config"]["tokens"] for r in row["sides"].values() if "config" in r), "-")
@@ -139,10 +152,16 @@ def format_table(rows: list[dict], sides: list[str], compile_note: str | None) -
             elif "error" in res:
                 cells.append("error")
             else:
-                cells.append(f"{res['tokens_per_s']:.0f}")
+                cells.append(f"{res['tokens_per_s']:.0f} / {res.get('tokens_per_s_cpu', float('nan')):.0f}")
         for side in ratio_cols:
-            value = row.get(f"{side}_over_orig")
-            cells.append("not available" if side not in row["sides"] else ("-" if value is None else f"{value:.2f}x"))
+            wall, cpu = row.get(f"{side}_over_orig"), row.get(f"{side}_over_orig_cpu")
+            if side not in row["sides"]:
+                cells.append("not available")
+            else:
+                cells.append("-" if wall is None or cpu is None else f"{wall:.2f}x / {cpu:.2f}x")
+        if ratio_cols:
+            same = [row.get(f"{side}_same_codes_as_orig") for side in ratio_cols if side in row["sides"]]
+            cells.append("-" if None in same or not same else ("yes" if all(same) else "no"))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -199,7 +218,8 @@ def main(argv: list[str] | None = None) -> int:
 
     print()
     print(f"Sampling, CPU, {args.threads} thread(s), fp32, temperature {args.temperature}, top-k {args.top_k}, "
-          f"top-p {args.top_p}, prompt {args.prime} tokens; tokens/s = batch x new tokens / median call:")
+          f"top-p {args.top_p}, prompt {args.prime} tokens; tokens/s = batch x new tokens / median call "
+          f"({args.repeats} paired calls per side):")
     print(format_table(rows, sides, compile_note))
     if checks:
         print()

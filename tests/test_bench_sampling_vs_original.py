@@ -39,10 +39,11 @@ def test_bench_sampling_vs_original_ours_only(tmp_path):
     proc = _run([str(BENCH / "bench_sampling_vs_original.py"), "--sides", "ours", "--priors", "top", "--batches", "1",
                  "--repeats", "1", *TINY, "--results", str(results)], timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "| prior | batch | new tokens | ours eager tok/s | ours compiled tok/s |" in proc.stdout
+    assert "| prior | batch | new tokens | ours eager tok/s (wall / CPU) | ours compiled tok/s (wall / CPU) |" in proc.stdout
     row = next(line for line in proc.stdout.splitlines() if line.startswith("| top | 1 |"))
     cells = [c.strip() for c in row.strip("|").split("|")]
-    assert cells[2] == "8" and float(cells[3]) > 0
+    wall, cpu = (float(v) for v in cells[3].split(" / "))
+    assert cells[2] == "8" and wall > 0 and cpu > 0
     compiled = _bench_module("ours_sampling_runner").compile_supported()
     assert (cells[4] != "not available") if compiled else (cells[4] == "not available")
     record = json.loads(results.read_text().splitlines()[-1])
@@ -67,4 +68,5 @@ def test_bench_sampling_vs_original_tiny_against_the_original(tmp_path):
         assert orig["side"] == "orig" and "jukebox-infer" in orig["impl"]
         assert orig["config"] == ours["config"]  # the same checkpoint, inputs and settings
         assert orig["output"]["codes"] == ours["output"]["codes"] == [2, 8]
-        assert row["ours_over_orig"] > 0
+        assert row["ours_over_orig"] > 0 and row["ours_over_orig_cpu"] > 0
+        assert isinstance(row["ours_same_codes_as_orig"], bool)
