@@ -1,10 +1,12 @@
 """Shared helpers of the benchmark runners (standard library + torch only).
 
-Both ``port_runner.py`` (run inside ``benchmarks/.venv-port`` with transformers 4.57.6) and
-``ours_runner.py`` (run in the main environment) import this file, so it must not import
-``transformers`` or ``hf_jukebox_mir``. Each runner process performs ONE measurement and prints ONE
-JSON object on its last stdout line; the drivers (``bench_cpu.py``) start a fresh process per
-measurement so that peak-memory figures are comparable.
+``port_runner.py`` (run inside ``benchmarks/.venv-port`` with transformers 4.57.6), ``orig_runner.py``
+(inside ``benchmarks/.venv-orig`` with the original Jukebox code) and ``ours_runner.py`` /
+``ours_sampling_runner.py`` (run in the main environment) import this file, so it must not import
+``transformers``, ``hf_jukebox_mir`` or ``jukebox_infer``. Each runner process performs ONE measurement and
+prints ONE JSON object on its last stdout line; the drivers (``bench_cpu.py``,
+``bench_sampling_vs_original.py``) start a fresh process per measurement so that peak-memory figures are
+comparable.
 """
 
 from __future__ import annotations

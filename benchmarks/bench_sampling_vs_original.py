@@ -50,15 +50,29 @@ from _common import (  # noqa: E402
 )
 
 RESULTS = BENCH_DIR / "results.jsonl"
-SCRIPTS = {"ours": BENCH_DIR / "ours_sampling_runner.py", "ours_compiled": BENCH_DIR / "ours_sampling_runner.py",
-           "orig": BENCH_DIR / "orig_runner.py"}
+SCRIPTS = {
+    "ours": BENCH_DIR / "ours_sampling_runner.py",
+    "ours_compiled": BENCH_DIR / "ours_sampling_runner.py",
+    "orig": BENCH_DIR / "orig_runner.py",
+}
 LABELS = {"ours": "ours eager", "ours_compiled": "ours compiled", "orig": "original"}
 
 
 def runner_args(args: argparse.Namespace, prior: str, batch: int, **override) -> list[str]:
-    values = dict(prior=prior, batch=batch, prime=args.prime, tokens=args.tokens, temperature=args.temperature,
-                  top_k=args.top_k, top_p=args.top_p, chunk_size=args.chunk_size, repeats=args.repeats,
-                  warmup=args.warmup, threads=args.threads, seed=args.seed)
+    values = dict(
+        prior=prior,
+        batch=batch,
+        prime=args.prime,
+        tokens=args.tokens,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        chunk_size=args.chunk_size,
+        repeats=args.repeats,
+        warmup=args.warmup,
+        threads=args.threads,
+        seed=args.seed,
+    )
     values.update(override)
     argv: list[str] = []
     for key, value in values.items():
@@ -80,13 +94,17 @@ def compile_status() -> str | None:
 
 def cross_check(args: argparse.Namespace, pythons: dict[str, str], prior: str, batch: int) -> list[dict]:
     """Greedy (top-k 1) codes of ours and the original, ancestral and primed: equal or not."""
-    cases = [("ancestral", dict(prime=0, tokens=args.check_tokens)),
-             ("primed", dict(prime=args.check_prime, tokens=args.check_tokens))]
+    cases = [
+        ("ancestral", dict(prime=0, tokens=args.check_tokens)),
+        ("primed", dict(prime=args.check_prime, tokens=args.check_tokens)),
+    ]
     out = []
     for name, override in cases:
         argv = runner_args(args, prior, batch, top_k=1, top_p=0.0, repeats=1, warmup=0, **override)
-        records = {side: run_runner(pythons[side], SCRIPTS[side], [*argv, "--return-codes"], timeout=args.timeout)
-                   for side in ("ours", "orig")}
+        records = {
+            side: run_runner(pythons[side], SCRIPTS[side], [*argv, "--return-codes"], timeout=args.timeout)
+            for side in ("ours", "orig")
+        }
         errors = {side: r["error"] for side, r in records.items() if "error" in r}
         entry = {"prior": prior, "case": name, "batch": batch, **override}
         if errors:
@@ -94,14 +112,24 @@ def cross_check(args: argparse.Namespace, pythons: dict[str, str], prior: str, b
         else:
             ours, orig = records["ours"]["codes"], records["orig"]["codes"]
             mismatches = sum(a != b for row_a, row_b in zip(ours, orig) for a, b in zip(row_a, row_b))
-            entry.update(equal=ours == orig, mismatching_codes=mismatches, codes_sha256=records["ours"]["codes_sha256"],
-                         distinct_codes=records["ours"]["output"]["distinct_codes"],
-                         shape=records["ours"]["output"]["codes"])
+            entry.update(
+                equal=ours == orig,
+                mismatching_codes=mismatches,
+                codes_sha256=records["ours"]["codes_sha256"],
+                distinct_codes=records["ours"]["output"]["distinct_codes"],
+                shape=records["ours"]["output"]["codes"],
+            )
         out.append(entry)
         status = "equal" if entry["equal"] else ("ERROR" if entry["equal"] is None else "NOT EQUAL")
-        print(f"[bench_sampling_vs_original] greedy cross-check {prior} {name} batch {batch}: {status}"
-              + (f" ({entry['shape']}, {entry['distinct_codes']} distinct codes)" if entry["equal"] is not None else
-                 f": {errors}"), flush=True)
+        print(
+            f"[bench_sampling_vs_original] greedy cross-check {prior} {name} batch {batch}: {status}"
+            + (
+                f" ({entry['shape']}, {entry['distinct_codes']} distinct codes)"
+                if entry["equal"] is not None
+                else f": {errors}"
+            ),
+            flush=True,
+        )
     return out
 
 
@@ -115,8 +143,11 @@ def measure(args: argparse.Namespace, pythons: dict[str, str], sides: list[str],
         if "error" in res:
             print(f"[bench_sampling_vs_original]   {side} failed: {res['error']}", flush=True)
         else:
-            print(f"[bench_sampling_vs_original]   {side}: {res['tokens_per_s']:.0f} tokens/s "
-                  f"(median {res['median_s'] * 1e3:.0f} ms per call of {res['config']['tokens']} tokens)", flush=True)
+            print(
+                f"[bench_sampling_vs_original]   {side}: {res['tokens_per_s']:.0f} tokens/s "
+                f"(median {res['median_s'] * 1e3:.0f} ms per call of {res['config']['tokens']} tokens)",
+                flush=True,
+            )
     if "orig" in records:
         for side in sides:
             if side == "orig":
@@ -171,8 +202,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--priors", nargs="+", choices=sorted(SAMPLING_CHECKPOINTS), default=["top", "upsampler"])
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 4])
     parser.add_argument("--sides", default="ours,orig", help="comma list of ours, orig")
-    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
-                        help="(default) add our compiled decode step as a third side when sample_prior offers it")
+    parser.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="(default) add our compiled decode step as a third side when sample_prior offers it",
+    )
     parser.add_argument("--prime", type=int, default=0, help="prompt tokens (0: ancestral, the default)")
     parser.add_argument("--tokens", type=int, default=None, help="new tokens per call (default: the whole window)")
     parser.add_argument("--temperature", type=float, default=0.99)
@@ -183,8 +218,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--check", action=argparse.BooleanOptionalAction, default=True,
-                        help="(default) the greedy cross-check, ours vs the original")
+    parser.add_argument(
+        "--check",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="(default) the greedy cross-check, ours vs the original",
+    )
     parser.add_argument("--check-tokens", type=int, default=64, help="new tokens of the cross-check")
     parser.add_argument("--check-prime", type=int, default=48, help="prompt of the primed cross-check")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per runner process")
@@ -217,25 +256,34 @@ def main(argv: list[str] | None = None) -> int:
     rows = [measure(args, pythons, sides, prior, batch) for prior in args.priors for batch in args.batches]
 
     print()
-    print(f"Sampling, CPU, {args.threads} thread(s), fp32, temperature {args.temperature}, top-k {args.top_k}, "
-          f"top-p {args.top_p}, prompt {args.prime} tokens; tokens/s = batch x new tokens / median call "
-          f"({args.repeats} paired calls per side):")
+    print(
+        f"Sampling, CPU, {args.threads} thread(s), fp32, temperature {args.temperature}, top-k {args.top_k}, "
+        f"top-p {args.top_p}, prompt {args.prime} tokens; tokens/s = batch x new tokens / median call "
+        f"({args.repeats} paired calls per side):"
+    )
     print(format_table(rows, sides, compile_note))
     if checks:
         print()
         for c in checks:
-            status = "equal" if c["equal"] else ("error" if c["equal"] is None else
-                                                 f"NOT EQUAL ({c['mismatching_codes']} codes differ)")
-            print(f"greedy (top-k 1) cross-check, {c['prior']} {c['case']} (prompt {c['prime']}, {c['tokens']} new, "
-                  f"batch {c['batch']}): {status}")
+            status = (
+                "equal"
+                if c["equal"]
+                else ("error" if c["equal"] is None else f"NOT EQUAL ({c['mismatching_codes']} codes differ)")
+            )
+            print(
+                f"greedy (top-k 1) cross-check, {c['prior']} {c['case']} (prompt {c['prime']}, {c['tokens']} new, "
+                f"batch {c['batch']}): {status}"
+            )
     record = {
         "benchmark": "sampling_vs_original",
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "git_commit": git_commit(),
         "machine": machine_info(),
         "threads": args.threads,
-        "settings": {k: getattr(args, k) for k in ("prime", "tokens", "temperature", "top_k", "top_p", "chunk_size",
-                                                   "repeats", "warmup", "seed")},
+        "settings": {
+            k: getattr(args, k)
+            for k in ("prime", "tokens", "temperature", "top_k", "top_p", "chunk_size", "repeats", "warmup", "seed")
+        },
         "compiled": compile_note or "measured",
         "load_average_start": load_start,
         "load_average_end": os.getloadavg() if hasattr(os, "getloadavg") else None,

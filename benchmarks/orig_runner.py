@@ -95,9 +95,17 @@ def main(argv: list[str] | None = None) -> int:
     level, n_ctx = int(hps.level), int(hps.n_ctx)
     inputs = sampling_inputs(args, level, n_ctx, int(hps.max_bow_genre_size))
     tokens = inputs["tokens"]
-    record = sampling_record(args, side="orig", impl=f"original Jukebox code (jukebox-infer {ORIGINAL_VERSION})",
-                             torch_version=torch.__version__, threads=torch.get_num_threads(), import_s=IMPORT_S,
-                             level=level, n_ctx=n_ctx, tokens=tokens)
+    record = sampling_record(
+        args,
+        side="orig",
+        impl=f"original Jukebox code (jukebox-infer {ORIGINAL_VERSION})",
+        torch_version=torch.__version__,
+        threads=torch.get_num_threads(),
+        import_s=IMPORT_S,
+        level=level,
+        n_ctx=n_ctx,
+        tokens=tokens,
+    )
     record["build_s"] = build_s
     record["params_total"] = sum(p.numel() for p in prior.parameters())
     record["rss_model_mb"] = rss_now_mb()
@@ -109,13 +117,21 @@ def main(argv: list[str] | None = None) -> int:
     def call():
         torch.manual_seed(generator_seed)  # the original draws from the global RNG
         with contextlib.redirect_stdout(sys.stderr):  # its "Ancestral sampling ..." line and tqdm bar
-            codes = prior.sample(args.batch, z=prime, z_conds=z_conds, y=inputs["labels"], temp=args.temperature,
-                                 top_k=args.top_k, top_p=args.top_p, chunk_size=args.chunk_size,
-                                 sample_tokens=args.prime + tokens)
+            codes = prior.sample(
+                args.batch,
+                z=prime,
+                z_conds=z_conds,
+                y=inputs["labels"],
+                temp=args.temperature,
+                top_k=args.top_k,
+                top_p=args.top_p,
+                chunk_size=args.chunk_size,
+                sample_tokens=args.prime + tokens,
+            )
         return codes.view(args.batch, -1)
 
     times, codes, cpu_times = time_callable(call, args.repeats, args.warmup, None, serve=args.serve)
-    finish_sampling_record(record, times, cpu_times, codes[:, args.prime:], args.return_codes)
+    finish_sampling_record(record, times, cpu_times, codes[:, args.prime :], args.return_codes)
     emit(record)
     return 0
 

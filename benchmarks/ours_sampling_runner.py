@@ -47,7 +47,9 @@ except ImportError as exc:  # pragma: no cover - only without the package instal
     ) from exc
 
 IMPORT_S = time.perf_counter() - _t0
-COMPILE_NOT_AVAILABLE = "not available: hf_jukebox_mir.sample_prior has no `compile` argument (no compiled decode step yet)"
+COMPILE_NOT_AVAILABLE = (
+    "not available: hf_jukebox_mir.sample_prior has no `compile` argument (no compiled decode step yet)"
+)
 
 
 def compile_supported() -> bool:
@@ -73,10 +75,18 @@ def main(argv: list[str] | None = None) -> int:
     inputs = sampling_inputs(args, level, n_ctx, int(config.max_genres))
     tokens = inputs["tokens"]
     side = "ours_compiled" if args.compile else "ours"
-    record = sampling_record(args, side=side, impl=f"hf_jukebox_mir {getattr(hf_jukebox_mir, '__version__', '?')}"
-                             + (" (compile=True)" if args.compile else " (eager)"),
-                             torch_version=torch.__version__, threads=torch.get_num_threads(), import_s=IMPORT_S,
-                             level=level, n_ctx=n_ctx, tokens=tokens)
+    record = sampling_record(
+        args,
+        side=side,
+        impl=f"hf_jukebox_mir {getattr(hf_jukebox_mir, '__version__', '?')}"
+        + (" (compile=True)" if args.compile else " (eager)"),
+        torch_version=torch.__version__,
+        threads=torch.get_num_threads(),
+        import_s=IMPORT_S,
+        level=level,
+        n_ctx=n_ctx,
+        tokens=tokens,
+    )
     record["build_s"] = build_s
     record["params_total"] = sum(p.numel() for p in prior.parameters())
     record["rss_model_mb"] = rss_now_mb()
@@ -85,14 +95,24 @@ def main(argv: list[str] | None = None) -> int:
 
     def call():
         generator = torch.Generator().manual_seed(args.seed + 2)
-        codes = sample_prior(prior, n_samples=args.batch, prime_codes=prime, metadata=inputs["labels"],
-                             upper_level_codes=inputs["upper"], num_tokens=tokens, temperature=args.temperature,
-                             top_k=args.top_k, top_p=args.top_p, generator=generator, chunk_size=args.chunk_size,
-                             **extra)
+        codes = sample_prior(
+            prior,
+            n_samples=args.batch,
+            prime_codes=prime,
+            metadata=inputs["labels"],
+            upper_level_codes=inputs["upper"],
+            num_tokens=tokens,
+            temperature=args.temperature,
+            top_k=args.top_k,
+            top_p=args.top_p,
+            generator=generator,
+            chunk_size=args.chunk_size,
+            **extra,
+        )
         return codes
 
     times, codes, cpu_times = time_callable(call, args.repeats, args.warmup, None, serve=args.serve)
-    finish_sampling_record(record, times, cpu_times, codes[:, args.prime:], args.return_codes)
+    finish_sampling_record(record, times, cpu_times, codes[:, args.prime :], args.return_codes)
     emit(record)
     return 0
 

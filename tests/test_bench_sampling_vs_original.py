@@ -11,6 +11,7 @@ import json
 import sys
 
 import pytest
+
 from test_benchmarks_smoke import BENCH, _bench_module, _run
 
 ORIG_PYTHON = BENCH / ".venv-orig" / "bin" / "python"
@@ -36,10 +37,26 @@ def test_ours_sampling_runner_served_on_the_fixture():
 
 def test_bench_sampling_vs_original_ours_only(tmp_path):
     results = tmp_path / "results.jsonl"
-    proc = _run([str(BENCH / "bench_sampling_vs_original.py"), "--sides", "ours", "--priors", "top", "--batches", "1",
-                 "--repeats", "1", *TINY, "--results", str(results)], timeout=300)
+    proc = _run(
+        [
+            str(BENCH / "bench_sampling_vs_original.py"),
+            "--sides",
+            "ours",
+            "--priors",
+            "top",
+            "--batches",
+            "1",
+            "--repeats",
+            "1",
+            *TINY,
+            "--results",
+            str(results),
+        ],
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "| prior | batch | new tokens | ours eager tok/s (wall / CPU) | ours compiled tok/s (wall / CPU) |" in proc.stdout
+    header = "| prior | batch | new tokens | ours eager tok/s (wall / CPU) | ours compiled tok/s (wall / CPU) |"
+    assert header in proc.stdout
     row = next(line for line in proc.stdout.splitlines() if line.startswith("| top | 1 |"))
     cells = [c.strip() for c in row.strip("|").split("|")]
     wall, cpu = (float(v) for v in cells[3].split(" / "))
@@ -56,12 +73,31 @@ def test_bench_sampling_vs_original_ours_only(tmp_path):
 @pytest.mark.skipif(not ORIG_PYTHON.exists(), reason="original-code environment missing: python benchmarks/orig_env.py")
 def test_bench_sampling_vs_original_tiny_against_the_original(tmp_path):
     results = tmp_path / "results.jsonl"
-    proc = _run([str(BENCH / "bench_sampling_vs_original.py"), "--batches", "2", "--repeats", "2", *TINY,
-                 "--check-tokens", "16", "--check-prime", "16", "--results", str(results)], timeout=600)
+    proc = _run(
+        [
+            str(BENCH / "bench_sampling_vs_original.py"),
+            "--batches",
+            "2",
+            "--repeats",
+            "2",
+            *TINY,
+            "--check-tokens",
+            "16",
+            "--check-prime",
+            "16",
+            "--results",
+            str(results),
+        ],
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     record = json.loads(results.read_text().splitlines()[-1])
     assert [(c["prior"], c["case"]) for c in record["cross_check"]] == [
-        ("top", "ancestral"), ("top", "primed"), ("upsampler", "ancestral"), ("upsampler", "primed")]
+        ("top", "ancestral"),
+        ("top", "primed"),
+        ("upsampler", "ancestral"),
+        ("upsampler", "primed"),
+    ]
     assert all(c["equal"] is True for c in record["cross_check"]), record["cross_check"]
     for row in record["rows"]:
         orig, ours = row["sides"]["orig"], row["sides"]["ours"]
