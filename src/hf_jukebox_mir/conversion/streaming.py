@@ -153,6 +153,8 @@ def atomic_folder(output_dir: str | os.PathLike, *, overwrite: bool) -> Iterator
         for written in tmp_dir.iterdir():
             if written.is_file():
                 os.chmod(written, 0o666 & ~umask)
+                _fsync(written)  # durable before the rename publishes the folder (shards were synced as written)
+        _fsync(tmp_dir)
         if output_dir.exists():
             backup = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.old-", dir=output_dir.parent))
             backup.rmdir()
@@ -161,6 +163,7 @@ def atomic_folder(output_dir: str | os.PathLike, *, overwrite: bool) -> Iterator
             shutil.rmtree(backup, ignore_errors=True)
         else:
             os.replace(tmp_dir, output_dir)
+        _fsync(output_dir.parent)
     except BaseException:
         shutil.rmtree(tmp_dir, ignore_errors=True)
         raise
@@ -170,6 +173,15 @@ def _materialize(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """A contiguous tensor in `dtype`. Transposed views are reordered in the stored dtype first, then cast: for the
     float16 Conv1D weights that was ~2x faster than either casting first or one strided cast-copy."""
     return tensor.contiguous().to(dtype)
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file's (or a folder's entries') data to the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _write_shards(plan: ConversionPlan, dtypes: Mapping[str, torch.dtype], folder: Path,
@@ -185,6 +197,7 @@ def _write_shards(plan: ConversionPlan, dtypes: Mapping[str, torch.dtype], folde
         shard = {key: _materialize(plan[key].load(), dtypes[key]) for key in keys}
         save_file(shard, str(folder / filename), metadata={"format": "pt"})
         del shard
+        _fsync(folder / filename)
         on_written(folder / filename)
     if split.is_sharded:
         import json
