@@ -32,7 +32,6 @@ from .modeling_jukebox_prior import JukeboxPrior
 from .modeling_jukebox_vqvae import JukeboxVQVAE
 from .tokenization_jukebox import JukeboxTokenizer, tokenizer_folder
 
-_LEVEL_NAMES = {0: "bottom", 1: "middle", 2: "top"}
 
 
 @dataclass
@@ -207,6 +206,9 @@ class JukeboxChainModel(JukeboxChainPreTrainedModel):
         generator: torch.Generator | None = None,
         chunk_size: int | None = None,
         progress: bool | Callable[[int, int], None] = False,
+        seed: int | None = None,
+        compile: bool | dict = False,
+        on_codes: Callable[[list[torch.LongTensor | None]], None] | None = None,
     ) -> JukeboxChainOutput:
         r"""Sample codes of the requested levels (top first), optionally continuing a prime.
 
@@ -232,7 +234,15 @@ class JukeboxChainModel(JukeboxChainPreTrainedModel):
             levels (`tuple[int]`): levels to sample, from the top down (default all three).
             temperature (`float` or 3 floats for levels 0, 1, 2): default `config.temperatures` (0.99).
             top_k, top_p, generator, chunk_size: as [`~generation_jukebox.sample_prior`].
-            progress (`bool` or callable): a progress bar per level, or `callback(level, n_new_tokens)`.
+            progress (`bool` or callable): a progress bar per level (tokens/s, time left, window k of n), or
+                `callback(level, n_new_tokens)`.
+            seed (`int`, *optional*): instead of `generator`: every window of every level draws from its own
+                generator ([`~generation_jukebox.window_seed`]), so that a run continued from the codes of its
+                finished windows (`prime_codes`) gives the codes of the uninterrupted run.
+            compile (`bool` or `dict`): sample through the compiled decode step (see
+                [`~generation_jukebox.sample_prior`]).
+            on_codes (callable, *optional*): `on_codes(codes)` with the codes of levels 0, 1, 2 known so far
+                (None for a level not started), once before sampling and after every finished window (to save them).
 
         Returns:
             [`JukeboxChainOutput`] with `audio_codes` (levels 0, 1, 2).
@@ -316,39 +326,38 @@ class JukeboxChainModel(JukeboxChainPreTrainedModel):
             if top_config.use_timing:
                 total_length = max(total_length, math.ceil(top_config.min_duration * top_config.sampling_rate))
 
+        if seed is not None and generator is not None:
+            raise JukeboxInputError("Pass seed (one generator per window) or generator, not both.")
+        if on_codes is not None:
+            on_codes(list(codes))
+
+        def window_done(level: int, level_codes: torch.LongTensor) -> None:
+            codes[level] = level_codes
+            on_codes(list(codes))
+
         for level in levels:
             prior = self.prior(level)
             rows, full_lyrics = self._labels(level, total_length, offset, metadata, artist, genre, lyrics, lyric_tokens)
-            if callable(progress):
-                report = functools.partial(progress, level)
-            elif progress:
-                from transformers.utils.logging import tqdm
-
-                done = 0 if codes[level] is None else codes[level].shape[1]
-                bar = tqdm(total=totals[level] - done, desc=f"level {level} ({_LEVEL_NAMES[level]})", unit="tok")
-                report = bar.update
-            else:
-                report = False
-            try:
-                codes[level] = sample_level(
-                    prior,
-                    codes[level],
-                    totals[level],
-                    hop_fraction=config.hop_fractions[level],
-                    metadata=rows,
-                    lyric_tokens=full_lyrics,
-                    upper_codes=codes[level + 1] if level < 2 else None,
-                    n_samples=batch,
-                    temperature=temps[level],
-                    top_k=top_k,
-                    top_p=top_p,
-                    generator=generator,
-                    chunk_size=chunk_size,
-                    progress=report,
-                )
-            finally:
-                if progress and not callable(progress):
-                    bar.close()
+            report = functools.partial(progress, level) if callable(progress) else bool(progress)
+            codes[level] = sample_level(
+                prior,
+                codes[level],
+                totals[level],
+                hop_fraction=config.hop_fractions[level],
+                metadata=rows,
+                lyric_tokens=full_lyrics,
+                upper_codes=codes[level + 1] if level < 2 else None,
+                n_samples=batch,
+                temperature=temps[level],
+                top_k=top_k,
+                top_p=top_p,
+                generator=generator,
+                chunk_size=chunk_size,
+                progress=report,
+                compile=compile,
+                seed=seed,
+                on_window=None if on_codes is None else functools.partial(window_done, level),
+            )
         return JukeboxChainOutput(audio_codes=codes, sampling_rate=self.sampling_rate)
 
     @torch.no_grad()

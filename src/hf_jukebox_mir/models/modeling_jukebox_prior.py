@@ -128,72 +128,115 @@ class JukeboxPriorCache:
 
 
 class JukeboxDecodeBuffers:
-    """Preallocated key/value buffers for single-position steps (the inner loop of sampling).
+    """Preallocated, fixed-shape state of single-position steps (the inner loop of sampling).
 
-    A one-query step needs no mask: each layer reads exactly the keys its pattern shows (original sampling
-    cache), from a fixed buffer written in place (no per-step concatenation):
+    A one-query step needs no dense mask: each layer reads only the keys its pattern shows (original sampling
+    cache), from a fixed buffer written in place (no per-step concatenation). Slot layout per pattern
+    ([`JukeboxAttention.decode_slot`]):
 
     * "row": ring of `blk` slots, the current block's keys `[block start, p]`;
     * "previous_row": ring of `2 blk` slots, the previous block (block 0: output 0, as the original's zero keys);
-    * "column": all positions; the keys at the same offset in every block are a strided view;
-    * "dense": all positions `[0, p]`; "prime": the first `prime_attention_length` positions;
+    * "column": all positions, stored block-transposed (slot `(p % blk) * n_blocks + p // blk`) so the keys at
+      the same offset in every block are contiguous;
+    * "dense": all positions `[0, p]`; "prime": the first `prime_attention_length` positions, plus one dump slot
+      that later positions write to (never read);
     * "cross": the projected lyrics-encoder keys/values, computed once.
 
+    The eager step reads the visible slots as slices (Python-int position); the static step (what
+    `decode_step(..., compile=...)` compiles) reads fixed-size slabs with masks computed from a position
+    TENSOR, so one graph serves every position. For the static step the buffers also hold the step's inputs at
+    fixed addresses: `token` (B, 1), `position` (0-d), `x_cond` (B, T, W), `y_cond` (B, 1, W).
+
     Built from a [`JukeboxPriorCache`] after the (chunked) prefill: the keys that cache kept are exactly the ones
-    later positions can see, so they are copied into the buffers.
+    later positions can see, so they are copied into the buffers ([`load`]).
     Shapes: buffers `(batch, heads, slots, head_dim)`.
     """
 
-    def __init__(
-        self,
-        prior: "JukeboxPrior",
-        cache: JukeboxPriorCache,
-        batch: int,
-        max_positions: int,
-        encoder_states: torch.Tensor | None,
-    ):
-        self.layers = list(prior.layers)
+    def __init__(self, prior: "JukeboxPrior", batch: int, max_positions: int, conditioning_length: int):
         weight = prior.embed_tokens.weight
+        device, dtype = weight.device, weight.dtype
+        self.batch, self.max_positions, self.conditioning_length = batch, max_positions, conditioning_length
         self.keys: list[torch.Tensor | None] = []
         self.values: list[torch.Tensor | None] = []
-        self.slots: list[int] = []
-        self.encoder_kv: list[tuple[torch.Tensor, torch.Tensor] | None] = []
-        for idx, layer in enumerate(self.layers):
+        self.encoder_kv: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * len(prior.layers)
+        for layer in prior.layers:
             attn = layer.attn
-            kind, blk = attn.layer_type, attn.block_length
-            if kind == "cross":
-                kv = cache.encoder_kv[idx]
-                if kv is None:
-                    k, v = attn.kv_proj(encoder_states.to(weight.dtype)).chunk(2, dim=-1)
-                    kv = (attn.split_heads(k), attn.split_heads(v))  # (B, H, n_lyrics, D) each
-                self.encoder_kv.append(kv)
+            if attn.layer_type == "cross":
                 self.keys.append(None)
                 self.values.append(None)
-                self.slots.append(0)
                 continue
-            slots: int = {"row": blk, "previous_row": 2 * blk, "prime": attn.prime_attention_length}.get(
-                kind, max_positions
-            )
-            slots = min(slots, max_positions) if kind != "previous_row" else slots
-            shape = (batch, attn.num_heads, slots, attn.head_dim)
-            keys = torch.zeros(shape, dtype=weight.dtype, device=weight.device)
-            values = torch.zeros(shape, dtype=weight.dtype, device=weight.device)
+            shape = (batch, attn.num_heads, attn.decode_slots(max_positions), attn.head_dim)
+            self.keys.append(torch.zeros(shape, dtype=dtype, device=device))
+            self.values.append(torch.zeros(shape, dtype=dtype, device=device))
+        width = prior.config.hidden_size
+        self.token = torch.zeros(batch, 1, dtype=torch.long, device=device)
+        self.position = torch.zeros((), dtype=torch.long, device=device)
+        cond_dtype = prior.pos_emb.dtype
+        self.x_cond = torch.zeros(batch, conditioning_length, width, dtype=cond_dtype, device=device)
+        self.y_cond = torch.zeros(batch, 1, width, dtype=cond_dtype, device=device)
+        self.owner: int | None = None  # id() of the cache whose pass these buffers hold (static step)
+
+    def matches(self, batch: int, max_positions: int, conditioning_length: int) -> bool:
+        return (batch, max_positions, conditioning_length) == (
+            self.batch,
+            self.max_positions,
+            self.conditioning_length,
+        )
+
+    @torch.no_grad()
+    def load(self, prior: "JukeboxPrior", cache: JukeboxPriorCache) -> "JukeboxDecodeBuffers":
+        """Take over the pass held by `cache`: its kept keys/values (then freed there), the lyrics-encoder
+        keys/values and the conditioning. Every slot is rewritten, so buffers can be reused from pass to pass."""
+        conditioning = cache.conditioning
+        encoder_states = conditioning.encoder_hidden_states
+        for idx, layer in enumerate(prior.layers):
+            attn = layer.attn
+            if attn.layer_type == "cross":
+                kv = cache.encoder_kv[idx]
+                if kv is None:
+                    k, v = attn.kv_proj(encoder_states.to(prior.embed_tokens.weight.dtype)).chunk(2, dim=-1)
+                    kv = (attn.split_heads(k), attn.split_heads(v))  # (B, H, n_lyrics, D) each
+                self.encoder_kv[idx] = kv
+                continue
+            keys, values = self.keys[idx], self.values[idx]
+            keys.zero_()
+            values.zero_()
             kept = cache.keys[idx]
             if kept is not None:  # copy what the prefill cache kept (absolute positions start .. start + n - 1)
-                kept_values = cache.values[idx]
-                positions = torch.arange(
-                    cache.key_start[idx], cache.key_start[idx] + kept.shape[2], device=weight.device
-                )
-                if kind == "prime":  # only the first `slots` positions are ever visible
-                    count = int((positions < slots).sum())
-                    positions, kept, kept_values = positions[:count], kept[:, :, :count], kept_values[:, :, :count]
-                keys.index_copy_(2, positions % slots, kept.to(keys.dtype))  # ring buffers: no slot used twice
-                values.index_copy_(2, positions % slots, kept_values.to(values.dtype))
-            self.keys.append(keys)
-            self.values.append(values)
-            self.slots.append(slots)
-            self.encoder_kv.append(None)
+                positions = torch.arange(cache.key_start[idx], cache.key_start[idx] + kept.shape[2], device=keys.device)
+                slots = attn.decode_slot(positions, keys.shape[2])
+                keys[:, :, slots] = kept.to(keys.dtype)
+                values[:, :, slots] = cache.values[idx].to(values.dtype)
+                if attn.layer_type == "prime":  # the dump slot is never read: keep it clean
+                    keys[:, :, -1].zero_()
+                    values[:, :, -1].zero_()
             cache.keys[idx] = cache.values[idx] = None  # now held here; free the prefill copy
+        self.x_cond.zero_()
+        self.x_cond[:, : conditioning.x_cond.shape[1]].copy_(conditioning.x_cond[:, : self.conditioning_length])
+        self.y_cond.copy_(conditioning.y_cond.expand(self.batch, 1, -1))
+        self.owner = id(cache)
+        return self
+
+
+def _fused_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """`F.linear` for a few rows (B, 1, in) written as a product and a sum over `in`, which a compiler fuses into
+    one loop over the weight (no BLAS call). Only inside the compiled step: run eagerly it materialises
+    (B, 1, out, in)."""
+    out = (x.unsqueeze(-2) * weight).sum(-1)
+    return out if bias is None else out + bias
+
+
+def _single_query_attention(
+    q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, visible: torch.Tensor | None
+) -> torch.Tensor:
+    """softmax(q k^T / sqrt(D)) v for ONE query (B, H, 1, D) over keys (B, H, S, D), slots where `visible` (S,) is
+    False left out. Written as products and sums (no attention kernel call) so that a compiler fuses it into the
+    step's own loops: at one query the attention is a pair of dot-product reductions."""
+    scores = (q.float() * keys.float()).sum(-1, keepdim=True) * (q.shape[-1] ** -0.5)  # (B, H, S, 1)
+    if visible is not None:
+        scores = scores.masked_fill(~visible.view(1, 1, -1, 1), -float("inf"))
+    weights = torch.softmax(scores, dim=2)
+    return (weights * values.float()).sum(2, keepdim=True).to(q.dtype)  # (B, H, 1, D)
 
 
 # ---------------------------------------------------------------------------------------------- leaf modules
@@ -376,6 +419,30 @@ class JukeboxAttention(nn.Module):
         return out
 
     # ---- decode pass: one query at `position`, static-shape buffers
+    def decode_slots(self, max_positions: int) -> int:
+        """Slots of this layer's decode buffer for a pass of `max_positions` positions (see `decode_slot`)."""
+        kind, blk = self.layer_type, self.block_length
+        if kind == "row":
+            return blk
+        if kind == "previous_row":
+            return 2 * blk
+        if kind == "column":
+            return -(-max_positions // blk) * blk
+        if kind == "prime":
+            return min(self.prime_attention_length, max_positions) + 1  # + the dump slot
+        return max_positions  # dense
+
+    def decode_slot(self, position, slots: int):
+        """Slot of absolute position(s) `position` (int or tensor) in a decode buffer of `slots` slots."""
+        kind, blk = self.layer_type, self.block_length
+        if kind in ("row", "previous_row"):
+            return position % slots
+        if kind == "column":
+            return (position % blk) * (slots // blk) + position // blk
+        if kind == "prime":  # positions past the visible prefix go to the dump slot
+            return position.clamp(max=slots - 1) if isinstance(position, torch.Tensor) else min(position, slots - 1)
+        return position
+
     def decode_attention(
         self,
         q: torch.Tensor,
@@ -383,33 +450,76 @@ class JukeboxAttention(nn.Module):
         v: torch.Tensor,
         buffers: JukeboxDecodeBuffers,
         layer_idx: int,
-        position: int,
+        position: int | torch.Tensor,
     ) -> torch.Tensor:
-        """ONE query (B, H, 1, D) at `position` after storing its key/value in the preallocated `buffers`: each
-        pattern reads exactly the keys it shows (no mask, no concatenation)."""
-        kind, blk, slots = self.layer_type, self.block_length, buffers.slots[layer_idx]
+        """ONE query (B, H, 1, D) at `position` after storing its key/value in the preallocated `buffers`.
+
+        Python-int position (eager step): each pattern reads exactly the keys it shows as a slice (no mask).
+        0-d tensor position (static step, [`static_decode_attention`]): fixed-size reads and index-math masks."""
+        if isinstance(position, torch.Tensor):
+            return self.static_decode_attention(q, k, v, buffers.keys[layer_idx], buffers.values[layer_idx], position)
+        kind, blk = self.layer_type, self.block_length
         keys, values = buffers.keys[layer_idx], buffers.values[layer_idx]
-        if kind != "prime" or position < slots:
-            keys[:, :, position % slots] = k[:, :, 0]
-            values[:, :, position % slots] = v[:, :, 0]
+        slots = keys.shape[2]
+        slot = self.decode_slot(position, slots)
+        keys[:, :, slot] = k[:, :, 0]
+        values[:, :, slot] = v[:, :, 0]
         if kind == "row":
-            first = (position // blk) * blk
-            visible = slice(0, position - first + 1)
+            visible = slice(0, position % blk + 1)
         elif kind == "previous_row":
             block = position // blk
             if block == 0:  # the original's all-zero keys and values: the attention output is exactly 0
                 return torch.zeros_like(q)
             first = ((block - 1) * blk) % slots
             visible = slice(first, first + blk)
-        elif kind == "column":
-            visible = slice(position % blk, position + 1, blk)
+        elif kind == "column":  # the keys at offset p % blk of blocks 0 .. p // blk: one contiguous run
+            n_blocks = slots // blk
+            row = (position % blk) * n_blocks
+            visible = slice(row, row + position // blk + 1)
         elif kind == "dense":
             visible = slice(0, position + 1)
         elif kind == "prime":
-            visible = slice(0, min(position + 1, slots))
+            visible = slice(0, min(position + 1, slots - 1))
         else:  # pragma: no cover - validated in the config
             raise ValueError(kind)
         return F.scaled_dot_product_attention(q, keys[:, :, visible], values[:, :, visible])
+
+    def static_decode_attention(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, position
+    ) -> torch.Tensor:
+        """`decode_attention` with a 0-d position TENSOR and shapes that never depend on it: the key/value are
+        written with `index_copy_`, each pattern reads a fixed-size slab (row: its ring; previous row: one half of
+        its ring; column: the block-transposed row of offset p % blk) and masks the slots not visible yet with
+        index math. One captured graph serves every position."""
+        kind, blk = self.layer_type, self.block_length
+        batch, heads, slots, dim = keys.shape
+        slot = self.decode_slot(position, slots).reshape(1)
+        keys.index_copy_(2, slot, k)
+        values.index_copy_(2, slot, v)
+        if kind == "previous_row":
+            half = ((position // blk + 1) % 2).reshape(1)  # the ring half of block p // blk - 1
+            k_prev = keys.view(batch, heads, 2, blk, dim).index_select(2, half).view(batch, heads, blk, dim)
+            v_prev = values.view(batch, heads, 2, blk, dim).index_select(2, half).view(batch, heads, blk, dim)
+            out = _single_query_attention(q, k_prev, v_prev, None)
+            return torch.where(position >= blk, out, torch.zeros_like(out))  # block 0: the original's zero keys
+        if kind == "column":
+            n_blocks = slots // blk
+            offset = (position % blk).reshape(1)
+            keys = keys.view(batch, heads, blk, n_blocks, dim).index_select(2, offset).view(batch, heads, n_blocks, dim)
+            values = values.view(batch, heads, blk, n_blocks, dim).index_select(2, offset)
+            values = values.view(batch, heads, n_blocks, dim)
+            visible = torch.arange(n_blocks, device=q.device) <= position // blk
+        else:
+            index = torch.arange(slots, device=q.device)
+            if kind == "row":
+                visible = index <= position % blk
+            elif kind == "dense":
+                visible = index <= position
+            elif kind == "prime":
+                visible = (index <= position) & (index < slots - 1)
+            else:  # pragma: no cover - validated in the config
+                raise ValueError(kind)
+        return _single_query_attention(q, keys, values, visible)
 
     def forward(
         self,
@@ -1067,7 +1177,12 @@ class JukeboxPrior(JukeboxPriorPreTrainedModel):
 
     @torch.no_grad()
     def decode_step(
-        self, input_ids: torch.LongTensor | None, cache: JukeboxPriorCache, *, return_logits: bool = True
+        self,
+        input_ids: torch.LongTensor | None,
+        cache: JukeboxPriorCache,
+        *,
+        return_logits: bool = True,
+        compile: bool | dict = False,
     ) -> torch.Tensor | None:
         r"""The one incremental-decoding entry point: run the next positions of a pass held by `cache`.
 
@@ -1082,10 +1197,26 @@ class JukeboxPrior(JukeboxPriorPreTrainedModel):
                 ([`~JukeboxPrior.get_conditioning`]). Its `last_token` is the token consumed next: set to the last
                 of `input_ids` here; after a `None` step, the caller stores the token it chose there.
             return_logits (`bool`): compute the logits (skip them for a prime).
+            compile (`bool` or `dict`): single positions only: run the STATIC step (position as a tensor, fixed
+                shapes, masks by index math; [`JukeboxAttention.static_decode_attention`]) through
+                `torch.compile(fullgraph=True, dynamic=False)`, on CUDA as a CUDA graph (`mode="reduce-overhead"`);
+                a dict adds/overrides `torch.compile` options (e.g. `{"backend": "eager"}`). One graph per
+                (batch, window length); no recompilation across positions. Its buffers are shared by the prior's
+                compiled passes: one compiled pass at a time (starting another ends the previous one). The eager
+                step (`False`) is the reference.
 
         Returns:
             `torch.FloatTensor` of shape `(batch, c or 1, vocab)`, or `None` when `return_logits=False`.
         """
+        buffers = cache.decode_buffers
+        if input_ids is None and compile and buffers is not None:  # the steady state of compiled sampling
+            start = cache.seen_tokens
+            if start + 1 > buffers.max_positions:
+                raise JukeboxInputError(
+                    f"Positions {start}..{start} requested but this window holds {buffers.max_positions} "
+                    "positions (context length, or the length covered by the upper-level codes)."
+                )
+            return self._compiled_decode_step(cache, start, buffers.max_positions, compile)
         conditioning = cache.conditioning
         if conditioning is None:
             raise JukeboxInputError("decode_step needs cache.conditioning (from JukeboxPrior.get_conditioning).")
@@ -1099,6 +1230,8 @@ class JukeboxPrior(JukeboxPriorPreTrainedModel):
             )
         if input_ids is not None and cache.decode_buffers is not None:
             raise JukeboxInputError("Chunks of known tokens must come before the first single-position step.")
+        if input_ids is None and compile:
+            return self._compiled_decode_step(cache, start, limit, compile)
         if start == 0:  # position 0 consumes the artist/genre embedding
             batch = conditioning.x_cond.shape[0]
             first = conditioning.y_cond.expand(batch, 1, -1).to(self.embed_tokens.weight.dtype)
@@ -1109,8 +1242,8 @@ class JukeboxPrior(JukeboxPriorPreTrainedModel):
         if input_ids is None:
             if cache.decode_buffers is None:
                 cache.decode_buffers = JukeboxDecodeBuffers(
-                    self, cache, hidden.shape[0], limit, conditioning.encoder_hidden_states
-                )
+                    self, hidden.shape[0], limit, conditioning.x_cond.shape[1]
+                ).load(self, cache)
             last = self._run_blocks(hidden, x_cond, None, cache.decode_buffers, start, False)
             cache.seen_tokens = start + 1
         else:
@@ -1119,6 +1252,85 @@ class JukeboxPrior(JukeboxPriorPreTrainedModel):
         if not return_logits:
             return None
         return self.lm_head(self._head_input(last, x_cond))  # (B, length, V)
+
+    def _compiled_decode_step(self, cache: JukeboxPriorCache, start: int, limit: int, options) -> torch.Tensor:
+        """`decode_step(None, cache, compile=options)`: the static step through its captured graph."""
+        buffers = cache.decode_buffers
+        if buffers is None:
+            batch, length = cache.conditioning.x_cond.shape[:2]
+            pool = getattr(self, "_decode_pool", None)
+            if pool is None or not pool.matches(batch, limit, length):
+                pool = JukeboxDecodeBuffers(self, batch, limit, length)
+                if pool.position.device.type == "cuda":  # CUDA graphs replay on fixed addresses
+                    for tensor in [*pool.keys, *pool.values, pool.token, pool.position, pool.x_cond, pool.y_cond]:
+                        if tensor is not None:
+                            torch._dynamo.mark_static_address(tensor)
+                self._decode_pool = pool
+            buffers = cache.decode_buffers = pool.load(self, cache)
+        elif buffers.owner != id(cache):
+            raise JukeboxInputError(
+                "This compiled pass was taken over by another one (the compiled decode buffers are shared per "
+                "prior): run one compiled pass at a time, or use compile=False for interleaved passes."
+            )
+        if start > 0:
+            buffers.token.copy_(cache.last_token)
+        buffers.position.fill_(start)
+        step = self._decode_graph(options, buffers.position.device.type)
+        if buffers.position.device.type == "cuda":
+            torch.compiler.cudagraph_mark_step_begin()
+            logits = step(buffers).clone()  # the graph's output is overwritten by its next replay
+        else:
+            logits = step(buffers)
+        cache.seen_tokens = start + 1
+        return logits
+
+    def _decode_graph(self, options, device_type: str):
+        """The compiled static step for `options` (True or a dict of `torch.compile` options), made once."""
+        graphs = self.__dict__.setdefault("_decode_graphs", {})
+        key = (repr(options), device_type)
+        if key not in graphs:
+            settings = {"fullgraph": True, "dynamic": False}
+            if device_type == "cuda":
+                settings["mode"] = "reduce-overhead"
+            elif device_type == "cpu":  # the step as one C++ function: no Python between its loops
+                settings["options"] = {"cpp_wrapper": True}
+            if isinstance(options, dict):
+                settings.update(options)
+            graphs[key] = torch.compile(self.static_decode, **settings)
+        return graphs[key]
+
+    def static_decode(self, buffers: JukeboxDecodeBuffers) -> torch.Tensor:
+        """The static single-position step: logits (B, 1, V) of position `buffers.position` (a 0-d tensor), which
+        consumes `buffers.token` (position 0: the artist/genre embedding). Every shape is fixed by the buffers and
+        the position enters only through tensor ops, so `torch.compile` captures it as one graph (and CUDA as
+        one CUDA graph). Same computation as the eager `decode_step(None, cache)`."""
+        position = buffers.position
+        dtype = self.embed_tokens.weight.dtype
+        hidden = torch.where(position == 0, buffers.y_cond.to(dtype), self.embed_tokens(buffers.token))  # (B, 1, W)
+        pos = self.pos_emb.index_select(0, position.reshape(1)).to(hidden.dtype)  # (1, W)
+        prefix = self.config.prime_length
+        x_cond = buffers.x_cond.index_select(1, (position - prefix).clamp(min=0).reshape(1))  # (B, 1, W)
+        if prefix:  # no conditioning on the lyric prefix
+            x_cond = torch.where(position >= prefix, x_cond, torch.zeros_like(x_cond))
+        hidden = (hidden + pos + x_cond.to(hidden.dtype)).to(dtype)
+        # CPU: each (1 x in) @ (in x out) product as a fused multiply-sum (a BLAS call per linear layer costs more
+        # than its arithmetic at one position); CUDA: the layers' own kernels (cuBLAS), replayed by the CUDA graph
+        linear = _fused_linear if hidden.device.type == "cpu" else F.linear
+        for idx, layer in enumerate(self.layers):
+            attn = layer.attn
+            h = layer.input_layernorm(hidden)
+            if attn.layer_type == "cross":
+                q = attn.split_heads(linear(h, attn.q_proj.weight, attn.q_proj.bias))
+                k, v = buffers.encoder_kv[idx]
+                out = _single_query_attention(q, k, v, None)
+            else:
+                q, k, v = attn.split_qkv(linear(h, attn.qkv_proj.weight, attn.qkv_proj.bias))
+                out = attn.static_decode_attention(q, k, v, buffers.keys[idx], buffers.values[idx], position)
+            hidden = hidden + linear(attn.merge_heads(out), attn.out_proj.weight, attn.out_proj.bias)
+            mlp = layer.mlp
+            gate = linear(layer.post_attention_layernorm(hidden), mlp.fc_in.weight, mlp.fc_in.bias)
+            hidden = hidden + linear(quick_gelu(gate), mlp.fc_out.weight, mlp.fc_out.bias)
+        return linear(self._head_input(hidden, x_cond), self.lm_head.weight, self.lm_head.bias)
 
     def _embed_inputs(self, tokens, y_cond, cache, start):
         """Consumed inputs (B, L, W): position p sees the token of position p - 1 (y_cond at position 0)."""
