@@ -33,7 +33,6 @@ from .modeling_jukebox_vqvae import JukeboxVQVAE
 from .tokenization_jukebox import JukeboxTokenizer, tokenizer_folder
 
 
-
 @dataclass
 class JukeboxChainOutput(ModelOutput):
     """Output of [`JukeboxChainModel.generate_audio`] / [`~JukeboxChainModel.generate_codes`].
