@@ -11,9 +11,11 @@ it grows with the position in the window). Batch b shares the weight reads, so t
 
 What runs: for each prior (`top` = the 5b prior, `top_1b` = the 1b_lyrics prior, `upsampler` = a level-0/1
 upsampler), random weights; the window is prefilled up to `--position` tokens (chunked, as primed sampling does),
-then `--tokens` new tokens are drawn with `JukeboxSamplingState` (next_logits -> temperature -> multinomial ->
-accept), i.e. exactly the inner loop of `sample_prior`. Memory bandwidth is measured with a large tensor copy on
-the same device (bytes read + written / time).
+then `--tokens` new tokens are drawn with `JukeboxSamplingState` (next_logits -> temperature -> draw -> accept),
+i.e. exactly the inner loop of `sample_prior`; `--compile` runs the compiled static decode step
+(`sample_prior(..., compile=True)`; the warm-up steps include the compilation, reported as `warmup_s`). The time
+per token is split into the decode step (`step_ms`) and the draw (`draw_ms`). Memory bandwidth is measured with a
+large tensor copy on the same device (bytes read + written / time).
 
 Presets:
 * `tiny` (CPU default): the parity-fixture sizes (width 64, 6 layers, n_ctx 256).
@@ -24,6 +26,7 @@ Presets:
 Usage::
 
     python benchmarks/bench_sampling.py                                 # tiny on CPU, 1 thread
+    python benchmarks/bench_sampling.py --compile                       # the same through the compiled step
     python benchmarks/bench_sampling.py --preset real --layers 4 --tokens 16     # real width on CPU, 4 blocks
     python benchmarks/bench_sampling.py --preset real --device cuda --dtype bfloat16   # full models on a GPU
 
@@ -178,7 +181,7 @@ def bench_prior(kind: str, name: str, overrides: dict, args, device, dtype) -> d
         conditioning = prior.get_conditioning(metadata, upper, batch)
         _sync(device)
         cond_s = time.perf_counter() - start
-        state = JukeboxSamplingState(prior, conditioning)
+        state = JukeboxSamplingState(prior, conditioning, compile=args.compile)
         prefix = prime + cfg.music_token_shift
         if cfg.prime_length:
             prefix = torch.cat([conditioning.lyric_tokens.long(), prefix], dim=1)
@@ -186,13 +189,22 @@ def bench_prior(kind: str, name: str, overrides: dict, args, device, dtype) -> d
         state.prefill(prefix, args.chunk_size)
         _sync(device)
         prefill_s = time.perf_counter() - start
-        for _ in range(args.warmup):  # warm-up steps (also advance the position a little)
+        start = time.perf_counter()
+        for _ in range(args.warmup):  # warm-up steps (also advance the position a little; compile)
             state.accept(_draw(state.next_logits(), 0.99, 0, 0.0, generator))
         _sync(device)
+        warmup_s = time.perf_counter() - start
+        step_s = draw_s = 0.0
         start = time.perf_counter()
         for _ in range(args.tokens):
-            state.accept(_draw(state.next_logits(), 0.99, 0, 0.0, generator))
-        _sync(device)
+            t0 = time.perf_counter()
+            logits = state.next_logits()
+            _sync(device)
+            t1 = time.perf_counter()
+            state.accept(_draw(logits, 0.99, 0, 0.0, generator))
+            _sync(device)
+            t2 = time.perf_counter()
+            step_s, draw_s = step_s + t1 - t0, draw_s + t2 - t1
         decode_s = time.perf_counter() - start
 
     weight_bytes = step_weight_bytes(prior)
@@ -211,7 +223,11 @@ def bench_prior(kind: str, name: str, overrides: dict, args, device, dtype) -> d
         "tokens": args.tokens,
         "conditioning_s": cond_s,
         "prefill_tokens_per_s": batch * prefix.shape[1] / prefill_s,
+        "compiled": bool(args.compile),
+        "warmup_s": warmup_s,
         "decode_ms_per_step": 1e3 * per_step,
+        "step_ms": 1e3 * step_s / args.tokens,
+        "draw_ms": 1e3 * draw_s / args.tokens,
         "decode_tokens_per_s": batch / per_step,
         "weight_bytes_per_step": weight_bytes,
         "kv_bytes_per_step": kv_bytes,
@@ -245,6 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=4, help="untimed steps before timing")
     parser.add_argument("--position", type=int, default=None, help="prefilled tokens before timing (default n_ctx/2)")
     parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--compile", action="store_true", help="the compiled static decode step")
     parser.add_argument("--chunk-size", type=int, default=32)
     parser.add_argument("--bandwidth-mb", type=int, default=512, help="buffer size of the bandwidth measurement")
     parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads on CPU (1 is fastest for tiny)")
