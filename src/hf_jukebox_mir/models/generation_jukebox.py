@@ -27,6 +27,7 @@ a sampled id is fed back as is, and the returned codes are `id - 79` clamped at 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 from collections.abc import Callable, Sequence
@@ -95,16 +96,37 @@ def filter_logits(
 def _draw(
     logits: torch.Tensor, temperature: float, top_k: int, top_p: float, generator: torch.Generator | None
 ) -> torch.LongTensor:
-    """One categorical draw per row of `logits` (B, V) -> (B, 1), by inverting the cumulative distribution with
-    ONE uniform number per row (`torch.multinomial` draws an exponential per category: ~100 us per row at
-    V = 2127 on a CPU, more than a compiled decode step). `u` lies in `(0, total]` and the first category whose
-    cumulative probability reaches it is taken, so a category of probability 0 (filtered) is never drawn."""
-    logits = logits.float() / temperature
+    """One categorical draw per row of `logits` (B, V) -> (B, 1) (see [`draw_from_uniform`])."""
+    uniform = torch.rand(logits.shape[0], 1, generator=generator, device=logits.device)
+    return draw_from_uniform(logits, uniform, torch.tensor(float(temperature)), top_k=top_k, top_p=top_p)
+
+
+def draw_from_uniform(
+    logits: torch.Tensor, uniform: torch.Tensor, temperature: torch.Tensor, top_k: int = 0, top_p: float = 0.0
+) -> torch.LongTensor:
+    """One categorical draw per row of `logits` (B, V) -> (B, 1) from one uniform number per row (B, 1) in [0, 1).
+
+    Inverts the cumulative distribution of `softmax(filter(logits / temperature))` ([`filter_logits`]): the first
+    category whose cumulative probability reaches `(1 - uniform) * total` (in `(0, total]`), so a category of
+    probability 0 (filtered) is never drawn. One random number per row instead of `torch.multinomial`'s one
+    exponential per category (~100 us per row at V = 2127 on a CPU, more than a compiled decode step), and only
+    tensor operations, so the compiled decode step runs it in the same graph."""
+    logits = logits.float() / temperature.to(device=logits.device, dtype=torch.float32)
     if top_k or top_p:
         logits = filter_logits(logits, top_k=top_k, top_p=top_p)
     cumulative = torch.softmax(logits, dim=-1).cumsum(-1)  # filtered entries add exactly 0
-    uniform = torch.rand(logits.shape[0], 1, generator=generator, device=logits.device, dtype=cumulative.dtype)
-    return torch.searchsorted(cumulative, (1.0 - uniform) * cumulative[:, -1:])
+    return torch.searchsorted(cumulative, (1.0 - uniform.to(cumulative.dtype)) * cumulative[:, -1:])
+
+
+@functools.lru_cache(maxsize=None)
+def _drawer(top_k: int, top_p: float) -> Callable:
+    """`draw(logits, uniform, temperature)` for fixed filtering, one function object per (top_k, top_p): the
+    compiled step sees the same function every call (no recompilation)."""
+
+    def draw(logits: torch.Tensor, uniform: torch.Tensor, temperature: torch.Tensor) -> torch.LongTensor:
+        return draw_from_uniform(logits, uniform, temperature, top_k=top_k, top_p=top_p)
+
+    return draw
 
 
 # ---------------------------------------------------------------------------------------------- state
@@ -132,6 +154,7 @@ class JukeboxSamplingState:
         self.max_positions = prior.decode_max_positions(self.cache)
         self._stepping = False
         self._pending = False
+        self._temperature: tuple[float, torch.Tensor] | None = None
 
     @property
     def position(self) -> int:
@@ -172,6 +195,33 @@ class JukeboxSamplingState:
             raise JukeboxInputError(f"The window is full: it holds {self.max_positions} positions.")
         self._stepping = self._pending = True
         return self.prior.decode_step(None, self.cache, compile=self.compile)[:, 0]
+
+    @torch.no_grad()
+    def draw_next(
+        self, temperature: float, top_k: int = 0, top_p: float = 0.0, generator: torch.Generator | None = None
+    ) -> torch.LongTensor:
+        """Run the next position, draw its tokens (B, 1) ([`draw_from_uniform`], one uniform number per row from
+        `generator`) and accept them. With `compile`, the draw runs in the compiled step's graph."""
+        if self._pending:
+            raise JukeboxInputError(
+                "next_logits() was called without accept(): accept() the token of the previous position first."
+            )
+        if self.position + 1 > self.max_positions:
+            raise JukeboxInputError(f"The window is full: it holds {self.max_positions} positions.")
+        self._stepping = True
+        device = self.cache.conditioning.x_cond.device
+        if self._temperature is None or self._temperature[0] != float(temperature):  # made once per window
+            self._temperature = (float(temperature), torch.tensor(float(temperature), device=device))
+        uniform = torch.rand(self.batch_size, 1, generator=generator, device=device)
+        tokens = self.prior.decode_step(
+            None,
+            self.cache,
+            compile=self.compile,
+            draw=_drawer(int(top_k), float(top_p)),
+            draw_inputs=(uniform, self._temperature[1]),
+        )
+        self.cache.last_token = tokens.reshape(self.batch_size, 1).long()
+        return self.cache.last_token
 
     def accept(self, tokens: torch.LongTensor) -> None:
         """Record the tokens (B, 1) chosen for the position just run by `next_logits`."""
@@ -348,9 +398,7 @@ def sample_prior(
         state.prefill(prefix, chunk_size)
         new_tokens = []
         for _ in range(num_tokens):
-            token = _draw(state.next_logits(), temperature, top_k, top_p, generator)  # (B, 1) merged ids
-            state.accept(token)
-            new_tokens.append(token)
+            new_tokens.append(state.draw_next(temperature, top_k, top_p, generator))  # (B, 1) merged ids
             update(1)
     finally:
         close()
@@ -622,6 +670,7 @@ __all__ = [
     "LEVEL_NAMES",
     "JukeboxSamplingState",
     "default_metadata",
+    "draw_from_uniform",
     "filter_logits",
     "lyric_window",
     "plan_windows",

@@ -1183,6 +1183,8 @@ class JukeboxPrior(JukeboxPriorPreTrainedModel):
         *,
         return_logits: bool = True,
         compile: bool | dict = False,
+        draw=None,
+        draw_inputs: tuple = (),
     ) -> torch.Tensor | None:
         r"""The one incremental-decoding entry point: run the next positions of a pass held by `cache`.
 
@@ -1204,6 +1206,12 @@ class JukeboxPrior(JukeboxPriorPreTrainedModel):
                 (batch, window length); no recompilation across positions. Its buffers are shared by the prior's
                 compiled passes: one compiled pass at a time (starting another ends the previous one). The eager
                 step (`False`) is the reference.
+            draw (callable, *optional*): single positions only: `draw(logits (batch, vocab), *draw_inputs)` turns
+                the logits into the position's tokens `(batch, 1)` (a sampler's choice, e.g. from uniform numbers
+                drawn outside); computed in the same graph as the step when compiled, and returned instead of the
+                logits. It must be a function of tensors only (no generator); the caller stores the tokens in
+                `cache.last_token`.
+            draw_inputs (`tuple` of tensors): the extra inputs of `draw`.
 
         Returns:
             `torch.FloatTensor` of shape `(batch, c or 1, vocab)`, or `None` when `return_logits=False`.
@@ -1216,7 +1224,7 @@ class JukeboxPrior(JukeboxPriorPreTrainedModel):
                     f"Positions {start}..{start} requested but this window holds {buffers.max_positions} "
                     "positions (context length, or the length covered by the upper-level codes)."
                 )
-            return self._compiled_decode_step(cache, start, buffers.max_positions, compile)
+            return self._compiled_decode_step(cache, start, buffers.max_positions, compile, draw, draw_inputs)
         conditioning = cache.conditioning
         if conditioning is None:
             raise JukeboxInputError("decode_step needs cache.conditioning (from JukeboxPrior.get_conditioning).")
@@ -1231,7 +1239,7 @@ class JukeboxPrior(JukeboxPriorPreTrainedModel):
         if input_ids is not None and cache.decode_buffers is not None:
             raise JukeboxInputError("Chunks of known tokens must come before the first single-position step.")
         if input_ids is None and compile:
-            return self._compiled_decode_step(cache, start, limit, compile)
+            return self._compiled_decode_step(cache, start, limit, compile, draw, draw_inputs)
         if start == 0:  # position 0 consumes the artist/genre embedding
             batch = conditioning.x_cond.shape[0]
             first = conditioning.y_cond.expand(batch, 1, -1).to(self.embed_tokens.weight.dtype)
@@ -1251,9 +1259,14 @@ class JukeboxPrior(JukeboxPriorPreTrainedModel):
             cache.last_token = input_ids[:, -1:]
         if not return_logits:
             return None
-        return self.lm_head(self._head_input(last, x_cond))  # (B, length, V)
+        logits = self.lm_head(self._head_input(last, x_cond))  # (B, length, V)
+        if draw is not None and input_ids is None:
+            return draw(logits[:, 0], *draw_inputs)
+        return logits
 
-    def _compiled_decode_step(self, cache: JukeboxPriorCache, start: int, limit: int, options) -> torch.Tensor:
+    def _compiled_decode_step(
+        self, cache: JukeboxPriorCache, start: int, limit: int, options, draw, draw_inputs
+    ) -> torch.Tensor:
         """`decode_step(None, cache, compile=options)`: the static step through its captured graph."""
         buffers = cache.decode_buffers
         if buffers is None:
@@ -1278,11 +1291,11 @@ class JukeboxPrior(JukeboxPriorPreTrainedModel):
         step = self._decode_graph(options, buffers.position.device.type)
         if buffers.position.device.type == "cuda":
             torch.compiler.cudagraph_mark_step_begin()
-            logits = step(buffers).clone()  # the graph's output is overwritten by its next replay
+            out = step(buffers, draw, draw_inputs).clone()  # the graph's output is overwritten by its next replay
         else:
-            logits = step(buffers)
+            out = step(buffers, draw, draw_inputs)
         cache.seen_tokens = start + 1
-        return logits
+        return out
 
     def _decode_graph(self, options, device_type: str):
         """The compiled static step for `options` (True or a dict of `torch.compile` options), made once."""
@@ -1296,14 +1309,18 @@ class JukeboxPrior(JukeboxPriorPreTrainedModel):
                 settings["options"] = {"cpp_wrapper": True}
             if isinstance(options, dict):
                 settings.update(options)
+            # each prior of a chain, window length and batch adds an entry to the one cache of static_decode's
+            # code: room for them, beyond dynamo's default of 8 (then it would fall back to eager silently)
+            torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
             graphs[key] = torch.compile(self.static_decode, **settings)
         return graphs[key]
 
-    def static_decode(self, buffers: JukeboxDecodeBuffers) -> torch.Tensor:
+    def static_decode(self, buffers: JukeboxDecodeBuffers, draw=None, draw_inputs: tuple = ()) -> torch.Tensor:
         """The static single-position step: logits (B, 1, V) of position `buffers.position` (a 0-d tensor), which
-        consumes `buffers.token` (position 0: the artist/genre embedding). Every shape is fixed by the buffers and
-        the position enters only through tensor ops, so `torch.compile` captures it as one graph (and CUDA as
-        one CUDA graph). Same computation as the eager `decode_step(None, cache)`."""
+        consumes `buffers.token` (position 0: the artist/genre embedding); with `draw`, `draw(logits[:, 0],
+        *draw_inputs)` instead (see `decode_step`). Every shape is fixed by the buffers and the position enters
+        only through tensor ops, so `torch.compile` captures it as one graph (and CUDA as one CUDA graph). Same
+        computation as the eager `decode_step(None, cache)`."""
         position = buffers.position
         dtype = self.embed_tokens.weight.dtype
         hidden = torch.where(position == 0, buffers.y_cond.to(dtype), self.embed_tokens(buffers.token))  # (B, 1, W)
@@ -1330,7 +1347,8 @@ class JukeboxPrior(JukeboxPriorPreTrainedModel):
             mlp = layer.mlp
             gate = linear(layer.post_attention_layernorm(hidden), mlp.fc_in.weight, mlp.fc_in.bias)
             hidden = hidden + linear(quick_gelu(gate), mlp.fc_out.weight, mlp.fc_out.bias)
-        return linear(self._head_input(hidden, x_cond), self.lm_head.weight, self.lm_head.bias)
+        logits = linear(self._head_input(hidden, x_cond), self.lm_head.weight, self.lm_head.bias)
+        return logits if draw is None else draw(logits[:, 0], *draw_inputs)
 
     def _embed_inputs(self, tokens, y_cond, cache, start):
         """Consumed inputs (B, L, W): position p sees the token of position p - 1 (y_cond at position 0)."""
