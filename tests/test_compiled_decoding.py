@@ -116,15 +116,16 @@ def test_compiled_sampling_equals_eager_without_recompiling(converted, name):
     torch._dynamo.reset()
     before = _graphs()
     for top_k in (1, 0):  # greedy, then seeded sampling
-        kwargs = dict(metadata=metadata, upper_level_codes=upper, temperature=0.99, top_k=top_k, chunk_size=16)
-        for prime in (None, golden["z"][:1, :37]):  # ancestral (from position 0) and primed windows
+        for temperature, prime in ((0.99, None), (0.9, golden["z"][:1, :37])):  # ancestral and primed windows
+            kwargs = dict(metadata=metadata, upper_level_codes=upper, temperature=temperature, top_k=top_k)
             eager = sample_prior(prior, prime_codes=prime, generator=torch.Generator().manual_seed(5), **kwargs)
             compiled = sample_prior(
                 prior, prime_codes=prime, generator=torch.Generator().manual_seed(5), compile=True, **kwargs
             )
             assert torch.equal(compiled, eager), (top_k, prime is not None)
-    # one graph for every position of four windows of the same length: nothing recompiled
-    assert _graphs() - before == 1
+    # one graph per filtering (the draw runs in the graph: top-k 1, then none) for every position of two windows
+    # each, primed or not, at two temperatures: nothing recompiled across positions, windows or temperatures
+    assert _graphs() - before == 2
 
 
 @pytest.mark.slow

@@ -197,3 +197,16 @@ def test_killed_process_resumes_to_the_same_codes_and_audio(chain_folder, uninte
     whole_codes, whole_wavs = uninterrupted
     assert all(torch.equal(codes[k], whole_codes[k]) for k in whole_codes)
     assert wavs == whole_wavs
+
+
+@pytest.mark.slow
+def test_compiled_chain_equals_eager_chain(chain_folder):
+    # three priors share the compiled step's code (one cache entry per prior and window length): the compiled chain
+    # samples the eager chain's codes, every level, with per-window seeds
+    from hf_jukebox_mir.models.modeling_jukebox_chain import JukeboxChainModel
+
+    model = JukeboxChainModel.from_pretrained(chain_folder).eval()
+    torch.set_num_threads(1)
+    eager = model.generate_codes(N_TOP * 128 / SR, seed=3, n_samples=2)
+    compiled = model.generate_codes(N_TOP * 128 / SR, seed=3, n_samples=2, compile=True)
+    assert all(torch.equal(a, b) for a, b in zip(compiled.audio_codes, eager.audio_codes))

@@ -175,6 +175,7 @@ class JukeboxDecodeBuffers:
         self.x_cond = torch.zeros(batch, conditioning_length, width, dtype=cond_dtype, device=device)
         self.y_cond = torch.zeros(batch, 1, width, dtype=cond_dtype, device=device)
         self.owner: int | None = None  # id() of the cache whose pass these buffers hold (static step)
+        self.warm: tuple | None = None  # the compiled step (and draw) that already ran in this pass
 
     def matches(self, batch: int, max_positions: int, conditioning_length: int) -> bool:
         return (batch, max_positions, conditioning_length) == (
@@ -215,6 +216,7 @@ class JukeboxDecodeBuffers:
         self.x_cond[:, : conditioning.x_cond.shape[1]].copy_(conditioning.x_cond[:, : self.conditioning_length])
         self.y_cond.copy_(conditioning.y_cond.expand(self.batch, 1, -1))
         self.owner = id(cache)
+        self.warm = None
         return self
 
 
@@ -1291,9 +1293,18 @@ class JukeboxPrior(JukeboxPriorPreTrainedModel):
         step = self._decode_graph(options, buffers.position.device.type)
         if buffers.position.device.type == "cuda":
             torch.compiler.cudagraph_mark_step_begin()
-            out = step(buffers, draw, draw_inputs).clone()  # the graph's output is overwritten by its next replay
+        key = (id(step), draw, tuple((t.shape, t.dtype) for t in draw_inputs))
+        if buffers.warm == key:
+            # the same graph already ran on these very buffers in this pass: every guarded input is the same
+            # object with the same shape, so only the guards that tell cache entries apart need to run (dynamo's
+            # full guard check costs ~0.1 ms per step at fixture size, a fifth of the step)
+            with torch.compiler.set_stance(skip_guard_eval_unsafe=True):
+                out = step(buffers, draw, draw_inputs)
         else:
             out = step(buffers, draw, draw_inputs)
+            buffers.warm = key
+        if buffers.position.device.type == "cuda":
+            out = out.clone()  # the graph's output is overwritten by its next replay
         cache.seen_tokens = start + 1
         return out
 
