@@ -87,6 +87,11 @@ def test_compiled_pass_taken_over_is_refused(converted, monkeypatch):
         prior.decode_step(None, second, compile=True)  # takes the prior's compiled buffers over
         with pytest.raises(JukeboxInputError, match="taken over by another one"):
             prior.decode_step(None, first, compile=True)
+        eager = _cache(prior, metadata, None, 1)
+        prior.decode_step(None, eager)
+        eager.last_token = torch.zeros(1, 1, dtype=torch.long)
+        with pytest.raises(JukeboxInputError, match="started with eager single-position steps"):
+            prior.decode_step(None, eager, compile=True)
         monkeypatch.undo()
 
 

@@ -152,7 +152,9 @@ class JukeboxDecodeBuffers:
     Shapes: buffers `(batch, heads, slots, head_dim)`.
     """
 
-    def __init__(self, prior: "JukeboxPrior", batch: int, max_positions: int, conditioning_length: int):
+    def __init__(
+        self, prior: "JukeboxPrior", batch: int, max_positions: int, conditioning_length: int, static: bool = True
+    ):
         weight = prior.embed_tokens.weight
         device, dtype = weight.device, weight.dtype
         self.batch, self.max_positions, self.conditioning_length = batch, max_positions, conditioning_length
@@ -168,11 +170,13 @@ class JukeboxDecodeBuffers:
             shape = (batch, attn.num_heads, attn.decode_slots(max_positions), attn.head_dim)
             self.keys.append(torch.zeros(shape, dtype=dtype, device=device))
             self.values.append(torch.zeros(shape, dtype=dtype, device=device))
-        width = prior.config.hidden_size
+        # the static step's inputs at fixed addresses (the eager step, `static=False`, reads the cache instead)
+        width = prior.config.hidden_size if static else 0
+        cond_length = conditioning_length if static else 0
         self.token = torch.zeros(batch, 1, dtype=torch.long, device=device)
         self.position = torch.zeros((), dtype=torch.long, device=device)
         cond_dtype = prior.pos_emb.dtype
-        self.x_cond = torch.zeros(batch, conditioning_length, width, dtype=cond_dtype, device=device)
+        self.x_cond = torch.zeros(batch, cond_length, width, dtype=cond_dtype, device=device)
         self.y_cond = torch.zeros(batch, 1, width, dtype=cond_dtype, device=device)
         self.owner: int | None = None  # id() of the cache whose pass these buffers hold (static step)
         self.warm: tuple | None = None  # the compiled step (and draw) that already ran in this pass
@@ -212,9 +216,10 @@ class JukeboxDecodeBuffers:
                     keys[:, :, -1].zero_()
                     values[:, :, -1].zero_()
             cache.keys[idx] = cache.values[idx] = None  # now held here; free the prefill copy
-        self.x_cond.zero_()
-        self.x_cond[:, : conditioning.x_cond.shape[1]].copy_(conditioning.x_cond[:, : self.conditioning_length])
-        self.y_cond.copy_(conditioning.y_cond.expand(self.batch, 1, -1))
+        if self.x_cond.numel():  # static buffers
+            self.x_cond.zero_()
+            self.x_cond[:, : conditioning.x_cond.shape[1]].copy_(conditioning.x_cond[:, : self.conditioning_length])
+            self.y_cond.copy_(conditioning.y_cond.expand(self.batch, 1, -1))
         self.owner = id(cache)
         self.warm = None
         return self
@@ -1252,7 +1257,7 @@ class JukeboxPrior(JukeboxPriorPreTrainedModel):
         if input_ids is None:
             if cache.decode_buffers is None:
                 cache.decode_buffers = JukeboxDecodeBuffers(
-                    self, hidden.shape[0], limit, conditioning.x_cond.shape[1]
+                    self, hidden.shape[0], limit, conditioning.x_cond.shape[1], static=False
                 ).load(self, cache)
             last = self._run_blocks(hidden, x_cond, None, cache.decode_buffers, start, False)
             cache.seen_tokens = start + 1
@@ -1282,6 +1287,11 @@ class JukeboxPrior(JukeboxPriorPreTrainedModel):
                             torch._dynamo.mark_static_address(tensor)
                 self._decode_pool = pool
             buffers = cache.decode_buffers = pool.load(self, cache)
+        elif buffers.x_cond.numel() == 0 and buffers.conditioning_length:
+            raise JukeboxInputError(
+                "This pass started with eager single-position steps: keep compile=False for it (or start a new pass "
+                "with compile=True)."
+            )
         elif buffers.owner != id(cache):
             raise JukeboxInputError(
                 "This compiled pass was taken over by another one (the compiled decode buffers are shared per "
@@ -1319,6 +1329,8 @@ class JukeboxPrior(JukeboxPriorPreTrainedModel):
             elif device_type == "cpu":  # the step as one C++ function: no Python between its loops
                 settings["options"] = {"cpp_wrapper": True}
             if isinstance(options, dict):
+                if "mode" in options:  # torch.compile takes a mode or options, not both
+                    settings.pop("options", None)
                 settings.update(options)
             # each prior of a chain, window length and batch adds an entry to the one cache of static_decode's
             # code: room for them, beyond dynamo's default of 8 (then it would fall back to eager silently)
