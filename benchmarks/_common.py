@@ -1,10 +1,12 @@
 """Shared helpers of the benchmark runners (standard library + torch only).
 
-Both ``port_runner.py`` (run inside ``benchmarks/.venv-port`` with transformers 4.57.6) and
-``ours_runner.py`` (run in the main environment) import this file, so it must not import
-``transformers`` or ``hf_jukebox_mir``. Each runner process performs ONE measurement and prints ONE
-JSON object on its last stdout line; the drivers (``bench_cpu.py``) start a fresh process per
-measurement so that peak-memory figures are comparable.
+``port_runner.py`` (run inside ``benchmarks/.venv-port`` with transformers 4.57.6), ``orig_runner.py``
+(inside ``benchmarks/.venv-orig`` with the original Jukebox code) and ``ours_runner.py`` /
+``ours_sampling_runner.py`` (run in the main environment) import this file, so it must not import
+``transformers``, ``hf_jukebox_mir`` or ``jukebox_infer``. Each runner process performs ONE measurement and
+prints ONE JSON object on its last stdout line; the drivers (``bench_cpu.py``,
+``bench_sampling_vs_original.py``) start a fresh process per measurement so that peak-memory figures are
+comparable.
 """
 
 from __future__ import annotations
@@ -88,6 +90,104 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="timed calls driven from stdin (bench_cpu.py --paired); --repeats is ignored",
     )
+
+
+# ---------------------------------------------------------------------------------------------- sampling
+# Sampling side by side with the original code (bench_sampling_vs_original.py): both runners (ours_sampling_runner.py
+# here, orig_runner.py in benchmarks/.venv-orig) load the SAME original-format checkpoint and build the same inputs
+# with the helpers below (seeded torch generators: identical on both sides, which run the same torch build).
+FIXTURES = REPO_ROOT / "tests" / "fixtures"
+SAMPLING_CHECKPOINTS = {  # prior kind -> original-format checkpoint (hps inside, hps.json beside it)
+    "top": FIXTURES / "prior_5b_top" / "prior_level_2.pth.tar",
+    "upsampler": FIXTURES / "upsampler_level_0" / "prior_level_0.pth.tar",
+}
+LEVEL_HOP = {0: 8, 1: 32, 2: 128}  # raw samples per token of each level (5b VQ-VAE)
+UPPER_FACTOR = 4  # tokens of a level per token of the level above (downs_t 2, stride 2 at levels 1 and 2)
+
+
+def add_sampling_args(parser: argparse.ArgumentParser) -> None:
+    """Arguments shared by the two sampling runners (same names, same defaults)."""
+    parser.add_argument("--prior", choices=sorted(SAMPLING_CHECKPOINTS), default="top")
+    parser.add_argument("--checkpoint", type=Path, default=None,
+                        help="original-format prior checkpoint (default: the fixture of --prior)")
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--prime", type=int, default=0, help="prompt tokens (0 = ancestral sampling)")
+    parser.add_argument("--tokens", type=int, default=None, help="new tokens per call (default: fill the window)")
+    parser.add_argument("--temperature", type=float, default=0.99)
+    parser.add_argument("--top-k", type=int, default=0, help="1 = greedy (the cross-check)")
+    parser.add_argument("--top-p", type=float, default=0.0)
+    parser.add_argument("--chunk-size", type=int, default=32, help="prefill chunk of the prompt")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--return-codes", action="store_true", help="put the sampled codes in the JSON line")
+    parser.add_argument("--serve", action="store_true",
+                        help="timed calls driven from stdin (bench_sampling_vs_original.py); --repeats is ignored")
+
+
+def sampling_inputs(args: argparse.Namespace, level: int, n_ctx: int, max_genres: int = 5) -> dict[str, Any]:
+    """Labels, prompt and upper-level codes of one sampling call, identical on both sides.
+
+    Labels (5b layout, no lyrics): a 62 s song, this window at offset 0 and of this level's length, artist 10,
+    genre 1 (other genre slots -1). Prompt: random codes of this level; upper-level codes (upsamplers): random
+    codes covering the window (``n_ctx // 4``).
+    """
+    import torch
+
+    tokens = args.tokens if args.tokens is not None else n_ctx - args.prime
+    if args.prime < 0 or tokens < 1 or args.prime + tokens > n_ctx:
+        raise SystemExit(f"--prime {args.prime} + --tokens {tokens} must fit one window of {n_ctx} tokens")
+    generator = torch.Generator().manual_seed(args.seed + 1)
+    row = [TOTAL_LENGTH, 0, n_ctx * LEVEL_HOP[level], 10, 1] + [-1] * (max_genres - 1)
+    labels = torch.tensor([row] * args.batch, dtype=torch.long)
+    prime = torch.randint(0, 2048, (args.batch, args.prime), generator=generator)
+    upper = torch.randint(0, 2048, (args.batch, n_ctx // UPPER_FACTOR), generator=generator) if level < 2 else None
+    return {"labels": labels, "prime": prime, "upper": upper, "tokens": tokens}
+
+
+def sampling_record(args: argparse.Namespace, *, side: str, impl: str, torch_version: str, threads: int,
+                    import_s: float, level: int, n_ctx: int, tokens: int) -> dict[str, Any]:
+    """The fields both sampling runners' JSON lines start with (same keys on both sides)."""
+    return {
+        "side": side,
+        "measure": "sample",
+        "impl": impl,
+        "torch": torch_version,
+        "threads": threads,
+        "dtype": "float32",
+        "device": "cpu",
+        "repeats": args.repeats,
+        "serve": args.serve,
+        "warmup": args.warmup,
+        "import_s": import_s,
+        "rss_imports_mb": rss_now_mb(),
+        "config": {
+            "prior": args.prior, "checkpoint": str(args.checkpoint or SAMPLING_CHECKPOINTS[args.prior]),
+            "level": level, "n_ctx": n_ctx, "batch": args.batch, "prime": args.prime, "tokens": tokens,
+            "temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p,
+            "chunk_size": args.chunk_size, "seed": args.seed,
+        },
+    }
+
+
+def finish_sampling_record(record: dict[str, Any], times: list[float], cpu_times: list[float], codes,
+                           return_codes: bool = False) -> None:
+    """Timing summary, tokens/s (new tokens x batch / median call) and the codes' digest into ``record``."""
+    import hashlib
+
+    record.update(summarize(times, cpu_times))
+    config = record["config"]
+    record["tokens_per_s"] = config["batch"] * config["tokens"] / record["median_s"]
+    record["tokens_per_s_best"] = config["batch"] * config["tokens"] / record["min_s"]
+    if cpu_times:  # process CPU time: with one thread, what a call costs without other processes' load
+        record["tokens_per_s_cpu"] = config["batch"] * config["tokens"] / record["cpu_median_s"]
+    codes = codes.detach().to("cpu").long().contiguous()
+    record["output"] = {"codes": list(codes.shape), "distinct_codes": int(codes.unique().numel())}
+    record["codes_sha256"] = hashlib.sha256(codes.numpy().tobytes()).hexdigest()
+    if return_codes:
+        record["codes"] = codes.tolist()
+    record["peak_rss_mb"] = rss_peak_mb()
 
 
 def clip_tokens(args: argparse.Namespace) -> int:

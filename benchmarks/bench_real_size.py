@@ -180,7 +180,8 @@ def run_step(argv: list[str], rss_limit_gb: float, env: dict | None = None) -> d
 
 
 def plain_copy(sources: list[Path], write_bytes: int, target: Path, chunk: int = 16 << 20) -> None:
-    """Read every source sequentially and write `write_bytes` bytes: the I/O floor of a conversion."""
+    """Read every source sequentially and write `write_bytes` bytes, flushed to the disk (conversions sync their
+    output before publishing it): the I/O floor of a conversion."""
     left = write_bytes
     with open(target, "wb") as out:
         for source in sources:
@@ -192,6 +193,8 @@ def plain_copy(sources: list[Path], write_bytes: int, target: Path, chunk: int =
         while left > 0:
             out.write(b"\0" * min(chunk, left))
             left -= min(chunk, left)
+        out.flush()
+        os.fsync(out.fileno())
 
 
 def folder_bytes(folder: Path) -> int:

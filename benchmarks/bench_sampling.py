@@ -28,6 +28,7 @@ Usage::
     python benchmarks/bench_sampling.py --preset real --device cuda --dtype bfloat16   # full models on a GPU
 
 Prints a table and appends one JSON line per prior to `benchmarks/results.jsonl` (`--no-record` to skip).
+Against the original Jukebox sampling code on the same checkpoint: `bench_sampling_vs_original.py`.
 """
 
 from __future__ import annotations

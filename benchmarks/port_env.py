@@ -37,27 +37,30 @@ def venv_python(venv_dir: Path = VENV_DIR) -> Path:
     return posix if posix.exists() or os.name != "nt" else venv_dir / "Scripts" / "python.exe"
 
 
-def probe(venv_dir: Path = VENV_DIR) -> str | None:
-    """Return ``"<torch> <transformers>"`` when the environment works, else ``None``."""
+def probe(venv_dir: Path = VENV_DIR, probe_code: str = _PROBE) -> str | None:
+    """Return the last line ``probe_code`` prints (versions) when the environment works, else ``None``."""
     python = venv_python(venv_dir)
     if not python.exists():
         return None
-    result = subprocess.run([str(python), "-c", _PROBE], check=False, capture_output=True, text=True)
+    result = subprocess.run([str(python), "-c", probe_code], check=False, capture_output=True, text=True)
     if result.returncode != 0:
         return None
     return result.stdout.strip().splitlines()[-1]
 
 
-def ensure_port_env(venv_dir: Path = VENV_DIR, verbose: bool = True) -> Path:
-    """Create ``venv_dir`` with the port's requirements unless it already works; return its python."""
+def ensure_venv(venv_dir: Path, requirements: list[str], probe_code: str, tag: str, verbose: bool = True) -> Path:
+    """Create ``venv_dir`` with ``requirements`` unless ``probe_code`` already runs there; return its python.
+
+    Shared by this file and ``orig_env.py`` (``tag`` prefixes the messages).
+    """
 
     def say(msg: str) -> None:
         if verbose:
-            print(f"[port_env] {msg}", flush=True)
+            print(f"[{tag}] {msg}", flush=True)
 
-    versions = probe(venv_dir)
+    versions = probe(venv_dir, probe_code)
     if versions is not None:
-        say(f"reusing {venv_dir} (torch, transformers = {versions})")
+        say(f"reusing {venv_dir} ({versions})")
         return venv_python(venv_dir)
     if not venv_python(venv_dir).exists():
         say(f"creating virtual environment {venv_dir}")
@@ -65,17 +68,22 @@ def ensure_port_env(venv_dir: Path = VENV_DIR, verbose: bool = True) -> Path:
     else:
         say(f"{venv_dir} exists but is incomplete; installing into it")
     python = str(venv_python(venv_dir))
-    cmd = [python, "-m", "pip", "install", *REQUIREMENTS]
+    cmd = [python, "-m", "pip", "install", *requirements]
     say("running: " + " ".join(cmd))
     subprocess.run(cmd, check=True)
-    versions = probe(venv_dir)
+    versions = probe(venv_dir, probe_code)
     if versions is None:
         raise RuntimeError(
-            f"{venv_dir} was set up but the port still cannot be imported; run\n  {python} -c "
-            f"'{_PROBE}'\nto see the error, or delete the folder and rerun this script."
+            f"{venv_dir} was set up but the probe still fails; run\n  {python} -c "
+            f"'{probe_code}'\nto see the error, or delete the folder and rerun this script."
         )
-    say(f"ready: torch, transformers = {versions}")
+    say(f"ready: {versions}")
     return venv_python(venv_dir)
+
+
+def ensure_port_env(venv_dir: Path = VENV_DIR, verbose: bool = True) -> Path:
+    """Create ``venv_dir`` with the port's requirements unless it already works; return its python."""
+    return ensure_venv(venv_dir, REQUIREMENTS, _PROBE, "port_env", verbose)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,7 +25,7 @@ from ..models.modeling_jukebox_vqvae import JukeboxVQVAE
 from .audit import ConversionAudit
 from .checkpoint_io import load_hf4_folder
 from .export import strict_load_state_dict
-from .prior import PriorSource, open_hf4_prior, open_prior_checkpoint
+from .prior import CHECK_MAX_TOKENS, PriorSource, open_hf4_prior, open_prior_checkpoint
 from .streaming import (
     DEFAULT_MAX_SHARD_SIZE,
     ConversionPlan,
@@ -90,9 +90,10 @@ def compose_mir_model(vqvae: JukeboxVQVAE, prior: JukeboxPrior, **config_kwargs)
 
 
 def mir_output_check(model: JukeboxMIRModel) -> dict[str, torch.Tensor]:
-    """Fixed-input check: a chirp of two attention blocks' worth of top-level codes through the whole MIR path."""
+    """Fixed-input check: a chirp of two attention blocks' worth of top-level codes (at most CHECK_MAX_TOKENS) through the whole MIR path."""
     config = model.config
-    n = min(config.window_length, 2 * config.prior_config.block_length * config.hop_length)
+    tokens = min(2 * config.prior_config.block_length, CHECK_MAX_TOKENS)
+    n = min(config.window_length, tokens * config.hop_length)
     t = torch.arange(n, dtype=torch.float32) / config.vqvae_config.sampling_rate
     audio = (0.5 * torch.sin(2 * torch.pi * (220.0 + 200.0 * t) * t))[None]
     param = next(model.vqvae.parameters())  # audio in the encoder's dtype (float32), never rounded to the prior's

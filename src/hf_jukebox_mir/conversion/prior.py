@@ -57,11 +57,16 @@ def _check_num_layers(num_layers: int | None, depth: int) -> int:
     return num_layers
 
 
+# The fixed-input checks run every block of the converted model on this many tokens at most (two attention blocks
+# of the fixture-size priors; at real size a short input keeps the check to seconds per block stack).
+CHECK_MAX_TOKENS = 64
+
+
 def prior_output_check(model: JukeboxPrior) -> dict[str, torch.Tensor]:
-    """Fixed-input check: logits and last hidden state on the first 2 blocks' worth of tokens."""
+    """Fixed-input check: logits and last hidden state on two attention blocks' worth of tokens (at most CHECK_MAX_TOKENS)."""
     config = model.config
     generator = torch.Generator().manual_seed(0)
-    length = min(config.n_ctx, 2 * config.block_length)
+    length = min(config.n_ctx, 2 * config.block_length, CHECK_MAX_TOKENS)
     codes = torch.randint(0, config.vocab_size, (1, length), generator=generator)
     metadata = model.build_metadata(batch_size=1)
     if config.n_lyric_tokens:

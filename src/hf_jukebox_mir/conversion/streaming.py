@@ -153,6 +153,8 @@ def atomic_folder(output_dir: str | os.PathLike, *, overwrite: bool) -> Iterator
         for written in tmp_dir.iterdir():
             if written.is_file():
                 os.chmod(written, 0o666 & ~umask)
+                _fsync(written)  # durable before the rename publishes the folder (shards were synced as written)
+        _fsync(tmp_dir)
         if output_dir.exists():
             backup = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.old-", dir=output_dir.parent))
             backup.rmdir()
@@ -161,9 +163,25 @@ def atomic_folder(output_dir: str | os.PathLike, *, overwrite: bool) -> Iterator
             shutil.rmtree(backup, ignore_errors=True)
         else:
             os.replace(tmp_dir, output_dir)
+        _fsync(output_dir.parent)
     except BaseException:
         shutil.rmtree(tmp_dir, ignore_errors=True)
         raise
+
+
+def _materialize(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A contiguous tensor in `dtype`. Transposed views are reordered in the stored dtype first, then cast: for the
+    float16 Conv1D weights that was ~2x faster than either casting first or one strided cast-copy."""
+    return tensor.contiguous().to(dtype)
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file's (or a folder's entries') data to the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _write_shards(plan: ConversionPlan, dtypes: Mapping[str, torch.dtype], folder: Path,
@@ -176,9 +194,10 @@ def _write_shards(plan: ConversionPlan, dtypes: Mapping[str, torch.dtype], folde
     split = split_torch_state_dict_into_shards(meta, filename_pattern="model{suffix}.safetensors",
                                                max_shard_size=max_shard_size)
     for filename, keys in split.filename_to_tensors.items():
-        shard = {key: plan[key].load().to(dtypes[key]).contiguous() for key in keys}
+        shard = {key: _materialize(plan[key].load(), dtypes[key]) for key in keys}
         save_file(shard, str(folder / filename), metadata={"format": "pt"})
         del shard
+        _fsync(folder / filename)
         on_written(folder / filename)
     if split.is_sharded:
         import json
@@ -201,27 +220,41 @@ def _save_config_and_code(model: nn.Module, folder: Path) -> None:
 
 
 class _ShardReader:
-    """Tensors of a written folder by name, read from its safetensors shards on demand."""
+    """Tensors of a written folder by name, read from its safetensors shards on demand.
+
+    Each read opens (maps) the shard and closes it again: a mapping kept open would keep every page read so far
+    in the process's resident memory, which for a 20 GB folder is most of the folder.
+    """
 
     def __init__(self, folder: Path):
         from safetensors import safe_open
 
+        self._folder = folder
         index = folder / "model.safetensors.index.json"
         if index.is_file():
             import json
 
-            weight_map = json.loads(index.read_text())["weight_map"]
+            self._where = json.loads(index.read_text())["weight_map"]
         else:
             with safe_open(str(folder / "model.safetensors"), framework="pt") as handle:
-                weight_map = {key: "model.safetensors" for key in handle.keys()}
-        self._files = {name: safe_open(str(folder / name), framework="pt") for name in set(weight_map.values())}
-        self._where = weight_map
+                self._where = {key: "model.safetensors" for key in handle.keys()}
 
     def __contains__(self, key: str) -> bool:
         return key in self._where
 
-    def get(self, key: str) -> torch.Tensor:
-        return self._files[self._where[key]].get_tensor(key)
+    def read(self, keys: Sequence[str], dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
+        """The tensors `keys` as owned (copied) tensors of `dtype`."""
+        from safetensors import safe_open
+
+        by_file: dict[str, list[str]] = {}
+        for key in keys:
+            by_file.setdefault(self._where[key], []).append(key)
+        tensors = {}
+        for name, names in by_file.items():
+            with safe_open(str(self._folder / name), framework="pt") as handle:
+                for key in names:
+                    tensors[key] = handle.get_tensor(key).to(dtype)
+        return tensors
 
 
 def _load_block_by_block(model_class: type, folder: Path) -> nn.Module:
@@ -236,7 +269,7 @@ def _load_block_by_block(model_class: type, folder: Path) -> nn.Module:
     def in_block(key: str) -> bool:
         return any(key.startswith(name + ".") for name in blocks)
 
-    rest = {key: reader.get(key).float() for key in model.state_dict() if not in_block(key) and key in reader}
+    rest = reader.read([key for key in model.state_dict() if not in_block(key) and key in reader])
     model.load_state_dict(rest, strict=False, assign=True)
     model.tie_weights()
     still_meta = [key for key, value in model.state_dict().items() if value.is_meta and not in_block(key)]
@@ -245,8 +278,8 @@ def _load_block_by_block(model_class: type, folder: Path) -> nn.Module:
 
     def fetch(prefix: str):
         def hook(module: nn.Module, args: Any) -> None:
-            state = {key: reader.get(f"{prefix}.{key}").float() for key in module.state_dict()}
-            module.load_state_dict(state, assign=True)
+            state = reader.read([f"{prefix}.{key}" for key in module.state_dict()])
+            module.load_state_dict({key[len(prefix) + 1:]: value for key, value in state.items()}, assign=True)
         return hook
 
     def drop(module: nn.Module, args: Any, output: Any) -> None:
