@@ -108,8 +108,12 @@ UPPER_FACTOR = 4  # tokens of a level per token of the level above (downs_t 2, s
 def add_sampling_args(parser: argparse.ArgumentParser) -> None:
     """Arguments shared by the two sampling runners (same names, same defaults)."""
     parser.add_argument("--prior", choices=sorted(SAMPLING_CHECKPOINTS), default="top")
-    parser.add_argument("--checkpoint", type=Path, default=None,
-                        help="original-format prior checkpoint (default: the fixture of --prior)")
+    parser.add_argument(
+        "--checkpoint",
+        type=Path,
+        default=None,
+        help="original-format prior checkpoint (default: the fixture of --prior)",
+    )
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--prime", type=int, default=0, help="prompt tokens (0 = ancestral sampling)")
     parser.add_argument("--tokens", type=int, default=None, help="new tokens per call (default: fill the window)")
@@ -122,8 +126,11 @@ def add_sampling_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--return-codes", action="store_true", help="put the sampled codes in the JSON line")
-    parser.add_argument("--serve", action="store_true",
-                        help="timed calls driven from stdin (bench_sampling_vs_original.py); --repeats is ignored")
+    parser.add_argument(
+        "--serve",
+        action="store_true",
+        help="timed calls driven from stdin (bench_sampling_vs_original.py); --repeats is ignored",
+    )
 
 
 def sampling_inputs(args: argparse.Namespace, level: int, n_ctx: int, max_genres: int = 5) -> dict[str, Any]:
@@ -146,8 +153,18 @@ def sampling_inputs(args: argparse.Namespace, level: int, n_ctx: int, max_genres
     return {"labels": labels, "prime": prime, "upper": upper, "tokens": tokens}
 
 
-def sampling_record(args: argparse.Namespace, *, side: str, impl: str, torch_version: str, threads: int,
-                    import_s: float, level: int, n_ctx: int, tokens: int) -> dict[str, Any]:
+def sampling_record(
+    args: argparse.Namespace,
+    *,
+    side: str,
+    impl: str,
+    torch_version: str,
+    threads: int,
+    import_s: float,
+    level: int,
+    n_ctx: int,
+    tokens: int,
+) -> dict[str, Any]:
     """The fields both sampling runners' JSON lines start with (same keys on both sides)."""
     return {
         "side": side,
@@ -163,16 +180,25 @@ def sampling_record(args: argparse.Namespace, *, side: str, impl: str, torch_ver
         "import_s": import_s,
         "rss_imports_mb": rss_now_mb(),
         "config": {
-            "prior": args.prior, "checkpoint": str(args.checkpoint or SAMPLING_CHECKPOINTS[args.prior]),
-            "level": level, "n_ctx": n_ctx, "batch": args.batch, "prime": args.prime, "tokens": tokens,
-            "temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p,
-            "chunk_size": args.chunk_size, "seed": args.seed,
+            "prior": args.prior,
+            "checkpoint": str(args.checkpoint or SAMPLING_CHECKPOINTS[args.prior]),
+            "level": level,
+            "n_ctx": n_ctx,
+            "batch": args.batch,
+            "prime": args.prime,
+            "tokens": tokens,
+            "temperature": args.temperature,
+            "top_k": args.top_k,
+            "top_p": args.top_p,
+            "chunk_size": args.chunk_size,
+            "seed": args.seed,
         },
     }
 
 
-def finish_sampling_record(record: dict[str, Any], times: list[float], cpu_times: list[float], codes,
-                           return_codes: bool = False) -> None:
+def finish_sampling_record(
+    record: dict[str, Any], times: list[float], cpu_times: list[float], codes, return_codes: bool = False
+) -> None:
     """Timing summary, tokens/s (new tokens x batch / median call) and the codes' digest into ``record``."""
     import hashlib
 

@@ -75,31 +75,29 @@ class JukeboxChainConfig(PreTrainedConfig):
         "prior_level_2_config": JukeboxPriorConfig,
     }
 
-    def __init__(
-        self,
-        vqvae_config: JukeboxVQVAEConfig | dict | None = None,
-        prior_level_0_config: JukeboxPriorConfig | dict | None = None,
-        prior_level_1_config: JukeboxPriorConfig | dict | None = None,
-        prior_level_2_config: JukeboxPriorConfig | dict | None = None,
-        hop_fractions: list[float] | tuple[float, ...] = (0.5, 0.5, 0.125),
-        temperatures: list[float] | tuple[float, ...] = (0.99, 0.99, 0.99),
-        chunk_size: int = 32,
-        **kwargs,
-    ):
-        self.vqvae_config = _as_config(vqvae_config, JukeboxVQVAEConfig, {}, "vqvae_config")
+    vqvae_config: JukeboxVQVAEConfig | dict | None = None
+    prior_level_0_config: JukeboxPriorConfig | dict | None = None
+    prior_level_1_config: JukeboxPriorConfig | dict | None = None
+    prior_level_2_config: JukeboxPriorConfig | dict | None = None
+    hop_fractions: list[float] | tuple[float, ...] = (0.5, 0.5, 0.125)
+    temperatures: list[float] | tuple[float, ...] = (0.99, 0.99, 0.99)
+    chunk_size: int = 32
+
+    def __post_init__(self, **kwargs):
+        self.vqvae_config = _as_config(self.vqvae_config, JukeboxVQVAEConfig, {}, "vqvae_config")
         self.prior_level_0_config = _as_config(
-            prior_level_0_config, JukeboxPriorConfig, _preset_kwargs("upsampler_level_0"), "prior_level_0_config"
+            self.prior_level_0_config, JukeboxPriorConfig, _preset_kwargs("upsampler_level_0"), "prior_level_0_config"
         )
         self.prior_level_1_config = _as_config(
-            prior_level_1_config, JukeboxPriorConfig, _preset_kwargs("upsampler_level_1"), "prior_level_1_config"
+            self.prior_level_1_config, JukeboxPriorConfig, _preset_kwargs("upsampler_level_1"), "prior_level_1_config"
         )
         self.prior_level_2_config = _as_config(
-            prior_level_2_config, JukeboxPriorConfig, _preset_kwargs("prior_5b_lyrics"), "prior_level_2_config"
+            self.prior_level_2_config, JukeboxPriorConfig, _preset_kwargs("prior_5b_lyrics"), "prior_level_2_config"
         )
-        self.hop_fractions = [float(v) for v in hop_fractions]
-        self.temperatures = [float(v) for v in temperatures]
-        self.chunk_size = int(chunk_size)
-        super().__init__(**kwargs)
+        self.hop_fractions = [float(v) for v in self.hop_fractions]
+        self.temperatures = [float(v) for v in self.temperatures]
+        self.chunk_size = int(self.chunk_size)
+        super().__post_init__(**kwargs)
         self._validate_chain()
 
     # ------------------------------------------------------------------ derived values

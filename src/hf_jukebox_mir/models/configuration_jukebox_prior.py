@@ -90,97 +90,57 @@ class JukeboxPriorConfig(PreTrainedConfig):
 
     model_type = "jukebox_mir_prior"
 
-    def __init__(
-        self,
-        level: int = 2,
-        hop_length: int = 128,
-        vocab_size: int = 2048,
-        hidden_size: int = 4800,
-        num_hidden_layers: int = 72,
-        num_attention_heads: int = 8,
-        attention_multiplier: float = 0.25,
-        mlp_multiplier: float = 1.0,
-        n_ctx: int = 8192,
-        blocks: int = 128,
-        attention_patterns: list[str] | None = None,
-        merged_decoder: bool = True,
-        num_artists: int = 4111,
-        num_genres: int = 120,
-        max_genres: int = 5,
-        use_timing: bool = True,
-        timing_bins: int = 128,
-        min_duration: float = 60.0,
-        max_duration: float = 600.0,
-        sampling_rate: int = 44100,
-        labels_version: int = 2,
-        lyrics_mode: str | None = None,
-        n_lyric_tokens: int = 0,
-        lyric_vocab_size: int = 80,
-        prime_loss_fraction: float = 0.0,
-        encoder_hidden_size: int = 1280,
-        encoder_num_layers: int = 18,
-        encoder_num_heads: int = 4,
-        encoder_blocks: int = 32,
-        encoder_attention_patterns: list[str] | None = None,
-        upsampler_width: int = 1024,
-        upsampler_depth: int = 16,
-        upsampler_dilation_growth_rate: int = 3,
-        upsampler_dilation_cycle: int | None = 8,
-        upsampler_res_scale: bool = False,
-        upsampler_down_t: int = 2,
-        upsampler_stride_t: int = 2,
-        layer_norm_eps: float = 1e-5,
-        initializer_range: float = 0.02,
-        **kwargs,
-    ):
-        self.level = level
-        self.hop_length = hop_length
-        self.vocab_size = vocab_size
-        self.hidden_size = hidden_size
-        self.num_hidden_layers = num_hidden_layers
-        self.num_attention_heads = num_attention_heads
-        self.attention_multiplier = attention_multiplier
-        self.mlp_multiplier = mlp_multiplier
-        self.n_ctx = n_ctx
-        self.blocks = blocks
-        self.attention_patterns = (
-            list(attention_patterns) if attention_patterns is not None else attention_layer_types(2, num_hidden_layers)
-        )
-        self.merged_decoder = merged_decoder
-        self.num_artists = num_artists
-        self.num_genres = num_genres
-        self.max_genres = max_genres
-        self.use_timing = use_timing
-        self.timing_bins = timing_bins
-        self.min_duration = min_duration
-        self.max_duration = max_duration
-        self.sampling_rate = sampling_rate
-        self.labels_version = labels_version
-        self.lyrics_mode = lyrics_mode
-        self.n_lyric_tokens = n_lyric_tokens
-        self.lyric_vocab_size = lyric_vocab_size
-        self.prime_loss_fraction = prime_loss_fraction
-        self.encoder_hidden_size = encoder_hidden_size
-        self.encoder_num_layers = encoder_num_layers
-        self.encoder_num_heads = encoder_num_heads
-        self.encoder_blocks = encoder_blocks
-        self.encoder_attention_patterns = (
-            list(encoder_attention_patterns)
-            if encoder_attention_patterns is not None
-            else attention_layer_types(2, encoder_num_layers)
-        )
-        self.upsampler_width = upsampler_width
-        self.upsampler_depth = upsampler_depth
-        self.upsampler_dilation_growth_rate = upsampler_dilation_growth_rate
-        self.upsampler_dilation_cycle = upsampler_dilation_cycle
-        self.upsampler_res_scale = upsampler_res_scale
-        self.upsampler_down_t = upsampler_down_t
-        self.upsampler_stride_t = upsampler_stride_t
-        self.layer_norm_eps = layer_norm_eps
-        self.initializer_range = initializer_range
-        kwargs.setdefault("tie_word_embeddings", not merged_decoder)
-        super().__init__(**kwargs)
-        self.tie_word_embeddings = not merged_decoder
+    level: int = 2
+    hop_length: int = 128
+    vocab_size: int = 2048
+    hidden_size: int = 4800
+    num_hidden_layers: int = 72
+    num_attention_heads: int = 8
+    attention_multiplier: float = 0.25
+    mlp_multiplier: float = 1.0
+    n_ctx: int = 8192
+    blocks: int = 128
+    attention_patterns: list[str] | None = None
+    merged_decoder: bool = True
+    num_artists: int = 4111
+    num_genres: int = 120
+    max_genres: int = 5
+    use_timing: bool = True
+    timing_bins: int = 128
+    min_duration: float = 60.0
+    max_duration: float = 600.0
+    sampling_rate: int = 44100
+    labels_version: int = 2
+    lyrics_mode: str | None = None
+    n_lyric_tokens: int = 0
+    lyric_vocab_size: int = 80
+    prime_loss_fraction: float = 0.0
+    encoder_hidden_size: int = 1280
+    encoder_num_layers: int = 18
+    encoder_num_heads: int = 4
+    encoder_blocks: int = 32
+    encoder_attention_patterns: list[str] | None = None
+    upsampler_width: int = 1024
+    upsampler_depth: int = 16
+    upsampler_dilation_growth_rate: int = 3
+    upsampler_dilation_cycle: int | None = 8
+    upsampler_res_scale: bool = False
+    upsampler_down_t: int = 2
+    upsampler_stride_t: int = 2
+    layer_norm_eps: float = 1e-5
+    initializer_range: float = 0.02
+
+    def __post_init__(self, **kwargs):
+        # derived defaults: the checkpoint's attention pattern names, one per layer
+        if self.attention_patterns is None:
+            self.attention_patterns = attention_layer_types(2, self.num_hidden_layers)
+        self.attention_patterns = list(self.attention_patterns)
+        if self.encoder_attention_patterns is None:
+            self.encoder_attention_patterns = attention_layer_types(2, self.encoder_num_layers)
+        self.encoder_attention_patterns = list(self.encoder_attention_patterns)
+        kwargs.pop("tie_word_embeddings", None)  # derived: tied only when the conditioning is added after
+        super().__post_init__(**kwargs)
+        self.tie_word_embeddings = not self.merged_decoder
         self._validate_jukebox()
 
     # ------------------------------------------------------------------ derived values
