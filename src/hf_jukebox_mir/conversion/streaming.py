@@ -242,8 +242,8 @@ class _ShardReader:
     def __contains__(self, key: str) -> bool:
         return key in self._where
 
-    def read(self, keys: Sequence[str], dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
-        """The tensors `keys` as owned (copied) tensors of `dtype`."""
+    def read(self, keys: Sequence[str], keep_half: bool = False) -> dict[str, torch.Tensor]:
+        """The tensors `keys`, in float32 (or in their stored half precision with `keep_half`)."""
         from safetensors import safe_open
 
         by_file: dict[str, list[str]] = {}
@@ -253,13 +253,16 @@ class _ShardReader:
         for name, names in by_file.items():
             with safe_open(str(self._folder / name), framework="pt") as handle:
                 for key in names:
-                    tensors[key] = handle.get_tensor(key).to(dtype)
+                    tensor = handle.get_tensor(key)
+                    keep = keep_half and tensor.dtype in (torch.float16, torch.bfloat16)
+                    tensors[key] = tensor if keep or not tensor.is_floating_point() else tensor.float()
         return tensors
 
 
-def _load_block_by_block(model_class: type, folder: Path) -> nn.Module:
-    """The folder's model in float32 with every transformer block left on the meta device; a block's weights are
-    read from the shards when its forward starts and dropped when it ends (forward hooks)."""
+def _load_block_by_block(model_class: type, folder: Path, keep_half: bool) -> nn.Module:
+    """The folder's model (float32, or half-precision weights kept with `keep_half`) with every transformer block
+    left on the meta device; a block's weights are read from the shards when its forward starts and dropped when
+    it ends (forward hooks)."""
     config = model_class.config_class.from_pretrained(folder)
     with torch.device("meta"):
         model = model_class(config)
@@ -269,7 +272,7 @@ def _load_block_by_block(model_class: type, folder: Path) -> nn.Module:
     def in_block(key: str) -> bool:
         return any(key.startswith(name + ".") for name in blocks)
 
-    rest = reader.read([key for key in model.state_dict() if not in_block(key) and key in reader])
+    rest = reader.read([key for key in model.state_dict() if not in_block(key) and key in reader], keep_half)
     model.load_state_dict(rest, strict=False, assign=True)
     model.tie_weights()
     still_meta = [key for key, value in model.state_dict().items() if value.is_meta and not in_block(key)]
@@ -278,7 +281,7 @@ def _load_block_by_block(model_class: type, folder: Path) -> nn.Module:
 
     def fetch(prefix: str):
         def hook(module: nn.Module, args: Any) -> None:
-            state = reader.read([f"{prefix}.{key}" for key in module.state_dict()])
+            state = reader.read([f"{prefix}.{key}" for key in module.state_dict()], keep_half)
             module.load_state_dict({key[len(prefix) + 1:]: value for key, value in state.items()}, assign=True)
         return hook
 
@@ -293,14 +296,22 @@ def _load_block_by_block(model_class: type, folder: Path) -> nn.Module:
 
 def check_written_folder(model_class: type, folder: Path, output_check: OutputCheck, *,
                          offload: bool) -> dict[str, Any]:
-    """Load `folder` and run `output_check` on it (float32 compute); outputs must be finite.
+    """Load `folder` and run `output_check` on it; outputs must be finite.
 
-    Without `offload` the folder is loaded as a user loads it (`from_pretrained`). With `offload` (large models)
-    the same shards are read block by block: the transformer blocks run one at a time, each read from the written
-    shards just before it runs, so memory stays at one block. Returns the audit record.
+    Without `offload` the folder is loaded as a user loads it (`from_pretrained`, float32 compute). With `offload`
+    (large models) the same shards are read block by block: the transformer blocks run one at a time, each read
+    from the written shards just before it runs, so memory stays at one block; half-precision weights are computed
+    in their own dtype where this machine computes it fast (as `from_pretrained` of the MIR model chooses), else
+    in float32. Returns the audit record.
     """
+    compute = "float32"
     if offload:
-        loaded = _load_block_by_block(model_class, folder)
+        from ..models.modeling_jukebox_mir import has_fast_half_precision
+
+        stored = str(getattr(model_class.config_class.from_pretrained(folder), "dtype", "float32")).replace("torch.", "")
+        keep_half = stored in ("bfloat16", "float16") and has_fast_half_precision()
+        loaded = _load_block_by_block(model_class, folder, keep_half)
+        compute = stored if keep_half else compute
     else:
         loaded = model_class.from_pretrained(folder, dtype=torch.float32).eval()
     try:
@@ -315,7 +326,7 @@ def check_written_folder(model_class: type, folder: Path, output_check: OutputCh
             f"Output check failed: the converted model gives NaN or infinite values in {not_finite} on the fixed "
             "check input; the checkpoint may be corrupt or converted with a wrong configuration."
         )
-    how = ("the written shards, transformer blocks read one at a time (float32 compute)" if offload
+    how = (f"the written shards, transformer blocks read one at a time ({compute} compute)" if offload
            else "the written folder, with from_pretrained (float32 compute)")
     return {"loaded_from": how, "outputs": {name: summarize_tensor(value) for name, value in outputs.items()}}
 

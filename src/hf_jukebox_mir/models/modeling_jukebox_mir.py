@@ -89,7 +89,7 @@ def pool_float32(hidden: torch.Tensor, frame_mask: torch.Tensor, mode: str = "me
 
 
 @functools.lru_cache(maxsize=1)
-def _has_fast_half_precision() -> bool:
+def has_fast_half_precision() -> bool:
     """A CUDA device, or a CPU whose bfloat16 matmul is not much slower than float32 (measured once, ~50 ms).
 
     CPU flags do not tell: a Zen 4 EPYC with AVX512-BF16 ran bfloat16 2.5x faster than float32 here, while an
@@ -134,7 +134,7 @@ class JukeboxMIRPreTrainedModel(PreTrainedModel):
         stay bfloat16 on disk. Pass `dtype=torch.bfloat16` to keep half precision anyway.
         """
         dtype = kwargs.get("dtype", kwargs.get("torch_dtype"))
-        if dtype in (None, "auto") and kwargs.get("device_map") in (None, "cpu") and not _has_fast_half_precision():
+        if dtype in (None, "auto") and kwargs.get("device_map") in (None, "cpu") and not has_fast_half_precision():
             kwargs.pop("torch_dtype", None)
             kwargs["dtype"] = torch.float32
             logger.info("Computing in float32: this machine has no GPU and its CPU runs bfloat16 matmuls slower than "
