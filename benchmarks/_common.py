@@ -20,8 +20,8 @@ import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -70,9 +70,13 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n-ctx", type=int, default=2048, help="tokens per window")
     parser.add_argument("--blocks", type=int, default=32, help="n_ctx // blocks = block length")
     parser.add_argument("--layer", type=int, default=6, help="layer to extract (prior_layer, clip_layer)")
-    parser.add_argument("--clip-tokens", type=int, default=None,
-                        help="clip_layer: codes of the clip (default: a 10 s clip in a 23.8 s window, scaled "
-                             "to n_ctx, i.e. n_ctx * 3445 // 8192)")
+    parser.add_argument(
+        "--clip-tokens",
+        type=int,
+        default=None,
+        help="clip_layer: codes of the clip (default: a 10 s clip in a 23.8 s window, scaled "
+        "to n_ctx, i.e. n_ctx * 3445 // 8192)",
+    )
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--seconds", type=float, default=10.0, help="audio length (vqvae_encode)")
     parser.add_argument("--repeats", type=int, default=5)
@@ -81,8 +85,11 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--serve", action="store_true",
-                        help="timed calls driven from stdin (bench_cpu.py --paired); --repeats is ignored")
+    parser.add_argument(
+        "--serve",
+        action="store_true",
+        help="timed calls driven from stdin (bench_cpu.py --paired); --repeats is ignored",
+    )
 
 
 # ---------------------------------------------------------------------------------------------- sampling
@@ -101,8 +108,12 @@ UPPER_FACTOR = 4  # tokens of a level per token of the level above (downs_t 2, s
 def add_sampling_args(parser: argparse.ArgumentParser) -> None:
     """Arguments shared by the two sampling runners (same names, same defaults)."""
     parser.add_argument("--prior", choices=sorted(SAMPLING_CHECKPOINTS), default="top")
-    parser.add_argument("--checkpoint", type=Path, default=None,
-                        help="original-format prior checkpoint (default: the fixture of --prior)")
+    parser.add_argument(
+        "--checkpoint",
+        type=Path,
+        default=None,
+        help="original-format prior checkpoint (default: the fixture of --prior)",
+    )
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--prime", type=int, default=0, help="prompt tokens (0 = ancestral sampling)")
     parser.add_argument("--tokens", type=int, default=None, help="new tokens per call (default: fill the window)")
@@ -115,8 +126,11 @@ def add_sampling_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--return-codes", action="store_true", help="put the sampled codes in the JSON line")
-    parser.add_argument("--serve", action="store_true",
-                        help="timed calls driven from stdin (bench_sampling_vs_original.py); --repeats is ignored")
+    parser.add_argument(
+        "--serve",
+        action="store_true",
+        help="timed calls driven from stdin (bench_sampling_vs_original.py); --repeats is ignored",
+    )
 
 
 def sampling_inputs(args: argparse.Namespace, level: int, n_ctx: int, max_genres: int = 5) -> dict[str, Any]:
@@ -139,8 +153,18 @@ def sampling_inputs(args: argparse.Namespace, level: int, n_ctx: int, max_genres
     return {"labels": labels, "prime": prime, "upper": upper, "tokens": tokens}
 
 
-def sampling_record(args: argparse.Namespace, *, side: str, impl: str, torch_version: str, threads: int,
-                    import_s: float, level: int, n_ctx: int, tokens: int) -> dict[str, Any]:
+def sampling_record(
+    args: argparse.Namespace,
+    *,
+    side: str,
+    impl: str,
+    torch_version: str,
+    threads: int,
+    import_s: float,
+    level: int,
+    n_ctx: int,
+    tokens: int,
+) -> dict[str, Any]:
     """The fields both sampling runners' JSON lines start with (same keys on both sides)."""
     return {
         "side": side,
@@ -156,16 +180,25 @@ def sampling_record(args: argparse.Namespace, *, side: str, impl: str, torch_ver
         "import_s": import_s,
         "rss_imports_mb": rss_now_mb(),
         "config": {
-            "prior": args.prior, "checkpoint": str(args.checkpoint or SAMPLING_CHECKPOINTS[args.prior]),
-            "level": level, "n_ctx": n_ctx, "batch": args.batch, "prime": args.prime, "tokens": tokens,
-            "temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p,
-            "chunk_size": args.chunk_size, "seed": args.seed,
+            "prior": args.prior,
+            "checkpoint": str(args.checkpoint or SAMPLING_CHECKPOINTS[args.prior]),
+            "level": level,
+            "n_ctx": n_ctx,
+            "batch": args.batch,
+            "prime": args.prime,
+            "tokens": tokens,
+            "temperature": args.temperature,
+            "top_k": args.top_k,
+            "top_p": args.top_p,
+            "chunk_size": args.chunk_size,
+            "seed": args.seed,
         },
     }
 
 
-def finish_sampling_record(record: dict[str, Any], times: list[float], cpu_times: list[float], codes,
-                           return_codes: bool = False) -> None:
+def finish_sampling_record(
+    record: dict[str, Any], times: list[float], cpu_times: list[float], codes, return_codes: bool = False
+) -> None:
     """Timing summary, tokens/s (new tokens x batch / median call) and the codes' digest into ``record``."""
     import hashlib
 
@@ -204,8 +237,16 @@ def prior_config_dict(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def base_record(args: argparse.Namespace, *, side: str, impl: str, torch_version: str, transformers_version: str,
-                threads: int, import_s: float) -> dict[str, Any]:
+def base_record(
+    args: argparse.Namespace,
+    *,
+    side: str,
+    impl: str,
+    torch_version: str,
+    transformers_version: str,
+    threads: int,
+    import_s: float,
+) -> dict[str, Any]:
     """The fields every runner's JSON line starts with (same keys on both sides)."""
     return {
         "side": side,
@@ -368,8 +409,13 @@ def run_paired(
     for side, argv in commands.items():
         errlogs[side] = tempfile.TemporaryFile(mode="w+")
         procs[side] = subprocess.Popen(
-            [*argv, "--serve"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errlogs[side],
-            text=True, bufsize=1, env=env,
+            [*argv, "--serve"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=errlogs[side],
+            text=True,
+            bufsize=1,
+            env=env,
         )
     timer = None
     if timeout:

@@ -28,8 +28,11 @@ class LiveTensorBytes(TorchDispatchMode):
         super().__init__()
         self._live: dict[int, tuple[StorageWeakRef, int]] = {}
         # weights (and views of them, e.g. a slice of a positional embedding) are not activations
-        self._excluded = {StorageWeakRef(t.untyped_storage()).cdata
-                          for module in exclude for t in list(module.parameters()) + list(module.buffers())}
+        self._excluded = {
+            StorageWeakRef(t.untyped_storage()).cdata
+            for module in exclude
+            for t in list(module.parameters()) + list(module.buffers())
+        }
         self.current_bytes = 0
         self.peak_bytes = 0
 

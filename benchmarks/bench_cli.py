@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.runs < 1:
         parser.error(f"--runs must be >= 1, got {args.runs}")
-    print(f"| case | median s | min s | max s | runs |\n|---|---|---|---|---|")
+    print("| case | median s | min s | max s | runs |\n|---|---|---|---|---|")
     for name, case in CASES.items():
         times = time_case(case, args.runs)
         print(f"| {name} | {statistics.median(times):.3f} | {min(times):.3f} | {max(times):.3f} | {args.runs} |")

@@ -41,11 +41,9 @@ from _common import (  # noqa: E402
 
 PRESETS = {
     # head dim 32 and block length 64 (as the real 5b prior); ~1-4 s per prior forward on 2 cores.
-    "medium": dict(width=1024, depth=12, heads=8, n_ctx=4096, blocks=64, layer=6, seconds=10.0,
-                   repeats=5, warmup=1),
+    "medium": dict(width=1024, depth=12, heads=8, n_ctx=4096, blocks=64, layer=6, seconds=10.0, repeats=5, warmup=1),
     # The configuration suggested in the task (head dim 16, block length 64); < 1 s per forward.
-    "small": dict(width=512, depth=12, heads=8, n_ctx=2048, blocks=32, layer=6, seconds=10.0,
-                  repeats=7, warmup=1),
+    "small": dict(width=512, depth=12, heads=8, n_ctx=2048, blocks=32, layer=6, seconds=10.0, repeats=7, warmup=1),
     # For tests: a few seconds in all (mostly interpreter start-up).
     "tiny": dict(width=64, depth=3, heads=2, n_ctx=256, blocks=4, layer=2, seconds=0.5, repeats=1, warmup=1),
 }
@@ -54,12 +52,33 @@ RESULTS = BENCH_DIR / "results.jsonl"
 
 def runner_args(cfg: dict, measure: str, threads: int, dtype: str) -> list[str]:
     return [
-        "--measure", measure,
-        "--width", str(cfg["width"]), "--depth", str(cfg["depth"]), "--heads", str(cfg["heads"]),
-        "--n-ctx", str(cfg["n_ctx"]), "--blocks", str(cfg["blocks"]), "--layer", str(cfg["layer"]),
+        "--measure",
+        measure,
+        "--width",
+        str(cfg["width"]),
+        "--depth",
+        str(cfg["depth"]),
+        "--heads",
+        str(cfg["heads"]),
+        "--n-ctx",
+        str(cfg["n_ctx"]),
+        "--blocks",
+        str(cfg["blocks"]),
+        "--layer",
+        str(cfg["layer"]),
         *(["--clip-tokens", str(cfg["clip_tokens"])] if cfg.get("clip_tokens") else []),
-        "--seconds", str(cfg["seconds"]), "--repeats", str(cfg["repeats"]), "--warmup", str(cfg["warmup"]),
-        "--threads", str(threads), "--dtype", dtype, "--batch", str(cfg.get("batch", 1)),
+        "--seconds",
+        str(cfg["seconds"]),
+        "--repeats",
+        str(cfg["repeats"]),
+        "--warmup",
+        str(cfg["warmup"]),
+        "--threads",
+        str(threads),
+        "--dtype",
+        dtype,
+        "--batch",
+        str(cfg.get("batch", 1)),
     ]
 
 
@@ -81,6 +100,7 @@ def _ratio(num: float | None, den: float | None) -> float | None:
 
 def compare(ours: dict | None, port: dict | None) -> dict:
     """Speed-up (port time / our time) and memory ratios (ours / port) of one measurement."""
+
     def get(side, key):
         return None if side is None or "error" in side else side.get(key)
 
@@ -113,8 +133,12 @@ def extraction_summary(results: dict[str, dict], cfg: dict) -> dict | None:
         tokens = c.get("clip_tokens") or c.get("tokens") or cfg["n_ctx"] * 3445 // 8192
         audio_s = tokens * 128 / 44100
         total = e["s_per_audio_second"] * audio_s + c["median_s"]
-        out[side] = {"audio_seconds": audio_s, "wall_seconds": total, "audio_s_per_s": audio_s / total,
-                     "peak_rss_over_imports_mb": max(e["peak_rss_over_imports_mb"], c["peak_rss_over_imports_mb"])}
+        out[side] = {
+            "audio_seconds": audio_s,
+            "wall_seconds": total,
+            "audio_s_per_s": audio_s / total,
+            "peak_rss_over_imports_mb": max(e["peak_rss_over_imports_mb"], c["peak_rss_over_imports_mb"]),
+        }
     ratio = out["ours"]["audio_s_per_s"] / out["port"]["audio_s_per_s"]
     out["speedup"] = ratio
     out["text"] = (
@@ -151,13 +175,15 @@ def gemm_gflops(cfg: dict, threads: int, dtype: str, repeats: int = 5) -> float:
     """This machine's GEMM rate at the prior's projection shape (n_ctx x width x width), same threads and dtype,
     of the fastest call (the roofline compares it with each side's fastest call)."""
     import torch
+
     from bench_gpu import matmul_tflops
 
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        return 1e3 * matmul_tflops(torch.device("cpu"), getattr(torch, dtype), cfg["n_ctx"], cfg["width"],
-                                   cfg["width"], repeats, fastest=True)
+        return 1e3 * matmul_tflops(
+            torch.device("cpu"), getattr(torch, dtype), cfg["n_ctx"], cfg["width"], cfg["width"], repeats, fastest=True
+        )
     finally:
         torch.set_num_threads(previous)
 
@@ -185,12 +211,20 @@ def roofline(results: dict[str, dict], cfg: dict, gemm: float) -> dict[str, dict
 
 
 def format_roofline(lines_for: dict[str, dict]) -> str:
-    lines = ["| measure | useful work | ours achieved (of GEMM rate) | port achieved (of GEMM rate) "
-             "| ceiling of any speed-up over the port |", "|---|---|---|---|---|"]
+    lines = [
+        "| measure | useful work | ours achieved (of GEMM rate) | port achieved (of GEMM rate) "
+        "| ceiling of any speed-up over the port |",
+        "|---|---|---|---|---|",
+    ]
     for measure, e in lines_for.items():
-        def cell(side):
-            return (f"{e[side + '_gflops']:.0f} GFLOP/s ({e[side + '_of_gemm'] * 100:.0f} %)"
-                    if side + "_gflops" in e else "-")
+
+        def cell(side, e=e):
+            return (
+                f"{e[side + '_gflops']:.0f} GFLOP/s ({e[side + '_of_gemm'] * 100:.0f} %)"
+                if side + "_gflops" in e
+                else "-"
+            )
+
         ceiling = f"{e['speedup_ceiling']:.2f}x" if "speedup_ceiling" in e else "-"
         lines.append(f"| {measure} | {e['useful_gflop']:.3g} GFLOP | {cell('ours')} | {cell('port')} | {ceiling} |")
     return "\n".join(lines)
@@ -222,9 +256,7 @@ def format_table(results: dict[str, dict]) -> str:
         for side in ("ours", "port"):
             res = row.get(side)
             ok = res is not None and "error" not in res
-            cells.append(
-                f"{_fmt_mb(res['peak_rss_mb'])} ({_fmt_mb(res['peak_rss_over_imports_mb'])})" if ok else "-"
-            )
+            cells.append(f"{_fmt_mb(res['peak_rss_mb'])} ({_fmt_mb(res['peak_rss_over_imports_mb'])})" if ok else "-")
         ratio = cmp_["peak_rss_over_imports_ratio"]
         cells.append("-" if ratio is None else f"{ratio:.2f}")
         lines.append("| " + " | ".join(cells) + " |")
@@ -244,17 +276,36 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", type=Path, default=RESULTS, help="JSON-lines file to append to")
     parser.add_argument("--no-record", action="store_true", help="do not append to the results file")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per measurement process")
-    parser.add_argument("--paired", action=argparse.BooleanOptionalAction, default=True,
-                        help="(default) keep one process per side alive and alternate their timed calls, so "
-                             "both sides see the same load; --no-paired runs the sides one after the other")
-    parser.add_argument("--rounds", type=int, default=1,
-                        help="run every (measure, side) pair this many times, alternating sides, and keep the "
-                             "round with the lowest median per side (robust to other load on shared machines)")
+    parser.add_argument(
+        "--paired",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="(default) keep one process per side alive and alternate their timed calls, so "
+        "both sides see the same load; --no-paired runs the sides one after the other",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="run every (measure, side) pair this many times, alternating sides, and keep the "
+        "round with the lowest median per side (robust to other load on shared machines)",
+    )
     args = parser.parse_args(argv)
 
     cfg = dict(PRESETS[args.preset], batch=1)
-    for key in ("width", "depth", "heads", "n_ctx", "blocks", "layer", "repeats", "warmup", "batch", "seconds",
-                "clip_tokens"):
+    for key in (
+        "width",
+        "depth",
+        "heads",
+        "n_ctx",
+        "blocks",
+        "layer",
+        "repeats",
+        "warmup",
+        "batch",
+        "seconds",
+        "clip_tokens",
+    ):
         if getattr(args, key) is not None:
             cfg[key] = getattr(args, key)
     sides = [s.strip() for s in args.sides.split(",") if s.strip()]
@@ -275,8 +326,11 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"[bench_cpu] preset {args.preset}: {cfg}; threads {args.threads}, {args.dtype}", flush=True)
     gemm = gemm_gflops(cfg, args.threads, args.dtype)
-    print(f"[bench_cpu] GEMM rate ({cfg['n_ctx']} x {cfg['width']} x {cfg['width']}, {args.threads} threads, "
-          f"{args.dtype}): {gemm:.1f} GFLOP/s", flush=True)
+    print(
+        f"[bench_cpu] GEMM rate ({cfg['n_ctx']} x {cfg['width']} x {cfg['width']}, {args.threads} threads, "
+        f"{args.dtype}): {gemm:.1f} GFLOP/s",
+        flush=True,
+    )
     load_start = os.getloadavg() if hasattr(os, "getloadavg") else None
     results: dict[str, dict] = {}
     for measure in measures:
@@ -285,8 +339,7 @@ def main(argv: list[str] | None = None) -> int:
         argv = runner_args(cfg, measure, args.threads, args.dtype)
         for index in range(max(args.rounds, 1)):
             if args.paired and len(sides) == 2:
-                print(f"[bench_cpu] {measure}: ours and port, paired (round {index + 1}/{args.rounds}) ...",
-                      flush=True)
+                print(f"[bench_cpu] {measure}: ours and port, paired (round {index + 1}/{args.rounds}) ...", flush=True)
                 commands = {side: [pythons[side], str(scripts[side]), *argv] for side in sides}
                 records, pairs = run_paired(commands, cfg["repeats"], timeout=args.timeout)
                 pair_ratios += [p["port"] / p["ours"] for p in pairs if p.get("ours")]
@@ -300,8 +353,11 @@ def main(argv: list[str] | None = None) -> int:
                 if "error" in res:
                     print(f"[bench_cpu]   {side} failed: {res['error']}", flush=True)
                 else:
-                    print(f"[bench_cpu]   {side}: median {_fmt_s(res['median_s'])}, min {_fmt_s(res['min_s'])}, "
-                          f"peak RSS {_fmt_mb(res['peak_rss_mb'])}", flush=True)
+                    print(
+                        f"[bench_cpu]   {side}: median {_fmt_s(res['median_s'])}, min {_fmt_s(res['min_s'])}, "
+                        f"peak RSS {_fmt_mb(res['peak_rss_mb'])}",
+                        flush=True,
+                    )
                 rounds[side].append(res)
         row: dict = {}
         for side, runs in rounds.items():
@@ -324,8 +380,10 @@ def main(argv: list[str] | None = None) -> int:
     lines = roofline(results, cfg, gemm)
     if lines:
         print()
-        print(f"Roofline: useful matrix-multiply work of each prior measurement against this machine's GEMM rate "
-              f"({gemm:.1f} GFLOP/s), fastest calls:")
+        print(
+            f"Roofline: useful matrix-multiply work of each prior measurement against this machine's GEMM rate "
+            f"({gemm:.1f} GFLOP/s), fastest calls:"
+        )
         print(format_roofline(lines))
     summary = extraction_summary(results, cfg)
     if summary:

@@ -40,7 +40,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _memory_plan import module_bytes, plan_forward_peak  # noqa: E402
+import torch  # noqa: E402
+
 from _common import (  # noqa: E402
     BENCH_DIR,
     append_jsonl,
@@ -49,11 +50,9 @@ from _common import (  # noqa: E402
     metadata_row,
     rss_peak_mb,
 )
+from _memory_plan import module_bytes, plan_forward_peak  # noqa: E402
 
-import torch  # noqa: E402
-
-REAL = dict(width=4800, heads=8, n_ctx=8192, blocks=128, depth=72, layers=36, batches=[1, 2, 4, 8],
-            repeats=5, warmup=2)
+REAL = dict(width=4800, heads=8, n_ctx=8192, blocks=128, depth=72, layers=36, batches=[1, 2, 4, 8], repeats=5, warmup=2)
 TINY = dict(width=64, heads=2, n_ctx=256, blocks=4, depth=6, layers=3, batches=[1, 2], repeats=2, warmup=1)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 ROOFLINE_NOTE = "40.8 TFLOP per 23.8 s window = 36 blocks x 69.1 M params x 2 x 8192 tokens"
@@ -94,8 +93,9 @@ def _reset_peak(device: torch.device) -> None:
         torch.cuda.reset_peak_memory_stats(device)
 
 
-def matmul_tflops(device: torch.device, dtype: torch.dtype, m: int, k: int, n: int, repeats: int,
-                  fastest: bool = False) -> float:
+def matmul_tflops(
+    device: torch.device, dtype: torch.dtype, m: int, k: int, n: int, repeats: int, fastest: bool = False
+) -> float:
     """Achieved TFLOP/s of ``(m, k) @ (k, n)`` on ``device`` in ``dtype``: of the median call, or of the fastest."""
     a = torch.randn(m, k, device=device, dtype=dtype)
     b = torch.randn(k, n, device=device, dtype=dtype)
@@ -107,8 +107,12 @@ def prior_config(cfg: dict, num_layers: int):
     from hf_jukebox_mir.models.configuration_jukebox_prior import JukeboxPriorConfig
 
     return JukeboxPriorConfig.from_preset(
-        "prior_5b", hidden_size=cfg["width"], num_hidden_layers=num_layers, num_attention_heads=cfg["heads"],
-        n_ctx=cfg["n_ctx"], blocks=cfg["blocks"],
+        "prior_5b",
+        hidden_size=cfg["width"],
+        num_hidden_layers=num_layers,
+        num_attention_heads=cfg["heads"],
+        n_ctx=cfg["n_ctx"],
+        blocks=cfg["blocks"],
     )
 
 
@@ -122,12 +126,16 @@ def plan_memory(cfg: dict, dtype: torch.dtype) -> dict:
     def forward(batch):
         codes = torch.zeros(batch, cfg["n_ctx"], dtype=torch.long, device="meta")
         metadata = torch.zeros(batch, model.config.metadata_length, dtype=torch.long, device="meta")
-        with torch.inference_mode():  # what JukeboxMIRModel runs: the last block's output, one logit
-            return model(input_ids=codes, metadata=metadata, logits_to_keep=1).last_hidden_state
+        with torch.inference_mode():  # what JukeboxMIRModel runs: the last block's output, the lean path
+            return model.forward_features(codes, metadata=metadata)
 
-    return {"weights_mb": module_bytes(model) / 2**20, "layers": cfg["layers"],
-            "dtype": str(dtype).replace("torch.", ""), "batches": _plan_batches(model, forward, cfg["batches"]),
-            "end_to_end": plan_mir_memory(cfg, dtype)}
+    return {
+        "weights_mb": module_bytes(model) / 2**20,
+        "layers": cfg["layers"],
+        "dtype": str(dtype).replace("torch.", ""),
+        "batches": _plan_batches(model, forward, cfg["batches"]),
+        "end_to_end": plan_mir_memory(cfg, dtype),
+    }
 
 
 def _plan_batches(model: torch.nn.Module, forward, batches: list[int]) -> list[dict]:
@@ -136,8 +144,15 @@ def _plan_batches(model: torch.nn.Module, forward, batches: list[int]) -> list[d
     rows = []
     for batch in batches:
         peak, out = plan_forward_peak(lambda batch=batch: forward(batch), model)
-        rows.append({"batch": batch, "activations_peak_mb": peak / 2**20, "total_mb": (weights + peak) / 2**20,
-                     "total_gb": (weights + peak) / 1e9, "output_shape": list(out.shape)})
+        rows.append(
+            {
+                "batch": batch,
+                "activations_peak_mb": peak / 2**20,
+                "total_mb": (weights + peak) / 2**20,
+                "total_gb": (weights + peak) / 1e9,
+                "output_shape": list(out.shape),
+            }
+        )
     return rows
 
 
@@ -148,8 +163,9 @@ def plan_mir_memory(cfg: dict, dtype: torch.dtype) -> list[dict]:
     from hf_jukebox_mir.models.configuration_jukebox_vqvae import JukeboxVQVAEConfig
     from hf_jukebox_mir.models.modeling_jukebox_mir import JukeboxMIRModel
 
-    config = JukeboxMIRConfig(vqvae_config=JukeboxVQVAEConfig.from_preset("5b"),
-                              prior_config=prior_config(cfg, cfg["layers"]))
+    config = JukeboxMIRConfig(
+        vqvae_config=JukeboxVQVAEConfig.from_preset("5b"), prior_config=prior_config(cfg, cfg["layers"])
+    )
     with torch.device("meta"):
         model = JukeboxMIRModel(config).eval()
     model.prior.to(dtype)  # as from_pretrained(dtype=...) loads it: the encoder stays float32
@@ -172,10 +188,12 @@ def format_plan(cfg: dict, plan: dict, limit_gb: float = 6.0) -> str:
         "|---|---|---|---|---|---|",
     ]
     for row, whole in zip(plan["batches"], plan["end_to_end"]):
-        lines.append(f"| {row['batch']} | {row['activations_peak_mb']:.0f} MiB | {row['total_mb']:.0f} MiB "
-                     f"({row['total_gb']:.2f} GB) | {'yes' if row['total_gb'] <= limit_gb else 'no'} "
-                     f"| {whole['total_mb']:.0f} MiB ({whole['total_gb']:.2f} GB) "
-                     f"| {'yes' if whole['total_gb'] <= limit_gb else 'no'} |")
+        lines.append(
+            f"| {row['batch']} | {row['activations_peak_mb']:.0f} MiB | {row['total_mb']:.0f} MiB "
+            f"({row['total_gb']:.2f} GB) | {'yes' if row['total_gb'] <= limit_gb else 'no'} "
+            f"| {whole['total_mb']:.0f} MiB ({whole['total_gb']:.2f} GB) "
+            f"| {'yes' if whole['total_gb'] <= limit_gb else 'no'} |"
+        )
     return "\n".join(lines)
 
 
@@ -211,15 +229,20 @@ def load_truncated(folder: Path, layers: int, device: torch.device, dtype: torch
 
     _reset_peak(device)
     start = time.perf_counter()
-    model = JukeboxPrior.from_pretrained(
-        folder, num_hidden_layers=layers, dtype=dtype, device_map=str(device)
-    ).eval()
+    model = JukeboxPrior.from_pretrained(folder, num_hidden_layers=layers, dtype=dtype, device_map=str(device)).eval()
     _sync(device)
     return model, time.perf_counter() - start, _peak_memory_mb(device)
 
 
-def run(cfg: dict, device: torch.device, dtype: torch.dtype, workdir: Path, compile_model: bool,
-        seed: int = 0, drop_caches: bool = False) -> dict:
+def run(
+    cfg: dict,
+    device: torch.device,
+    dtype: torch.dtype,
+    workdir: Path,
+    compile_model: bool,
+    seed: int = 0,
+    drop_caches: bool = False,
+) -> dict:
     result: dict = {"config": dict(cfg), "device": str(device), "dtype": str(dtype).replace("torch.", "")}
     if device.type == "cuda":
         result["device_name"] = torch.cuda.get_device_name(device)
@@ -338,7 +361,8 @@ def format_table(result: dict) -> str:
             continue
         lines.append(
             f"| {row['batch']} | {row['ms_per_window']:.1f} | {_fmt_rate(row['tflops'])} | "
-            f"{row['fraction_of_matmul'] * 100:.0f} % | {row['peak_memory_mb']:.0f} MB | {row['planned_peak_mb']:.0f} MB |"
+            f"{row['fraction_of_matmul'] * 100:.0f} % | {row['peak_memory_mb']:.0f} MB | "
+            f"{row['planned_peak_mb']:.0f} MB |"
         )
     return "\n".join(lines)
 
@@ -347,8 +371,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--tiny", action="store_true", help="tiny config (CPU smoke test)")
-    parser.add_argument("--dtype", choices=sorted(DTYPES), default=None,
-                        help="default bfloat16 on CUDA, float32 on CPU (CPU half precision is very slow)")
+    parser.add_argument(
+        "--dtype",
+        choices=sorted(DTYPES),
+        default=None,
+        help="default bfloat16 on CUDA, float32 on CPU (CPU half precision is very slow)",
+    )
     parser.add_argument("--layers", type=int, default=None, help="blocks to load and run (default 36)")
     parser.add_argument("--save-layers", type=int, default=None, help="blocks in the saved checkpoint (default 72)")
     parser.add_argument("--batches", default=None, help="comma list, default 1,2,4,8")
@@ -356,8 +384,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=None)
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model")
-    parser.add_argument("--plan-memory", action="store_true",
-                        help="only plan the peak memory on the meta device (no GPU, no compute)")
+    parser.add_argument(
+        "--plan-memory", action="store_true", help="only plan the peak memory on the meta device (no GPU, no compute)"
+    )
     parser.add_argument("--drop-caches", action="store_true", help="drop the OS page cache before loading (root)")
     parser.add_argument("--workdir", type=Path, default=None, help="where to save the checkpoint (default: temp)")
     parser.add_argument("--results", type=Path, default=BENCH_DIR / "results.jsonl")
@@ -375,8 +404,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.plan_memory:
         return _plan_only(args, parser)
     if device.type == "cuda" and not torch.cuda.is_available():
-        print("bench_gpu.py: CUDA is not available here; use --device cpu --tiny for the CPU smoke run.",
-              file=sys.stderr)
+        print(
+            "bench_gpu.py: CUDA is not available here; use --device cpu --tiny for the CPU smoke run.", file=sys.stderr
+        )
         return 2
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -429,9 +459,15 @@ def _plan_only(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
         cfg["batches"] = [int(b) for b in args.batches.split(",")]
     dtype = DTYPES[args.dtype or "bfloat16"]
     plan = plan_memory(cfg, dtype)
-    result = {"benchmark": "bench_gpu_plan_memory", "config": cfg, "tiny": args.tiny, "plan": plan,
-              "torch": torch.__version__, "git_commit": git_commit(),
-              "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+    result = {
+        "benchmark": "bench_gpu_plan_memory",
+        "config": cfg,
+        "tiny": args.tiny,
+        "plan": plan,
+        "torch": torch.__version__,
+        "git_commit": git_commit(),
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
     print(format_plan(cfg, plan))
     if args.json_out is not None:
         args.json_out.write_text(json.dumps(result, indent=2, sort_keys=True))

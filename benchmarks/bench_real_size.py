@@ -13,7 +13,7 @@ own process and records its peak resident memory (`ru_maxrss` of that process) a
 | `convert:prior72-fp32` | the whole 72-layer top prior, float32 (20 GB of output) |
 | `convert:upsampler0-fp32` / `convert:vqvae` | the bottom upsampler, the VQ-VAE |
 | `load:bf16` | `from_pretrained(mir folder, num_hidden_layers=36, dtype=torch.bfloat16)` |
-| `extract:auto` | `from_pretrained(mir folder)` (compute dtype chosen for this CPU) + a 5 s clip + one full 23.8 s window |
+| `extract:auto` | `from_pretrained(mir folder)` (compute dtype chosen for this CPU), a 5 s clip, one 23.8 s window |
 
 A watchdog kills a step whose resident memory passes `--rss-limit-gb` (default 8). Needs ~45 GB of free disk
 (`--keep` keeps the files). Opt-in: it takes 20-40 minutes on 2 cores.
@@ -46,10 +46,23 @@ from _common import BENCH_DIR, append_jsonl, git_commit, machine_info  # noqa: E
 
 REPO = BENCH_DIR.parent
 INVENTORY = REPO / "tests" / "fixtures" / "full_size_inventory.json"
-FILES = {"vqvae": "vqvae.pth.tar", "prior_5b_level_2": "prior_level_2.pth.tar",
-         "upsampler_level_0": "prior_level_0.pth.tar"}
-STEPS = ["write", "copy:mir36-bf16", "convert:mir36-bf16", "copy:prior72-fp32", "convert:prior72-fp32",
-         "copy:upsampler0-fp32", "convert:upsampler0-fp32", "convert:vqvae", "load:bf16", "extract:auto"]
+FILES = {
+    "vqvae": "vqvae.pth.tar",
+    "prior_5b_level_2": "prior_level_2.pth.tar",
+    "upsampler_level_0": "prior_level_0.pth.tar",
+}
+STEPS = [
+    "write",
+    "copy:mir36-bf16",
+    "convert:mir36-bf16",
+    "copy:prior72-fp32",
+    "convert:prior72-fp32",
+    "copy:upsampler0-fp32",
+    "convert:upsampler0-fp32",
+    "convert:vqvae",
+    "load:bf16",
+    "extract:auto",
+]
 
 
 # ----------------------------------------------------------------------------------- legacy checkpoint writer
@@ -73,8 +86,10 @@ class _Tensor:
         for size in reversed(self.shape):
             stride.append(step)
             step *= size
-        return (torch._utils._rebuild_tensor_v2,
-                (self.storage, 0, self.shape, tuple(reversed(stride)), False, collections.OrderedDict()))
+        return (
+            torch._utils._rebuild_tensor_v2,
+            (self.storage, 0, self.shape, tuple(reversed(stride)), False, collections.OrderedDict()),
+        )
 
 
 def write_legacy_checkpoint(path: Path, hps: dict, keys: dict[str, list], seed: int = 0) -> int:
@@ -99,8 +114,11 @@ def write_legacy_checkpoint(path: Path, hps: dict, keys: dict[str, list], seed: 
     with open(tmp, "wb") as handle:
         pickle.dump(0x1950A86A20F9469CFC6C, handle, protocol=2)
         pickle.dump(1001, handle, protocol=2)
-        pickle.dump({"protocol_version": 1001, "little_endian": True,
-                     "type_sizes": {"short": 2, "int": 4, "long": 4}}, handle, protocol=2)
+        pickle.dump(
+            {"protocol_version": 1001, "little_endian": True, "type_sizes": {"short": 2, "int": 4, "long": 4}},
+            handle,
+            protocol=2,
+        )
         pickler = pickle.Pickler(handle, protocol=2)
         pickler.persistent_id = persistent_id
         pickler.dump({"hps": hps, "model": model, "step": 0})
@@ -125,8 +143,9 @@ def write_legacy_checkpoint(path: Path, hps: dict, keys: dict[str, list], seed: 
 def run_step(argv: list[str], rss_limit_gb: float, env: dict | None = None) -> dict:
     """Run `argv` in a child process; peak RSS from its rusage; killed above `rss_limit_gb`."""
     start = time.perf_counter()
-    proc = subprocess.Popen(argv, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+    proc = subprocess.Popen(
+        argv, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     peak_seen = [0.0]
     killed = [False]
 
@@ -151,8 +170,13 @@ def run_step(argv: list[str], rss_limit_gb: float, env: dict | None = None) -> d
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     watcher.join()
-    return {"seconds": time.perf_counter() - start, "peak_rss_gb": usage.ru_maxrss / 2**20, "rc": proc.returncode,
-            "killed_by_watchdog": killed[0], "tail": output[-2000:]}
+    return {
+        "seconds": time.perf_counter() - start,
+        "peak_rss_gb": usage.ru_maxrss / 2**20,
+        "rc": proc.returncode,
+        "killed_by_watchdog": killed[0],
+        "tail": output[-2000:],
+    }
 
 
 def plain_copy(sources: list[Path], write_bytes: int, target: Path, chunk: int = 16 << 20) -> None:
@@ -226,18 +250,37 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     inventory = json.loads(INVENTORY.read_text())
     src = {name: work / name / file for name, file in FILES.items()}
-    out = {"mir36-bf16": work / "out-mir36-bf16", "prior72-fp32": work / "out-prior72-fp32",
-           "upsampler0-fp32": work / "out-upsampler0-fp32", "vqvae": work / "out-vqvae"}
+    out = {
+        "mir36-bf16": work / "out-mir36-bf16",
+        "prior72-fp32": work / "out-prior72-fp32",
+        "upsampler0-fp32": work / "out-upsampler0-fp32",
+        "vqvae": work / "out-vqvae",
+    }
     cli = [sys.executable, "-m", "hf_jukebox_mir.cli", "convert", "--overwrite", "--no-card"]
     commands = {
-        "mir36-bf16": cli + ["--vqvae", str(src["vqvae"]), "--prior", str(src["prior_5b_level_2"]),
-                             "--num-layers", "36", "--dtype", "bfloat16", "--output", str(out["mir36-bf16"])],
+        "mir36-bf16": cli
+        + [
+            "--vqvae",
+            str(src["vqvae"]),
+            "--prior",
+            str(src["prior_5b_level_2"]),
+            "--num-layers",
+            "36",
+            "--dtype",
+            "bfloat16",
+            "--output",
+            str(out["mir36-bf16"]),
+        ],
         "prior72-fp32": cli + ["--prior", str(src["prior_5b_level_2"]), "--output", str(out["prior72-fp32"])],
         "upsampler0-fp32": cli + ["--prior", str(src["upsampler_level_0"]), "--output", str(out["upsampler0-fp32"])],
         "vqvae": cli + ["--vqvae", str(src["vqvae"]), "--output", str(out["vqvae"])],
     }
-    sources = {"mir36-bf16": [src["vqvae"], src["prior_5b_level_2"]], "prior72-fp32": [src["prior_5b_level_2"]],
-               "upsampler0-fp32": [src["upsampler_level_0"]], "vqvae": [src["vqvae"]]}
+    sources = {
+        "mir36-bf16": [src["vqvae"], src["prior_5b_level_2"]],
+        "prior72-fp32": [src["prior_5b_level_2"]],
+        "upsampler0-fp32": [src["upsampler_level_0"]],
+        "vqvae": [src["vqvae"]],
+    }
     env = {"OMP_NUM_THREADS": str(args.threads), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"}
     results: dict[str, dict] = {}
     expected_out = {}  # conversion -> bytes it writes (known after it ran once, else estimated from a dry plan)
@@ -258,9 +301,11 @@ def main() -> None:
             if written is None:
                 written = _planned_output_bytes(name, inventory)
             target = work / "copy.bin"
-            code = ("import sys; sys.path.insert(0, %r); from bench_real_size import plain_copy; from pathlib import Path; "
-                    "plain_copy([Path(p) for p in %r], %d, Path(%r))" % (str(BENCH_DIR), [str(p) for p in sources[name]],
-                                                                        written, str(target)))
+            code = (
+                "import sys; sys.path.insert(0, %r); from bench_real_size import plain_copy; from pathlib import Path; "
+                "plain_copy([Path(p) for p in %r], %d, Path(%r))"
+                % (str(BENCH_DIR), [str(p) for p in sources[name]], written, str(target))
+            )
             results[step] = run_step([sys.executable, "-c", code], args.rss_limit_gb)
             results[step]["bytes_read"] = sum(p.stat().st_size for p in sources[name])
             results[step]["bytes_written"] = written
@@ -277,8 +322,9 @@ def main() -> None:
         elif kind == "load":
             results[step] = extract_step(out["mir36-bf16"], args.threads, "bfloat16", [], args.rss_limit_gb)
         elif kind == "extract":
-            results[step] = extract_step(out["mir36-bf16"], args.threads, None,
-                                         [("clip_5s", 5.0), ("window_23_8s", 8192 * 128 / 44100)], 16.0)
+            results[step] = extract_step(
+                out["mir36-bf16"], args.threads, None, [("clip_5s", 5.0), ("window_23_8s", 8192 * 128 / 44100)], 16.0
+            )
         info = {k: v for k, v in results[step].items() if k != "tail"}
         print(f"[real-size] {step}: {json.dumps(info)}", flush=True)
         if results[step].get("rc", 0) != 0:
@@ -287,19 +333,27 @@ def main() -> None:
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
     if not args.no_record:
-        append_jsonl(BENCH_DIR / "results.jsonl", {
-            "benchmark": "bench_real_size", "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "git_commit": git_commit(), "machine": machine_info(), "threads": args.threads,
-            "rss_limit_gb": args.rss_limit_gb,
-            "results": {k: {kk: vv for kk, vv in v.items() if kk != "tail"} for k, v in results.items()},
-        })
+        append_jsonl(
+            BENCH_DIR / "results.jsonl",
+            {
+                "benchmark": "bench_real_size",
+                "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                "git_commit": git_commit(),
+                "machine": machine_info(),
+                "threads": args.threads,
+                "rss_limit_gb": args.rss_limit_gb,
+                "results": {k: {kk: vv for kk, vv in v.items() if kk != "tail"} for k, v in results.items()},
+            },
+        )
 
 
 def _planned_output_bytes(name: str, inventory: dict) -> int:
     """Bytes a conversion will write, from the inventory (before it has run)."""
+
     def total(model: str, keep=lambda key: True, size=lambda dtype: 4) -> int:
-        return sum(math.prod(shape) * size(dtype) for key, (shape, dtype) in inventory[model]["keys"].items()
-                   if keep(key))
+        return sum(
+            math.prod(shape) * size(dtype) for key, (shape, dtype) in inventory[model]["keys"].items() if keep(key)
+        )
 
     if name == "mir36-bf16":
         deep = lambda key: not any(f"_attn_mods.{i}." in key for i in range(36, 72))  # noqa: E731

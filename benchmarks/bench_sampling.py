@@ -45,18 +45,40 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch
+
 from _common import BENCH_DIR, append_jsonl, git_commit, machine_info
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # preset -> prior name -> JukeboxPriorConfig.from_preset(name, **overrides)
 PRESETS = {
     "tiny": {
-        "top": ("prior_5b", {"hidden_size": 64, "num_hidden_layers": 6, "num_attention_heads": 2, "n_ctx": 256,
-                              "blocks": 16}),
-        "top_1b": ("prior_1b_lyrics", {"hidden_size": 32, "num_hidden_layers": 48, "num_attention_heads": 2,
-                                     "n_ctx": 224, "blocks": 16, "n_lyric_tokens": 32}),
-        "upsampler": ("upsampler_level_0", {"hidden_size": 64, "num_hidden_layers": 6, "num_attention_heads": 2,
-                                          "n_ctx": 256, "blocks": 16, "upsampler_width": 16, "upsampler_depth": 4}),
+        "top": (
+            "prior_5b",
+            {"hidden_size": 64, "num_hidden_layers": 6, "num_attention_heads": 2, "n_ctx": 256, "blocks": 16},
+        ),
+        "top_1b": (
+            "prior_1b_lyrics",
+            {
+                "hidden_size": 32,
+                "num_hidden_layers": 48,
+                "num_attention_heads": 2,
+                "n_ctx": 224,
+                "blocks": 16,
+                "n_lyric_tokens": 32,
+            },
+        ),
+        "upsampler": (
+            "upsampler_level_0",
+            {
+                "hidden_size": 64,
+                "num_hidden_layers": 6,
+                "num_attention_heads": 2,
+                "n_ctx": 256,
+                "blocks": 16,
+                "upsampler_width": 16,
+                "upsampler_depth": 4,
+            },
+        ),
     },
     "real": {
         "top": ("prior_5b", {}),
@@ -143,8 +165,9 @@ def bench_prior(kind: str, name: str, overrides: dict, args, device, dtype) -> d
     generator = torch.Generator(device=device).manual_seed(0)
     metadata = prior.build_metadata(batch_size=batch).to(device)
     if cfg.n_lyric_tokens:
-        metadata[:, 4 + cfg.max_genres :] = torch.randint(1, cfg.lyric_vocab_size, (batch, cfg.n_lyric_tokens),
-                                                          generator=generator, device=device)
+        metadata[:, 4 + cfg.max_genres :] = torch.randint(
+            1, cfg.lyric_vocab_size, (batch, cfg.n_lyric_tokens), generator=generator, device=device
+        )
     upper = None
     if cfg.is_upsampler:
         upper = torch.randint(0, cfg.vocab_size, (batch, cfg.upper_level_length), generator=generator, device=device)
@@ -207,12 +230,16 @@ def bench_prior(kind: str, name: str, overrides: dict, args, device, dtype) -> d
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", choices=sorted(PRESETS), default=None,
-                        help="tiny (default on CPU) or real (default on CUDA)")
-    parser.add_argument("--priors", nargs="+", default=["top", "top_1b", "upsampler"], choices=["top", "top_1b", "upsampler"])
+    parser.add_argument(
+        "--preset", choices=sorted(PRESETS), default=None, help="tiny (default on CPU) or real (default on CUDA)"
+    )
+    parser.add_argument(
+        "--priors", nargs="+", default=["top", "top_1b", "upsampler"], choices=["top", "top_1b", "upsampler"]
+    )
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    parser.add_argument("--dtype", choices=sorted(DTYPES), default=None,
-                        help="default float32 on CPU, bfloat16 on CUDA")
+    parser.add_argument(
+        "--dtype", choices=sorted(DTYPES), default=None, help="default float32 on CPU, bfloat16 on CUDA"
+    )
     parser.add_argument("--layers", type=int, default=None, help="build only this many blocks (CPU at real width)")
     parser.add_argument("--tokens", type=int, default=64, help="timed sampling steps")
     parser.add_argument("--warmup", type=int, default=4, help="untimed steps before timing")
@@ -241,8 +268,9 @@ def main(argv: list[str] | None = None) -> int:
         name, overrides = PRESETS[preset][kind]
         record = bench_prior(kind, name, overrides, args, device, dtype)
         record["roofline_tokens_per_s"] = args.batch * bandwidth / record["weight_bytes_per_step"]
-        record["roofline_with_kv_tokens_per_s"] = args.batch * bandwidth / (
-            record["weight_bytes_per_step"] + record["kv_bytes_per_step"])
+        record["roofline_with_kv_tokens_per_s"] = (
+            args.batch * bandwidth / (record["weight_bytes_per_step"] + record["kv_bytes_per_step"])
+        )
         record["fraction_of_roofline"] = record["decode_tokens_per_s"] / record["roofline_tokens_per_s"]
         if "full_weight_bytes_per_step" in record:
             record["full_roofline_tokens_per_s"] = args.batch * bandwidth / record["full_weight_bytes_per_step"]
@@ -250,36 +278,56 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(record)
 
     dev_name = torch.cuda.get_device_name(device) if device.type == "cuda" else machine_info()["cpu"]
-    print(f"\nsampling benchmark: preset {preset}, {device.type} ({dev_name}), {str(dtype).replace('torch.', '')}, "
-          f"threads {torch.get_num_threads() if device.type == 'cpu' else '-'}, batch {args.batch}, "
-          f"memory bandwidth {bandwidth / 1e9:.1f} GB/s (copy), load {load}")
-    print("| prior | width x layers | position | tokens/s | ms/step | weights/step | roofline tok/s | of roofline | "
-          "KV/step | roofline incl. KV | prefill tok/s |")
+    print(
+        f"\nsampling benchmark: preset {preset}, {device.type} ({dev_name}), {str(dtype).replace('torch.', '')}, "
+        f"threads {torch.get_num_threads() if device.type == 'cpu' else '-'}, batch {args.batch}, "
+        f"memory bandwidth {bandwidth / 1e9:.1f} GB/s (copy), load {load}"
+    )
+    print(
+        "| prior | width x layers | position | tokens/s | ms/step | weights/step | roofline tok/s | of roofline | "
+        "KV/step | roofline incl. KV | prefill tok/s |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['prior']} | {r['width']} x {r['layers_built']} | {r['position']} | {r['decode_tokens_per_s']:.1f} | "
-              f"{r['decode_ms_per_step']:.2f} | {r['weight_bytes_per_step'] / 2**20:.1f} MiB | "
-              f"{r['roofline_tokens_per_s']:.1f} | {100 * r['fraction_of_roofline']:.1f} % | "
-              f"{r['kv_bytes_per_step'] / 2**20:.1f} MiB | {r['roofline_with_kv_tokens_per_s']:.1f} | "
-              f"{r['prefill_tokens_per_s']:.0f} |")
+        print(
+            f"| {r['prior']} | {r['width']} x {r['layers_built']} | {r['position']} | {r['decode_tokens_per_s']:.1f} | "
+            f"{r['decode_ms_per_step']:.2f} | {r['weight_bytes_per_step'] / 2**20:.1f} MiB | "
+            f"{r['roofline_tokens_per_s']:.1f} | {100 * r['fraction_of_roofline']:.1f} % | "
+            f"{r['kv_bytes_per_step'] / 2**20:.1f} MiB | {r['roofline_with_kv_tokens_per_s']:.1f} | "
+            f"{r['prefill_tokens_per_s']:.0f} |"
+        )
     extrapolated = [r for r in rows if "full_decode_tokens_per_s_est" in r]
     if extrapolated:
         print("\nextrapolated to the full depth (per-block cost x layers):")
         print("| prior | layers | est. tokens/s | roofline tok/s (weights) | weights/step |")
         print("|---|---|---|---|---|")
         for r in extrapolated:
-            print(f"| {r['prior']} | {r['layers_full']} | {r['full_decode_tokens_per_s_est']:.2f} | "
-                  f"{r['full_roofline_tokens_per_s']:.2f} | {r['full_weight_bytes_per_step'] / 2**30:.2f} GiB |")
+            print(
+                f"| {r['prior']} | {r['layers_full']} | {r['full_decode_tokens_per_s_est']:.2f} | "
+                f"{r['full_roofline_tokens_per_s']:.2f} | {r['full_weight_bytes_per_step'] / 2**30:.2f} GiB |"
+            )
 
     if not args.no_record:
         stamp = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
         for r in rows:
-            append_jsonl(args.results, {
-                "benchmark": "sampling", "date": stamp, "git_commit": git_commit(), "machine": machine_info(),
-                "device": device.type, "device_name": dev_name, "dtype": str(dtype).replace("torch.", ""),
-                "threads": torch.get_num_threads() if device.type == "cpu" else None, "preset": preset,
-                "bandwidth_bytes_per_s": bandwidth, "load_average": load, "torch": torch.__version__, **r,
-            })
+            append_jsonl(
+                args.results,
+                {
+                    "benchmark": "sampling",
+                    "date": stamp,
+                    "git_commit": git_commit(),
+                    "machine": machine_info(),
+                    "device": device.type,
+                    "device_name": dev_name,
+                    "dtype": str(dtype).replace("torch.", ""),
+                    "threads": torch.get_num_threads() if device.type == "cpu" else None,
+                    "preset": preset,
+                    "bandwidth_bytes_per_s": bandwidth,
+                    "load_average": load,
+                    "torch": torch.__version__,
+                    **r,
+                },
+            )
         print(f"\nappended {len(rows)} line(s) to {args.results}")
     print(json.dumps({"rows": len(rows)}))
     return 0

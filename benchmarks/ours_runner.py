@@ -27,9 +27,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (
-    base_record,
     add_common_args,
     audio_samples,
+    base_record,
     clip_tokens,
     emit,
     metadata_row,
@@ -140,8 +140,12 @@ def measure_prior(args: argparse.Namespace, record: dict) -> None:
     def forward():
         with torch.inference_mode():
             # layer extraction needs no logits: the MIR model passes logits_to_keep=1 the same way
-            out = prior(input_ids=codes, metadata=metadata, output_hidden_states=not truncated,
-                        logits_to_keep=1 if truncated else 0)
+            out = prior(
+                input_ids=codes,
+                metadata=metadata,
+                output_hidden_states=not truncated,
+                logits_to_keep=1 if truncated else 0,
+            )
         if truncated:
             return {"layer_activations": out.last_hidden_state}
         return {"logits": out.logits, "hidden_states": out.hidden_states}
@@ -189,8 +193,11 @@ def measure_vqvae(args: argparse.Namespace, record: dict) -> None:
     record["s_per_audio_second"] = record["median_s"] / record["audio_seconds"]
     record["output"] = {"top_codes": list(codes.shape)}
     record["dtype"] = "float32"
-    record["config"] = {"vqvae": "5b (levels 3, hops 8/32/128, width 32 x [2,1,1], depth 4)", "batch": args.batch,
-                        "samples": samples}
+    record["config"] = {
+        "vqvae": "5b (levels 3, hops 8/32/128, width 32 x [2,1,1], depth 4)",
+        "batch": args.batch,
+        "samples": samples,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -199,9 +206,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
-    record = base_record(args, side="ours", impl=f"hf_jukebox_mir {getattr(hf_jukebox_mir, '__version__', '?')}",
-                         torch_version=torch.__version__, transformers_version=transformers.__version__,
-                         threads=torch.get_num_threads(), import_s=IMPORT_S)
+    record = base_record(
+        args,
+        side="ours",
+        impl=f"hf_jukebox_mir {getattr(hf_jukebox_mir, '__version__', '?')}",
+        torch_version=torch.__version__,
+        transformers_version=transformers.__version__,
+        threads=torch.get_num_threads(),
+        import_s=IMPORT_S,
+    )
     if args.measure in ("prior_layer", "clip_layer"):
         record["config"].update(layer=args.layer, truncate="build")
     if args.measure == "clip_layer":

@@ -34,9 +34,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (
-    base_record,
     add_common_args,
     audio_samples,
+    base_record,
     clip_tokens,
     emit,
     metadata_row,
@@ -202,21 +202,34 @@ def measure_vqvae(args: argparse.Namespace, record: dict) -> None:
     record["s_per_audio_second"] = record["median_s"] / record["audio_seconds"]
     record["output"] = {"top_codes": list(out[0].shape)}
     record["dtype"] = "float32"
-    record["config"] = {"vqvae": "5b (levels 3, hops 8/32/128, width 32 x [2,1,1], depth 4)", "batch": args.batch,
-                        "samples": samples}
+    record["config"] = {
+        "vqvae": "5b (levels 3, hops 8/32/128, width 32 x [2,1,1], depth 4)",
+        "batch": args.batch,
+        "samples": samples,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_common_args(parser)
-    parser.add_argument("--truncate", choices=("slice", "build"), default="slice",
-                        help="prior_layer: build full depth then slice (what the port forces) or build k")
+    parser.add_argument(
+        "--truncate",
+        choices=("slice", "build"),
+        default="slice",
+        help="prior_layer: build full depth then slice (what the port forces) or build k",
+    )
     args = parser.parse_args(argv)
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
-    record = base_record(args, side="port", impl=f"transformers {transformers.__version__} deprecated Jukebox port",
-                         torch_version=torch.__version__, transformers_version=transformers.__version__,
-                         threads=torch.get_num_threads(), import_s=IMPORT_S)
+    record = base_record(
+        args,
+        side="port",
+        impl=f"transformers {transformers.__version__} deprecated Jukebox port",
+        torch_version=torch.__version__,
+        transformers_version=transformers.__version__,
+        threads=torch.get_num_threads(),
+        import_s=IMPORT_S,
+    )
     if args.measure in ("prior_layer", "clip_layer"):
         record["config"].update(layer=args.layer, truncate=args.truncate)
     if args.measure == "clip_layer":

@@ -279,8 +279,8 @@ def run_job(job: ConversionJob, *, results_json: str | None = None, overwrite: b
     """Convert one job with the library converters, write its card, and return the folder's remaining problems."""
     import torch
 
-    from hf_jukebox_mir.publishing.hub import validate_hub_folder
     from hf_jukebox_mir.publishing.cards import write_model_card
+    from hf_jukebox_mir.publishing.hub import validate_hub_folder
 
     hf4 = job.source_format == "hf4"
     out = job.output_dir

@@ -43,8 +43,15 @@ def run_without_package(body: str, *args, tmp_path: Path, timeout: int = 300) ->
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
     env.update(HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"), OMP_NUM_THREADS="1")
     script = _HIDE_PACKAGE + textwrap.dedent(body)
-    return subprocess.run([sys.executable, "-I", "-c", script, *map(str, args)], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=timeout, check=False)
+    return subprocess.run(
+        [sys.executable, "-I", "-c", script, *map(str, args)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -63,7 +70,8 @@ PRIOR_FIXTURES = {  # fixture folder -> original checkpoint file name
 
 @pytest.fixture(scope="session")
 def converted(fixtures_dir):
-    """`converted(name)` -> (prior converted from tests/fixtures/<name>, its golden tensors); converted once per session.
+    """`converted(name)` -> (prior converted from tests/fixtures/<name>, its golden tensors); converted once per
+    session.
 
     Tests must not modify the returned model in place (copy it first)."""
     from safetensors.torch import load_file

@@ -26,6 +26,7 @@ FORBIDDEN = {
     "extraction": {"cli", "root"},
     "probing": {"cli", "root"},
     "publishing": {"cli", "root"},
+    "cli": {"root"},
 }
 
 
@@ -71,8 +72,10 @@ def models_wing_violations(folder: Path = MODELS) -> list[str]:
             if level:
                 targets = [module] if module else names
                 if level != 1 or any("." in t or t not in siblings for t in targets):
-                    problems.append(f"{where}:{line}: relative import {'.' * level}{module} of {names} is not a "
-                                    "one-level sibling import (`from .sibling import name`)")
+                    problems.append(
+                        f"{where}:{line}: relative import {'.' * level}{module} of {names} is not a "
+                        "one-level sibling import (`from .sibling import name`)"
+                    )
                 continue
             top = module.split(".")[0]
             if top == "hf_jukebox_mir":
@@ -120,8 +123,9 @@ def layering_violations(graph: dict[str, set[str]]) -> list[str]:
     for source, targets in sorted(graph.items()):
         for target in sorted(targets):
             if _wing(target) in FORBIDDEN.get(_wing(source), set()):
-                problems.append(f"{source} imports {target}: the {_wing(source)} wing may not import "
-                                f"the {_wing(target)} wing")
+                problems.append(
+                    f"{source} imports {target}: the {_wing(source)} wing may not import the {_wing(target)} wing"
+                )
     return problems
 
 
@@ -173,13 +177,19 @@ def test_no_import_cycles():
     assert import_cycles(import_graph()) == []
 
 
-@pytest.mark.parametrize("line, expected", [
-    ("from hf_jukebox_mir.probing.tasks import get_task", "imports hf_jukebox_mir.probing.tasks"),
-    ("from ..probing import tasks", "not a one-level sibling import"),
-    ("from .no_such_sibling import x", "not a one-level sibling import"),
-    ("import no_such_library_xyz", "not an installed library"),
-    ("import importlib\nimportlib.import_module('hf_jukebox_mir.models.tokenization_jukebox')", "names the package"),
-])
+@pytest.mark.parametrize(
+    "line, expected",
+    [
+        ("from hf_jukebox_mir.probing.tasks import get_task", "imports hf_jukebox_mir.probing.tasks"),
+        ("from ..probing import tasks", "not a one-level sibling import"),
+        ("from .no_such_sibling import x", "not a one-level sibling import"),
+        ("import no_such_library_xyz", "not an installed library"),
+        (
+            "import importlib\nimportlib.import_module('hf_jukebox_mir.models.tokenization_jukebox')",
+            "names the package",
+        ),
+    ],
+)
 def test_the_models_check_catches_each_kind_of_violation(tmp_path, line, expected):
     folder = tmp_path / "models"
     folder.mkdir()
@@ -190,9 +200,11 @@ def test_the_models_check_catches_each_kind_of_violation(tmp_path, line, expecte
 
 
 def test_the_layering_check_catches_a_back_arrow_and_a_cycle():
-    graph = {"hf_jukebox_mir.models.modeling_x": {"hf_jukebox_mir.probing.tasks"},
-             "hf_jukebox_mir.probing.tasks": {"hf_jukebox_mir.probing.metrics", "hf_jukebox_mir.cli.probe"},
-             "hf_jukebox_mir.probing.metrics": {"hf_jukebox_mir.probing.tasks"}}
+    graph = {
+        "hf_jukebox_mir.models.modeling_x": {"hf_jukebox_mir.probing.tasks"},
+        "hf_jukebox_mir.probing.tasks": {"hf_jukebox_mir.probing.metrics", "hf_jukebox_mir.cli.probe"},
+        "hf_jukebox_mir.probing.metrics": {"hf_jukebox_mir.probing.tasks"},
+    }
     assert layering_violations(graph) == [
         "hf_jukebox_mir.models.modeling_x imports hf_jukebox_mir.probing.tasks: the models wing may not import "
         "the probing wing",

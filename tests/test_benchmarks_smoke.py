@@ -19,13 +19,33 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO / "benchmarks"
 PORT_PYTHON = BENCH / ".venv-port" / "bin" / "python"
-TINY_PRIOR = ["--width", "64", "--depth", "3", "--heads", "2", "--n-ctx", "256", "--blocks", "4", "--layer", "2",
-              "--repeats", "1", "--warmup", "1", "--threads", "1"]
+TINY_PRIOR = [
+    "--width",
+    "64",
+    "--depth",
+    "3",
+    "--heads",
+    "2",
+    "--n-ctx",
+    "256",
+    "--blocks",
+    "4",
+    "--layer",
+    "2",
+    "--repeats",
+    "1",
+    "--warmup",
+    "1",
+    "--threads",
+    "1",
+]
 
 
 def _run(args: list[str], python: str = sys.executable, timeout: float = 120) -> subprocess.CompletedProcess:
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONUNBUFFERED="1")
-    return subprocess.run([python, *args], check=False, cwd=REPO, capture_output=True, text=True, timeout=timeout, env=env)
+    return subprocess.run(
+        [python, *args], check=False, cwd=REPO, capture_output=True, text=True, timeout=timeout, env=env
+    )
 
 
 def _last_json(stdout: str) -> dict:
@@ -35,8 +55,22 @@ def _last_json(stdout: str) -> dict:
 def test_bench_gpu_tiny_on_cpu(tmp_path):
     out_json = tmp_path / "gpu.json"
     results = tmp_path / "results.jsonl"
-    proc = _run([str(BENCH / "bench_gpu.py"), "--device", "cpu", "--tiny", "--threads", "1",
-                 "--json-out", str(out_json), "--results", str(results), "--workdir", str(tmp_path)])
+    proc = _run(
+        [
+            str(BENCH / "bench_gpu.py"),
+            "--device",
+            "cpu",
+            "--tiny",
+            "--threads",
+            "1",
+            "--json-out",
+            str(out_json),
+            "--results",
+            str(results),
+            "--workdir",
+            str(tmp_path),
+        ]
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     # the table: header and one row per batch size (1 and 2)
     assert "| batch | ms / window | achieved | of matmul rate | peak RSS memory |" in proc.stdout
@@ -92,8 +126,21 @@ def test_ours_runner_tiny_forward_served():
 
 def test_bench_cpu_table_ours_only(tmp_path):
     results = tmp_path / "results.jsonl"
-    proc = _run([str(BENCH / "bench_cpu.py"), "--preset", "tiny", "--sides", "ours", "--measures", "prior_layer",
-                 "--threads", "1", "--results", str(results)])
+    proc = _run(
+        [
+            str(BENCH / "bench_cpu.py"),
+            "--preset",
+            "tiny",
+            "--sides",
+            "ours",
+            "--measures",
+            "prior_layer",
+            "--threads",
+            "1",
+            "--results",
+            str(results),
+        ]
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "| measure | ours median (best) | port median (best) | speed-up (median) | speed-up (best) |" in proc.stdout
     row = next(line for line in proc.stdout.splitlines() if line.startswith("| prior_layer |"))
@@ -111,8 +158,9 @@ def test_bench_cpu_table_ours_only(tmp_path):
 
 
 def test_bench_cpu_rejects_unknown_measure():
-    proc = _run([str(BENCH / "bench_cpu.py"), "--preset", "tiny", "--sides", "ours", "--measures", "nope",
-                 "--no-record"])
+    proc = _run(
+        [str(BENCH / "bench_cpu.py"), "--preset", "tiny", "--sides", "ours", "--measures", "nope", "--no-record"]
+    )
     assert proc.returncode == 2 and "unknown measure 'nope'" in proc.stderr
 
 
@@ -157,8 +205,9 @@ def test_memory_plan_on_meta_equals_the_same_run_on_cpu():
     plan = _bench_module("_memory_plan")
     from hf_jukebox_mir import JukeboxPrior, JukeboxPriorConfig
 
-    config = JukeboxPriorConfig.from_preset("prior_5b", hidden_size=64, num_hidden_layers=3, num_attention_heads=2,
-                                            n_ctx=256, blocks=4)
+    config = JukeboxPriorConfig.from_preset(
+        "prior_5b", hidden_size=64, num_hidden_layers=3, num_attention_heads=2, n_ctx=256, blocks=4
+    )
     peaks = {}
     for device in ("cpu", "meta"):
         with torch.device(device):
@@ -167,8 +216,8 @@ def test_memory_plan_on_meta_equals_the_same_run_on_cpu():
         metadata = model.build_metadata().to(device).expand(2, -1)
 
         def forward(model=model, codes=codes, metadata=metadata):
-            with torch.inference_mode():
-                return model(codes, metadata=metadata, logits_to_keep=1).last_hidden_state
+            with torch.inference_mode():  # the prior's lean inference path (what JukeboxMIRModel runs)
+                return model.forward_features(codes, metadata=metadata)
 
         peaks[device], out = plan.plan_forward_peak(forward, model)
         assert out.shape == (2, 256, 64)
@@ -180,8 +229,18 @@ def test_memory_plan_on_meta_equals_the_same_run_on_cpu():
 
 def test_bench_gpu_plan_memory_tiny(tmp_path):
     out_json = tmp_path / "plan.json"
-    proc = _run([str(BENCH / "bench_gpu.py"), "--plan-memory", "--tiny", "--batches", "1,2", "--no-record",
-                 "--json-out", str(out_json)])
+    proc = _run(
+        [
+            str(BENCH / "bench_gpu.py"),
+            "--plan-memory",
+            "--tiny",
+            "--batches",
+            "1,2",
+            "--no-record",
+            "--json-out",
+            str(out_json),
+        ]
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "| batch | prior: peak activations | prior: weights + activations | <= 6 GB |" in proc.stdout
     whole = json.loads(out_json.read_text())["plan"]["end_to_end"]

@@ -11,8 +11,8 @@ import torch
 
 from conftest import run_without_package
 from hf_jukebox_mir import JukeboxConfigError, JukeboxInputError
-from hf_jukebox_mir.models.configuration_jukebox_chain import JukeboxChainConfig
 from hf_jukebox_mir.conversion.chain import convert_hf4_chain, load_chain_checkpoints, load_hf4_chain
+from hf_jukebox_mir.models.configuration_jukebox_chain import JukeboxChainConfig
 from hf_jukebox_mir.models.modeling_jukebox_chain import JukeboxChainModel
 
 SR = 44100
@@ -83,7 +83,9 @@ def test_lengths_round_trip(chain):
 
 def test_seeded_generation_is_reproducible_and_batched(chain):
     def run(seed, n):
-        return chain.generate_codes(10 * 128 / SR, n_samples=n, generator=torch.Generator().manual_seed(seed)).audio_codes
+        return chain.generate_codes(
+            10 * 128 / SR, n_samples=n, generator=torch.Generator().manual_seed(seed)
+        ).audio_codes
 
     first, again = run(0, 2), run(0, 2)
     assert all(torch.equal(a, b) for a, b in zip(first, again))
@@ -95,7 +97,9 @@ def test_seeded_generation_is_reproducible_and_batched(chain):
 def test_primed_generation_keeps_the_prime_at_every_level(chain):
     t = torch.arange(1400) / SR
     prime = (0.4 * torch.sin(2 * torch.pi * 330 * t)).unsqueeze(0)  # 1400 samples -> 10 top codes (1280 samples)
-    out = chain.generate_audio(24 * 128 / SR, prime_audio=prime, n_samples=2, generator=torch.Generator().manual_seed(0))
+    out = chain.generate_audio(
+        24 * 128 / SR, prime_audio=prime, n_samples=2, generator=torch.Generator().manual_seed(0)
+    )
     encoded = chain.vqvae.encode(prime[:, :1280], start_level=0).audio_codes
     for level, factor in zip((0, 1, 2), (16, 4, 1)):
         codes = out.audio_codes[level]
@@ -166,12 +170,34 @@ def test_sample_command_writes_a_playable_wav(chain_folder, tmp_path):
     prime_path = tmp_path / "prime.wav"
     soundfile.write(prime_path, 0.3 * np.sin(2 * np.pi * 220 * np.arange(600) / 22050), 22050)  # -> 1200 samples
     out_path = tmp_path / "out" / "song.wav"
-    args = parser.parse_args([
-        "sample", "--model", str(chain_folder), "--seconds", str(20 * 128 / SR), "--prime", str(prime_path),
-        "--artist", "Alan Jackson", "--genre", "Country", "--lyrics", "Hello hello, where are you",
-        "--temperature", "0.98", "--top-k", "50", "--seed", "0", "--output", str(out_path), "--no-progress",
-        "--codes-output", str(tmp_path / "codes.pt"),
-    ])
+    args = parser.parse_args(
+        [
+            "sample",
+            "--model",
+            str(chain_folder),
+            "--seconds",
+            str(20 * 128 / SR),
+            "--prime",
+            str(prime_path),
+            "--artist",
+            "Alan Jackson",
+            "--genre",
+            "Country",
+            "--lyrics",
+            "Hello hello, where are you",
+            "--temperature",
+            "0.98",
+            "--top-k",
+            "50",
+            "--seed",
+            "0",
+            "--output",
+            str(out_path),
+            "--no-progress",
+            "--codes-output",
+            str(tmp_path / "codes.pt"),
+        ]
+    )
     assert args.func(args) == 0
     audio, rate = soundfile.read(out_path)
     assert rate == SR and audio.shape == (20 * 128,)
@@ -182,7 +208,7 @@ def test_sample_command_writes_a_playable_wav(chain_folder, tmp_path):
     # the prime (1200 samples at 44.1 kHz -> 9 top codes) is kept
     prime = sample.load_prime(str(prime_path), SR)
     model = JukeboxChainModel.from_pretrained(chain_folder)
-    assert torch.equal(codes["level_2"][:, :9], model.vqvae.encode(prime[:, :9 * 128], start_level=2).audio_codes[0])
+    assert torch.equal(codes["level_2"][:, :9], model.vqvae.encode(prime[:, : 9 * 128], start_level=2).audio_codes[0])
 
 
 def test_sample_command_reads_hf4_folders_and_reports_errors(fixtures_dir, tmp_path, capsys):
@@ -214,3 +240,32 @@ def test_chain_folder_loads_with_trust_remote_code_without_the_package(chain_fol
     proc = run_without_package(script, chain_folder, tmp_path=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "transformers_modules" in proc.stdout and "(1, 1024)" in proc.stdout
+
+
+def test_saved_chain_carries_its_vocabularies_for_names_without_the_package(chain, tmp_path):
+    from hf_jukebox_mir.models.tokenization_jukebox import JukeboxTokenizer
+
+    folder = tmp_path / "chain"
+    chain.save_pretrained(folder)
+    assert all((folder / f"tokenizer_level_{level}" / "artists.json").is_file() for level in (0, 1, 2))
+    top = chain.prior(2).config
+    expected = JukeboxTokenizer.for_config(top).metadata(artist="Alan Jackson", genre="Country", total_length=10**6)
+    script = """
+        import importlib
+        import json
+        import torch
+        from transformers import AutoModel
+        model = AutoModel.from_pretrained(sys.argv[1], trust_remote_code=True)
+        remote = importlib.import_module(type(model).__module__.rsplit(".", 1)[0] + ".tokenization_jukebox")
+        folder = remote.Path(sys.argv[1]) / remote.tokenizer_folder(2)
+        tokenizer = remote.JukeboxTokenizer.for_config(model.prior(2).config, folder)
+        rows = tokenizer.metadata(artist="Alan Jackson", genre="Country", total_length=10**6)
+        out = model.generate_codes(8 * 128 / 44100, artist="Alan Jackson", genre="Country", levels=(2,),
+                                   generator=torch.Generator().manual_seed(0))
+        print(json.dumps({"rows": rows.tolist(), "top": list(out.audio_codes[2].shape)}))
+        """
+    proc = run_without_package(script, folder, tmp_path=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["rows"] == expected.tolist() and result["rows"][0][3] > 0  # a known artist id
+    assert result["top"] == [1, 8]

@@ -31,8 +31,10 @@ def vqvae_file(fixtures_dir):
 
 @pytest.fixture(scope="module")
 def small_state():
-    return {"encoders.0.level_blocks.0.model.0.0.weight": torch.arange(6.0).view(2, 3, 1),
-            "bottleneck.level_blocks.0.k": torch.ones(4, 2)}
+    return {
+        "encoders.0.level_blocks.0.model.0.0.weight": torch.arange(6.0).view(2, 3, 1),
+        "bottleneck.level_blocks.0.k": torch.ones(4, 2),
+    }
 
 
 class _RunsCode:
@@ -59,8 +61,16 @@ def test_loads_the_fixture_checkpoint(vqvae_file):
 
 def test_strips_module_prefix_and_ignores_extra_entries(tmp_path, small_state):
     path = tmp_path / "ddp.pth.tar"
-    torch.save({"hps": {"levels": 1}, "model": {f"module.{k}": v for k, v in small_state.items()}, "step": 7,
-                "opt": {"state": {}, "param_groups": [{"lr": 1e-4, "betas": (0.9, 0.999)}]}, "epoch": 3}, path)
+    torch.save(
+        {
+            "hps": {"levels": 1},
+            "model": {f"module.{k}": v for k, v in small_state.items()},
+            "step": 7,
+            "opt": {"state": {}, "param_groups": [{"lr": 1e-4, "betas": (0.9, 0.999)}]},
+            "epoch": 3,
+        },
+        path,
+    )
     checkpoint = load_original_checkpoint(path)
     assert sorted(checkpoint.state_dict) == sorted(small_state)
     assert checkpoint.kind == "vqvae"
@@ -85,8 +95,11 @@ def test_hyperparams_dict_subclass_is_allowed(tmp_path, small_state, monkeypatch
     monkeypatch.setitem(sys.modules, "jukebox", package)
     monkeypatch.setitem(sys.modules, "jukebox.hparams", module)
     path = tmp_path / "hps.pth.tar"
-    torch.save({"hps": Hyperparams(levels=3, downs_t=(3, 2, 2)), "model": small_state}, path,
-               _use_new_zipfile_serialization=not legacy)
+    torch.save(
+        {"hps": Hyperparams(levels=3, downs_t=(3, 2, 2)), "model": small_state},
+        path,
+        _use_new_zipfile_serialization=not legacy,
+    )
     assert b"Hyperparams" in path.read_bytes()
     monkeypatch.delitem(sys.modules, "jukebox.hparams")
     monkeypatch.delitem(sys.modules, "jukebox")
@@ -99,10 +112,14 @@ def test_hyperparams_dict_subclass_is_allowed(tmp_path, small_state, monkeypatch
 @pytest.mark.parametrize("legacy", [False, True])
 def test_refuses_pickled_code(tmp_path, small_state, capfd, legacy):
     path = tmp_path / "evil.pth.tar"
-    torch.save({"hps": {}, "model": small_state, "payload": _RunsCode()}, path,
-               _use_new_zipfile_serialization=not legacy)
-    with pytest.raises(JukeboxCheckpointError, match=r"Refusing to load .*evil\.pth\.tar: it references the Python "
-                                                     r"global\(s\) posix\.system, .*never unpickles arbitrary code"):
+    torch.save(
+        {"hps": {}, "model": small_state, "payload": _RunsCode()}, path, _use_new_zipfile_serialization=not legacy
+    )
+    with pytest.raises(
+        JukeboxCheckpointError,
+        match=r"Refusing to load .*evil\.pth\.tar: it references the Python "
+        r"global\(s\) posix\.system, .*never unpickles arbitrary code",
+    ):
         load_original_checkpoint(path)
     assert "this-must-never-run" not in capfd.readouterr().out
 
@@ -128,8 +145,11 @@ def test_truncated_file(tmp_path, vqvae_file, legacy):
     data = source.read_bytes()
     truncated = tmp_path / "truncated.pth.tar"
     truncated.write_bytes(data[: len(data) // 2])
-    with pytest.raises(JukeboxCheckpointError, match=r"Could not read .*truncated\.pth\.tar: the file is truncated or "
-                                                     r"corrupt.*Download it again and compare its SHA-256"):
+    with pytest.raises(
+        JukeboxCheckpointError,
+        match=r"Could not read .*truncated\.pth\.tar: the file is truncated or "
+        r"corrupt.*Download it again and compare its SHA-256",
+    ):
         load_original_checkpoint(truncated)
 
 
@@ -165,12 +185,18 @@ def test_not_a_jukebox_checkpoint(tmp_path, content, message):
 
 
 def test_wrong_kind(fixtures_dir, vqvae_file):
-    with pytest.raises(JukeboxCheckpointError, match=r"Wrong kind of checkpoint: expected a Jukebox VQ-VAE .*, but "
-                                                     r"prior_level_2\.pth\.tar looks like a Jukebox prior .*"
-                                                     r"\(hps level=2\)"):
+    with pytest.raises(
+        JukeboxCheckpointError,
+        match=r"Wrong kind of checkpoint: expected a Jukebox VQ-VAE .*, but "
+        r"prior_level_2\.pth\.tar looks like a Jukebox prior .*"
+        r"\(hps level=2\)",
+    ):
         load_original_checkpoint(fixtures_dir / "prior_5b_top" / "prior_level_2.pth.tar", expected_kind="vqvae")
-    with pytest.raises(JukeboxCheckpointError, match=r"expected a Jukebox prior .* but vqvae\.pth\.tar looks like a "
-                                                     r"Jukebox VQ-VAE"):
+    with pytest.raises(
+        JukeboxCheckpointError,
+        match=r"expected a Jukebox prior .* but vqvae\.pth\.tar looks like a "
+        r"Jukebox VQ-VAE",
+    ):
         load_original_checkpoint(vqvae_file, expected_kind="prior")
 
 
@@ -247,8 +273,11 @@ def test_hf4_folder_errors(fixtures_dir, tmp_path):
     ours = tmp_path / "ours"
     ours.mkdir()
     (ours / "config.json").write_text(json.dumps({"model_type": "jukebox_mir_vqvae"}))
-    with pytest.raises(JukeboxCheckpointError, match=r"model_type 'jukebox_mir_vqvae'; expected 'jukebox'.*already in "
-                                                     r"this package's format"):
+    with pytest.raises(
+        JukeboxCheckpointError,
+        match=r"model_type 'jukebox_mir_vqvae'; expected 'jukebox'.*already in "
+        r"this package's format",
+    ):
         load_hf4_folder(ours)
     broken = tmp_path / "broken"
     shutil.copytree(fixtures_dir / HF4_5B, broken)

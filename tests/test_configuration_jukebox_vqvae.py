@@ -78,6 +78,7 @@ def test_auto_config_after_import(tmp_path):
     from transformers import AutoConfig
 
     import hf_jukebox_mir
+
     hf_jukebox_mir.register()  # the Auto classes
 
     JukeboxVQVAEConfig(width=8).save_pretrained(tmp_path)

@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from hf_jukebox_mir import JukeboxCheckpointError
-from hf_jukebox_mir.models.configuration_jukebox_prior import JukeboxPriorConfig
 from hf_jukebox_mir.conversion.key_mapping import convert_keys
 from hf_jukebox_mir.conversion.prior import (
     convert_prior_checkpoint,
@@ -16,6 +15,7 @@ from hf_jukebox_mir.conversion.prior import (
     load_prior_checkpoint,
 )
 from hf_jukebox_mir.conversion.prior_keys import needs_transpose, original_prior_key_mapping
+from hf_jukebox_mir.models.configuration_jukebox_prior import JukeboxPriorConfig
 from hf_jukebox_mir.models.modeling_jukebox_prior import JukeboxPrior
 
 INVENTORY_PRESETS = {
@@ -90,11 +90,22 @@ def test_convert_writes_folder_with_audit(tmp_path, fixtures_dir):
     model = load_prior_checkpoint(src)
     assert convert_prior_checkpoint(src, tmp_path / "out") == tmp_path / "out"
     files = {p.name for p in (tmp_path / "out").iterdir()}
-    assert {"config.json", "model.safetensors", "conversion_audit.json", "modeling_jukebox_prior.py",
-            "configuration_jukebox_prior.py"} <= files
+    assert {
+        "config.json",
+        "model.safetensors",
+        "conversion_audit.json",
+        "modeling_jukebox_prior.py",
+        "configuration_jukebox_prior.py",
+    } <= files
     audit = json.loads((tmp_path / "out" / "conversion_audit.json").read_text())
-    assert audit["sources"] == [{"file": "prior_level_2.pth.tar", "sha256": sha256_file(src),
-                                 "bytes": src.stat().st_size, "role": "prior_level_2"}]
+    assert audit["sources"] == [
+        {
+            "file": "prior_level_2.pth.tar",
+            "sha256": sha256_file(src),
+            "bytes": src.stat().st_size,
+            "role": "prior_level_2",
+        }
+    ]
     assert audit["details"]["stored_dtypes"] == ["float16", "float32"]
     assert audit["key_map"]["prior.transformer._attn_mods.0.attn.c_attn.w"] == "layers.0.attn.qkv_proj.weight"
     assert audit["output_check"]["loaded_from"].startswith("the written folder")

@@ -9,11 +9,9 @@ import torch
 from safetensors.torch import load_file
 
 from hf_jukebox_mir.cli import convert as convert_command
-from hf_jukebox_mir.models.configuration_jukebox_vqvae import JukeboxVQVAEConfig
-from hf_jukebox_mir.conversion.checkpoint_io import sha256_file
 from hf_jukebox_mir.conversion.audit import AUDIT_FILE, ConversionAudit
+from hf_jukebox_mir.conversion.checkpoint_io import sha256_file
 from hf_jukebox_mir.conversion.export import run_output_check, strict_load_state_dict
-from hf_jukebox_mir.conversion.streaming import save_model
 from hf_jukebox_mir.conversion.key_mapping import (
     HF4_VQVAE_KEY_MAPPING,
     VQVAE_KEY_MAPPING,
@@ -21,6 +19,7 @@ from hf_jukebox_mir.conversion.key_mapping import (
     map_key,
     rename_state_dict,
 )
+from hf_jukebox_mir.conversion.streaming import save_model
 from hf_jukebox_mir.conversion.vqvae import (
     convert_hf4_vqvae,
     convert_vqvae_checkpoint,
@@ -30,6 +29,7 @@ from hf_jukebox_mir.conversion.vqvae import (
     vqvae_config_from_hf4,
     vqvae_config_from_hps,
 )
+from hf_jukebox_mir.models.configuration_jukebox_vqvae import JukeboxVQVAEConfig
 from hf_jukebox_mir.models.errors import JukeboxCheckpointError, JukeboxInputError
 from hf_jukebox_mir.models.modeling_jukebox_vqvae import JukeboxVQVAE
 
@@ -81,17 +81,26 @@ def test_converted_model_matches_goldens(converted, golden):
 def test_saved_folder_and_audit(converted, fixtures_dir):
     model, output = converted
     names = {p.name for p in output.iterdir()}
-    assert {"config.json", "model.safetensors", AUDIT_FILE, "configuration_jukebox_vqvae.py",
-            "modeling_jukebox_vqvae.py", "errors.py"} <= names
+    assert {
+        "config.json",
+        "model.safetensors",
+        AUDIT_FILE,
+        "configuration_jukebox_vqvae.py",
+        "modeling_jukebox_vqvae.py",
+        "errors.py",
+    } <= names
     assert not [p for p in output.parent.iterdir() if p.name.startswith(".")], "temporary folder left behind"
     config = json.loads((output / "config.json").read_text())
     assert config["model_type"] == "jukebox_mir_vqvae"
-    assert config["auto_map"] == {"AutoConfig": "configuration_jukebox_vqvae.JukeboxVQVAEConfig",
-                                  "AutoModel": "modeling_jukebox_vqvae.JukeboxVQVAE"}
+    assert config["auto_map"] == {
+        "AutoConfig": "configuration_jukebox_vqvae.JukeboxVQVAEConfig",
+        "AutoModel": "modeling_jukebox_vqvae.JukeboxVQVAE",
+    }
     audit = json.loads((output / AUDIT_FILE).read_text())
     source = fixtures_dir / "vqvae" / "vqvae.pth.tar"
-    assert audit["sources"] == [{"file": "vqvae.pth.tar", "sha256": sha256_file(source), "bytes": source.stat().st_size,
-                                 "role": "vqvae"}]
+    assert audit["sources"] == [
+        {"file": "vqvae.pth.tar", "sha256": sha256_file(source), "bytes": source.stat().st_size, "role": "vqvae"}
+    ]
     assert ConversionAudit.read(output).sources[0].sha256 == sha256_file(source)
     assert len(audit["key_map"]) == 669
     assert audit["key_map"]["bottleneck.level_blocks.2.k"] == "quantizers.2.codebook"
@@ -160,8 +169,11 @@ def test_output_check_detects_reload_differences(converted):
 
 
 def test_wrong_kind_prior_given_as_vqvae(fixtures_dir, tmp_path):
-    with pytest.raises(JukeboxCheckpointError, match=r"Wrong kind of checkpoint: expected a Jukebox VQ-VAE .* but "
-                                                     r"prior_level_0\.pth\.tar looks like a Jukebox prior .*--prior"):
+    with pytest.raises(
+        JukeboxCheckpointError,
+        match=r"Wrong kind of checkpoint: expected a Jukebox VQ-VAE .* but "
+        r"prior_level_0\.pth\.tar looks like a Jukebox prior .*--prior",
+    ):
         convert_vqvae_checkpoint(fixtures_dir / "upsampler_level_0" / "prior_level_0.pth.tar", tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
@@ -196,8 +208,17 @@ def test_hps_errors():
     hps = JukeboxVQVAEConfig().to_dict()
     with pytest.raises(JukeboxCheckpointError, match=r"lack the VQ-VAE hyperparameter\(s\) \['levels', 'downs_t'"):
         vqvae_config_from_hps({"width": 32})
-    base = {"levels": 3, "downs_t": (3, 2, 2), "strides_t": (2, 2, 2), "emb_width": 64, "l_bins": 2048, "width": 32,
-            "depth": 4, "dilation_growth_rate": 3, "vqvae_reverse_decoder_dilation": True}
+    base = {
+        "levels": 3,
+        "downs_t": (3, 2, 2),
+        "strides_t": (2, 2, 2),
+        "emb_width": 64,
+        "l_bins": 2048,
+        "width": 32,
+        "depth": 4,
+        "dilation_growth_rate": 3,
+        "vqvae_reverse_decoder_dilation": True,
+    }
     assert vqvae_config_from_hps(base).multipliers == (1, 1, 1)  # the original's default
     with pytest.raises(JukeboxCheckpointError, match=r"use_bottleneck=False"):
         vqvae_config_from_hps({**base, "use_bottleneck": False})
@@ -276,8 +297,12 @@ def test_full_size_inventory_maps_one_to_one(fixtures_dir):
 
 
 def test_engine_reports_every_unmapped_key_and_collision():
-    table = [(r"a\.(\d+)", r"x.\1"), (r"b\.(\d+)", r"x.\1"), (r"drop\..*", None),
-             (r"c\.(\d+)", lambda m: f"y.{int(m[1]) * 2}")]
+    table = [
+        (r"a\.(\d+)", r"x.\1"),
+        (r"b\.(\d+)", r"x.\1"),
+        (r"drop\..*", None),
+        (r"c\.(\d+)", lambda m: f"y.{int(m[1]) * 2}"),
+    ]
     assert convert_keys(["a.1", "c.3", "drop.me"], table) == {"a.1": "x.1", "c.3": "y.6", "drop.me": None}
     assert map_key("zzz", table) == (False, None)
     with pytest.raises(JukeboxCheckpointError) as info:
@@ -290,8 +315,11 @@ def test_engine_reports_every_unmapped_key_and_collision():
 
 
 def test_engine_uses_full_matches_only():
-    with pytest.raises(JukeboxCheckpointError, match=r"match no conversion rule: encoders\.0\.level_blocks\.0\."
-                                                     r"model\.0\.0\.weight_extra"):
+    with pytest.raises(
+        JukeboxCheckpointError,
+        match=r"match no conversion rule: encoders\.0\.level_blocks\.0\."
+        r"model\.0\.0\.weight_extra",
+    ):
         convert_keys(["encoders.0.level_blocks.0.model.0.0.weight_extra"], VQVAE_KEY_MAPPING)
     # the decoder's stage 0 is the input conv: a residual under model.0 is not a valid original key
     with pytest.raises(JukeboxCheckpointError, match=r"match no conversion rule"):
@@ -324,8 +352,11 @@ def test_cli_convert_vqvae(fixtures_dir, tmp_path, capsys, monkeypatch):
 
 
 def test_cli_source_errors(fixtures_dir, tmp_path):
-    with pytest.raises(JukeboxInputError, match=r"Unsupported combination of sources: none\. Give one of: --vqvae; "
-                       r"--prior; --vqvae \+ --prior; --hf4\."):
+    with pytest.raises(
+        JukeboxInputError,
+        match=r"Unsupported combination of sources: none\. Give one of: --vqvae; "
+        r"--prior; --vqvae \+ --prior; --hf4\.",
+    ):
         _cli(["convert", "--output", str(tmp_path / "o")])
     with pytest.raises(JukeboxInputError, match=r"Unsupported combination of sources: --vqvae \+ --hf4"):
         _cli(["convert", "--vqvae", "a", "--hf4", "b", "--output", str(tmp_path / "o")])

@@ -19,11 +19,11 @@ import datasets
 import numpy as np
 import pytest
 import soundfile as sf
-from test_pipeline_jukebox import build_mir_folder
 
-from hf_jukebox_mir.models.errors import JukeboxInputError
 from hf_jukebox_mir.extraction.engine import extract_dataset, list_inputs, make_embed_fn
+from hf_jukebox_mir.models.errors import JukeboxInputError
 from hf_jukebox_mir.models.feature_extraction_jukebox import JukeboxFeatureExtractor
+from test_pipeline_jukebox import build_mir_folder
 
 SR = 44100
 WINDOW = 4096
@@ -73,8 +73,7 @@ def _rows(output: Path) -> datasets.Dataset:
 
 def test_folder_with_a_corrupt_file(audio_folder, model_dir, pipe, tmp_path):
     out = tmp_path / "out"
-    result = extract_dataset([audio_folder], model_dir, out, layers=[2, 6], batch_size=4, chunk_size=2,
-                             progress=False)
+    result = extract_dataset([audio_folder], model_dir, out, layers=[2, 6], batch_size=4, chunk_size=2, progress=False)
     assert result.merged and result.num_inputs == 5 and result.num_done == 4 and result.num_computed == 4
     assert [f["id"] for f in result.failures] == ["broken.wav"]
     assert "Could not read audio file" in result.failures[0]["error"]
@@ -91,8 +90,9 @@ def test_folder_with_a_corrupt_file(audio_folder, model_dir, pipe, tmp_path):
     expected = pipe([str(audio_folder / "a.wav"), str(audio_folder / "d.wav")], layers=[2, 6], batch_size=4)
     got = ds.with_format("numpy")
     for j, layer in enumerate((2, 6)):
-        np.testing.assert_allclose(np.asarray(got[f"layer_{layer}"])[[0, 2]], np.stack([e[j] for e in expected]),
-                                   atol=1e-5)
+        np.testing.assert_allclose(
+            np.asarray(got[f"layer_{layer}"])[[0, 2]], np.stack([e[j] for e in expected]), atol=1e-5
+        )
 
 
 class _Killed(RuntimeError):
@@ -113,8 +113,9 @@ def test_killed_then_resumed_gives_one_row_per_input(tmp_path, model_dir):
             raise _Killed("simulated kill")
 
     with pytest.raises(_Killed):
-        extract_dataset(folder, model_dir, out, layers=6, batch_size=4, chunk_size=2, progress=False,
-                        callback=kill_after_two_chunks)
+        extract_dataset(
+            folder, model_dir, out, layers=6, batch_size=4, chunk_size=2, progress=False, callback=kill_after_two_chunks
+        )
     chunk_dirs = sorted(p.name for p in (out / "chunks").iterdir() if p.name.startswith("chunk-"))
     assert len(chunk_dirs) == 2 and calls[-1]["done"] == 4
     assert not (out / "state.json").exists()  # nothing merged yet
@@ -145,21 +146,26 @@ def test_saved_datasets_as_input(tmp_path, model_dir, pipe):
     a, b = _signal(2000, 20), _signal(3500, 21)
     wav = tmp_path / "b.wav"
     sf.write(wav, b, SR, subtype="FLOAT")
-    files = datasets.Dataset.from_dict({
-        "id": ["first", "second"],
-        "audio": [{"bytes": wav.read_bytes(), "path": "b.wav"}, {"bytes": None, "path": str(wav)}],
-    }).cast_column("audio", datasets.Audio(decode=False))
+    files = datasets.Dataset.from_dict(
+        {
+            "id": ["first", "second"],
+            "audio": [{"bytes": wav.read_bytes(), "path": "b.wav"}, {"bytes": None, "path": str(wav)}],
+        }
+    ).cast_column("audio", datasets.Audio(decode=False))
     files.save_to_disk(str(tmp_path / "files_ds"))
     arrays = datasets.Dataset.from_dict({"audio": [{"array": a, "sampling_rate": SR}]})
     arrays.save_to_disk(str(tmp_path / "arrays_ds"))
     items = list_inputs([tmp_path / "files_ds", tmp_path / "arrays_ds"])
-    assert [i.id for i in items] == [f"{(tmp_path / 'files_ds').as_posix()}/first",
-                                     f"{(tmp_path / 'files_ds').as_posix()}/second",
-                                     f"{(tmp_path / 'arrays_ds').as_posix()}/0"]
+    assert [i.id for i in items] == [
+        f"{(tmp_path / 'files_ds').as_posix()}/first",
+        f"{(tmp_path / 'files_ds').as_posix()}/second",
+        f"{(tmp_path / 'arrays_ds').as_posix()}/0",
+    ]
 
     out = tmp_path / "out"
-    result = extract_dataset([tmp_path / "files_ds", tmp_path / "arrays_ds"], model_dir, out, batch_size=3,
-                             progress=False)
+    result = extract_dataset(
+        [tmp_path / "files_ds", tmp_path / "arrays_ds"], model_dir, out, batch_size=3, progress=False
+    )
     assert result.num_done == 3 and not result.failures
     ds = _rows(out).with_format("numpy")
     emb = np.asarray(ds["layer_6"])  # default: the last stored block
@@ -233,8 +239,25 @@ def _cli(argv: list[str]) -> int:
 
 def test_cli_extract_frame_level(audio_folder, model_dir, tmp_path, capsys, pipe):
     out = tmp_path / "frames"
-    status = _cli(["extract", str(audio_folder / "a.wav"), str(audio_folder / "sub"), "--model", str(model_dir),
-                   "--output", str(out), "--layers", "2", "6", "--frame-rate", "50", "--batch-size", "4", "--quiet"])
+    status = _cli(
+        [
+            "extract",
+            str(audio_folder / "a.wav"),
+            str(audio_folder / "sub"),
+            "--model",
+            str(model_dir),
+            "--output",
+            str(out),
+            "--layers",
+            "2",
+            "6",
+            "--frame-rate",
+            "50",
+            "--batch-size",
+            "4",
+            "--quiet",
+        ]
+    )
     assert status == 0, capsys.readouterr().err
     printed = capsys.readouterr().out
     assert "Extracted 2 of 2 inputs" in printed and "load_from_disk" in printed
@@ -246,8 +269,18 @@ def test_cli_extract_frame_level(audio_folder, model_dir, tmp_path, capsys, pipe
     np.testing.assert_allclose(frames, expected, atol=1e-5)
     assert json.loads((out / "extraction.json").read_text())["pooling"] == "none"
 
-    status = _cli(["extract", str(audio_folder / "a.wav"), str(audio_folder / "broken.wav"), "--model",
-                   str(model_dir), "--output", str(tmp_path / "pooled"), "--quiet"])
+    status = _cli(
+        [
+            "extract",
+            str(audio_folder / "a.wav"),
+            str(audio_folder / "broken.wav"),
+            "--model",
+            str(model_dir),
+            "--output",
+            str(tmp_path / "pooled"),
+            "--quiet",
+        ]
+    )
     captured = capsys.readouterr()
     assert status == 3
     assert "1 input(s) failed" in captured.out and "broken.wav: JukeboxInputError" in captured.out
@@ -258,22 +291,33 @@ def test_cli_extract_frame_level(audio_folder, model_dir, tmp_path, capsys, pipe
     [
         (["missing_dir", "--model", "{model}", "--output", "{out}"], r"Input 'missing_dir' does not exist"),
         (["{audio}", "--model", "{audio}", "--output", "{out}"], r"lacks config.json, preprocessor_config.json"),
-        (["{audio}", "--model", "{model}", "--output", "{out}", "--layers", "9"],
-         r"Layer 9 is not available: the model has 6 blocks"),
+        (
+            ["{audio}", "--model", "{model}", "--output", "{out}", "--layers", "9"],
+            r"Layer 9 is not available: the model has 6 blocks",
+        ),
         (["{audio}", "--model", "{model}", "--output", "{out}", "--layers", "last"], r"--layers expects block numbers"),
-        (["{audio}", "--model", "{model}", "--output", "{out}", "--frame-rate", "15", "--pool", "max"],
-         r"--frame-rate gives frame-level features; it needs --pool none"),
-        (["{audio}", "--model", "{model}", "--output", "{out}", "--frame-rate", "500"],
-         r"frame_rate=500.0 is not supported"),
-        (["{audio}", "--model", "{model}", "--output", "{out}", "--batch-size", "0"],
-         r"batch_size must be a positive integer, got 0"),
+        (
+            ["{audio}", "--model", "{model}", "--output", "{out}", "--frame-rate", "15", "--pool", "max"],
+            r"--frame-rate gives frame-level features; it needs --pool none",
+        ),
+        (
+            ["{audio}", "--model", "{model}", "--output", "{out}", "--frame-rate", "500"],
+            r"frame_rate=500.0 is not supported",
+        ),
+        (
+            ["{audio}", "--model", "{model}", "--output", "{out}", "--batch-size", "0"],
+            r"batch_size must be a positive integer, got 0",
+        ),
         (["{audio}", "--model", "{model}", "--output", "{audio}"], r"is not empty and was not written by"),
-        (["{audio}", "--model", "{model}", "--output", "{out}", "--num-shards", "2"],
-         r"--num-shards and --shard-index go together"),
+        (
+            ["{audio}", "--model", "{model}", "--output", "{out}", "--num-shards", "2"],
+            r"--num-shards and --shard-index go together",
+        ),
     ],
 )
-def test_cli_checks_everything_before_loading_the_model(argv, message, audio_folder, model_dir, tmp_path, capsys,
-                                                         monkeypatch):
+def test_cli_checks_everything_before_loading_the_model(
+    argv, message, audio_folder, model_dir, tmp_path, capsys, monkeypatch
+):
     import transformers
 
     def no_model(*args, **kwargs):
@@ -316,9 +360,24 @@ def test_two_processes_share_the_work(tmp_path, model_dir):
     out = tmp_path / "out"
     env = dict(os.environ, OMP_NUM_THREADS="1")
     run = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
-         str(script), str(folder), str(model_dir), str(out)],
-        env=env, capture_output=True, text=True, timeout=600, check=False,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            "29517",
+            str(script),
+            str(folder),
+            str(model_dir),
+            str(out),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
     )
     assert run.returncode == 0, run.stderr[-3000:]
     results = sorted(line.split()[1:] for line in run.stdout.splitlines() if line.startswith("RESULT"))
@@ -354,8 +413,12 @@ def test_sigkilled_run_resumes_without_recomputing(tmp_path, model_dir):
     script = tmp_path / "killable.py"
     script.write_text(_KILLABLE)
     out = tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, str(script), str(folder), str(model_dir), str(out)],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(folder), str(model_dir), str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     try:
         for line in proc.stdout:
             if line.startswith("CHUNK 3"):

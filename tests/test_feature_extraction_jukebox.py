@@ -274,8 +274,14 @@ def test_normalize_bool_aliases():
 
 def test_save_pretrained_round_trip(tmp_path: Path):
     fe = JukeboxFeatureExtractor(
-        window_length=32768, window_hop=16384, hop_length=64, max_windows=3, min_length=256, normalize=None,
-        padding_value=-1.0, return_attention_mask=False,
+        window_length=32768,
+        window_hop=16384,
+        hop_length=64,
+        max_windows=3,
+        min_length=256,
+        normalize=None,
+        padding_value=-1.0,
+        return_attention_mask=False,
     )
     fe.save_pretrained(tmp_path)
     saved = json.loads((tmp_path / "preprocessor_config.json").read_text())
@@ -285,8 +291,18 @@ def test_save_pretrained_round_trip(tmp_path: Path):
         assert (tmp_path / name).is_file()
     loaded = JukeboxFeatureExtractor.from_pretrained(tmp_path)
     assert loaded.to_dict() == fe.to_dict()
-    for key in ("window_length", "window_hop", "hop_length", "max_windows", "min_length", "normalize",
-                "padding_value", "return_attention_mask", "sampling_rate", "feature_size"):
+    for key in (
+        "window_length",
+        "window_hop",
+        "hop_length",
+        "max_windows",
+        "min_length",
+        "normalize",
+        "padding_value",
+        "return_attention_mask",
+        "sampling_rate",
+        "feature_size",
+    ):
         assert getattr(loaded, key) == getattr(fe, key), key
     x = _noise(50000)
     a, b = fe(x, sampling_rate=SR), loaded(x, sampling_rate=SR)

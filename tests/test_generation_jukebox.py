@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import random
-
 import pytest
 import torch
 
+from conftest import PRIOR_FIXTURES as PRIORS  # noqa: E402
 from hf_jukebox_mir import JukeboxInputError
 from hf_jukebox_mir.models.generation_jukebox import (
     JukeboxSamplingState,
@@ -20,9 +19,6 @@ from hf_jukebox_mir.models.generation_jukebox import (
     window_starts,
 )
 from hf_jukebox_mir.models.tokenization_jukebox import lyric_window as labels_lyric_window
-
-from conftest import PRIOR_FIXTURES as PRIORS  # noqa: E402
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -42,8 +38,9 @@ def test_teacher_forced_step_path_equals_full_forward(converted, name):
         full = prior(codes, metadata=metadata, upper_level_codes=upper).logits[:, prior.config.prime_length :]
     # the first positions through chunked prefill (odd chunk, crosses block boundaries), the rest one by one
     n_prefill = codes.shape[1] - 40
-    stepped = teacher_forced_logits(prior, codes, metadata=metadata, upper_level_codes=upper, n_prefill=n_prefill,
-                                    chunk_size=7)
+    stepped = teacher_forced_logits(
+        prior, codes, metadata=metadata, upper_level_codes=upper, n_prefill=n_prefill, chunk_size=7
+    )
     assert stepped.shape == full.shape
     tol = 1e-4 * max(1.0, full.abs().max().item())
     assert (stepped - full).abs().max().item() <= tol
@@ -86,14 +83,25 @@ def test_batch_rows_are_sampled_independently(converted):
     assert len({tuple(row.tolist()) for row in out}) == 3
 
 
-@pytest.mark.parametrize("name,top_k,top_p", [("prior_5b_top", 3, 0.0), ("prior_5b_top", 0, 0.6),
-                                              ("upsampler_level_1", 2, 0.0), ("upsampler_level_1", 0, 0.3)])
+@pytest.mark.parametrize(
+    "name,top_k,top_p",
+    [("prior_5b_top", 3, 0.0), ("prior_5b_top", 0, 0.6), ("upsampler_level_1", 2, 0.0), ("upsampler_level_1", 0, 0.3)],
+)
 def test_filtering_never_emits_filtered_tokens(converted, name, top_k, top_p):
     prior, golden = converted(name)
     metadata, upper = _inputs(golden)
     temperature = 1.3  # flatten the distribution so that unfiltered sampling would leave the kept set often
-    codes = sample_prior(prior, n_samples=2, metadata=metadata, upper_level_codes=upper, num_tokens=48,
-                         temperature=temperature, top_k=top_k, top_p=top_p, generator=torch.Generator().manual_seed(3))
+    codes = sample_prior(
+        prior,
+        n_samples=2,
+        metadata=metadata,
+        upper_level_codes=upper,
+        num_tokens=48,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        generator=torch.Generator().manual_seed(3),
+    )
     # the same (cached, step by step) computation gives the logits each token was drawn from
     logits = teacher_forced_logits(prior, codes, metadata=metadata, upper_level_codes=upper)
     filtered = filter_logits(logits / temperature, top_k=top_k, top_p=top_p)
@@ -105,8 +113,15 @@ def test_filtering_never_emits_filtered_tokens(converted, name, top_k, top_p):
     else:
         assert (kept < prior.config.vocab_size).all()
     # without filtering, the same seed leaves the kept set: the check above is not vacuous
-    loose = sample_prior(prior, n_samples=2, metadata=metadata, upper_level_codes=upper, num_tokens=48,
-                         temperature=temperature, generator=torch.Generator().manual_seed(3))
+    loose = sample_prior(
+        prior,
+        n_samples=2,
+        metadata=metadata,
+        upper_level_codes=upper,
+        num_tokens=48,
+        temperature=temperature,
+        generator=torch.Generator().manual_seed(3),
+    )
     loose_logits = teacher_forced_logits(prior, loose, metadata=metadata, upper_level_codes=upper)
     loose_filtered = filter_logits(loose_logits / temperature, top_k=top_k, top_p=top_p)
     assert not torch.isfinite(loose_filtered.gather(-1, loose[..., None])).all()
@@ -134,18 +149,31 @@ def test_primed_sampling_returns_prime_then_new_codes(converted):
     metadata, upper = _inputs(golden)
     prime = golden["z"][:, :37]
     gen = torch.Generator().manual_seed(5)
-    out = sample_prior(prior, prime_codes=prime, metadata=metadata, upper_level_codes=upper, num_tokens=20,
-                       generator=gen, chunk_size=8)
+    out = sample_prior(
+        prior, prime_codes=prime, metadata=metadata, upper_level_codes=upper, num_tokens=20, generator=gen, chunk_size=8
+    )
     assert out.shape == (2, 57)
     assert torch.equal(out[:, :37], prime)
     # the prime went through the cache: the new codes equal a draw whose first 37 steps are teacher-forced
     gen = torch.Generator().manual_seed(5)
-    unchunked = sample_prior(prior, prime_codes=prime, metadata=metadata, upper_level_codes=upper, num_tokens=20,
-                             generator=gen, chunk_size=None)
+    unchunked = sample_prior(
+        prior,
+        prime_codes=prime,
+        metadata=metadata,
+        upper_level_codes=upper,
+        num_tokens=20,
+        generator=gen,
+        chunk_size=None,
+    )
     assert torch.equal(out, unchunked)
     # default num_tokens fills the window; nothing to sample returns the prime itself
-    full = sample_prior(prior, prime_codes=golden["z"][:, :250], metadata=metadata, upper_level_codes=upper,
-                        generator=torch.Generator().manual_seed(0))
+    full = sample_prior(
+        prior,
+        prime_codes=golden["z"][:, :250],
+        metadata=metadata,
+        upper_level_codes=upper,
+        generator=torch.Generator().manual_seed(0),
+    )
     assert full.shape == (2, prior.config.n_ctx) and torch.equal(full[:, :250], golden["z"][:, :250])
     same = sample_prior(prior, prime_codes=golden["z"], metadata=metadata, upper_level_codes=upper)
     assert torch.equal(same, golden["z"])
@@ -157,7 +185,9 @@ def test_single_sequence_lyrics_prior_unshifts_and_clamps(converted):
     shift = prior.config.music_token_shift
     assert shift == 79
     prime = golden["z"][:, :5]
-    out = sample_prior(prior, prime_codes=prime, metadata=metadata, num_tokens=6, generator=torch.Generator().manual_seed(0))
+    out = sample_prior(
+        prior, prime_codes=prime, metadata=metadata, num_tokens=6, generator=torch.Generator().manual_seed(0)
+    )
     assert out.shape == (2, 11) and torch.equal(out[:, :5], prime)
     assert int(out.min()) >= 0 and int(out.max()) < prior.config.vocab_size
 
@@ -180,8 +210,9 @@ def test_single_sequence_lyrics_prior_unshifts_and_clamps(converted):
     prior.lm_head = PreferLyricId()
     try:
         JukeboxSamplingState.accept = spy
-        forced = sample_prior(prior, prime_codes=prime, metadata=metadata, num_tokens=4,
-                              generator=torch.Generator().manual_seed(0))
+        forced = sample_prior(
+            prior, prime_codes=prime, metadata=metadata, num_tokens=4, generator=torch.Generator().manual_seed(0)
+        )
     finally:
         JukeboxSamplingState.accept = accept
         prior.lm_head = head
@@ -225,7 +256,14 @@ def test_window_starts_match_the_original_rule():
     assert window_starts(320, 256, 128) == [0, 64]
     assert window_starts(1024, 256, 128) == [0, 128, 256, 384, 512, 640, 768]
     assert plan_windows(100, 256, 128) == [(0, 100)]
-    assert plan_windows(1024, 256, 128, n_existing=300) == [(128, 384), (256, 512), (384, 640), (512, 768), (640, 896), (768, 1024)]
+    assert plan_windows(1024, 256, 128, n_existing=300) == [
+        (128, 384),
+        (256, 512),
+        (384, 640),
+        (512, 768),
+        (640, 896),
+        (768, 1024),
+    ]
     assert plan_windows(1024, 256, 128, n_existing=1024) == []
 
 
@@ -292,8 +330,15 @@ def test_upsampler_windows_are_conditioned_on_their_slice(converted):
 
     prior.get_conditioning = spy
     try:
-        out = sample_level(prior, None, total, metadata=metadata, upper_codes=upper, temperature=0.99,
-                           generator=torch.Generator().manual_seed(7))
+        out = sample_level(
+            prior,
+            None,
+            total,
+            metadata=metadata,
+            upper_codes=upper,
+            temperature=0.99,
+            generator=torch.Generator().manual_seed(7),
+        )
     finally:
         del prior.get_conditioning
     assert out.shape == (1, total)
@@ -302,15 +347,29 @@ def test_upsampler_windows_are_conditioned_on_their_slice(converted):
 
     # the same draws from direct calls with the sliced codes give the same codes
     gen = torch.Generator().manual_seed(7)
-    first = sample_prior(prior, metadata=window_metadata(prior.config, metadata, 0), upper_level_codes=upper[:, 0:64],
-                         num_tokens=256, temperature=0.99, generator=gen)
-    second = sample_prior(prior, prime_codes=first[:, 64:], metadata=window_metadata(prior.config, metadata, 64),
-                          upper_level_codes=upper[:, 16:80], num_tokens=64, temperature=0.99, generator=gen)
+    first = sample_prior(
+        prior,
+        metadata=window_metadata(prior.config, metadata, 0),
+        upper_level_codes=upper[:, 0:64],
+        num_tokens=256,
+        temperature=0.99,
+        generator=gen,
+    )
+    second = sample_prior(
+        prior,
+        prime_codes=first[:, 64:],
+        metadata=window_metadata(prior.config, metadata, 64),
+        upper_level_codes=upper[:, 16:80],
+        num_tokens=64,
+        temperature=0.99,
+        generator=gen,
+    )
     assert torch.equal(out, torch.cat([first, second[:, 192:]], dim=1))
     # and conditioning on the wrong slice changes the result
     gen = torch.Generator().manual_seed(7)
-    wrong = sample_prior(prior, metadata=metadata, upper_level_codes=upper[:, 16:80], num_tokens=256,
-                         temperature=0.99, generator=gen)
+    wrong = sample_prior(
+        prior, metadata=metadata, upper_level_codes=upper[:, 16:80], num_tokens=256, temperature=0.99, generator=gen
+    )
     assert not torch.equal(wrong, first)
 
 
@@ -333,9 +392,32 @@ def test_sampling_benchmark_runs_at_tiny_scale(capsys, tmp_path):
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     results = tmp_path / "results.jsonl"
-    assert bench.main(["--device", "cpu", "--preset", "tiny", "--priors", "top", "upsampler", "--tokens", "4",
-                       "--warmup", "1", "--position", "20", "--threads", "1", "--bandwidth-mb", "32",
-                       "--results", str(results)]) == 0
+    assert (
+        bench.main(
+            [
+                "--device",
+                "cpu",
+                "--preset",
+                "tiny",
+                "--priors",
+                "top",
+                "upsampler",
+                "--tokens",
+                "4",
+                "--warmup",
+                "1",
+                "--position",
+                "20",
+                "--threads",
+                "1",
+                "--bandwidth-mb",
+                "32",
+                "--results",
+                str(results),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "| prior | width x layers | position | tokens/s |" in out
     import json

@@ -18,7 +18,9 @@ import yaml
 from huggingface_hub import ModelCard
 from safetensors.torch import load_file, save_file
 
+from hf_jukebox_mir.conversion.audit import ConversionAudit, SourceFile
 from hf_jukebox_mir.models.errors import JukeboxCheckpointError, JukeboxInputError
+from hf_jukebox_mir.publishing.cards import CARD_MARKER, render_model_card, validate_card_metadata, write_model_card
 from hf_jukebox_mir.publishing.hub import (
     JukeboxHubConnectionError,
     check_hub_folder,
@@ -26,7 +28,6 @@ from hf_jukebox_mir.publishing.hub import (
     push_folder,
     validate_hub_folder,
 )
-from hf_jukebox_mir.publishing.cards import CARD_MARKER, render_model_card, validate_card_metadata, write_model_card
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MODEL_TYPES = {
@@ -87,9 +88,8 @@ def make_hub_folder(root: Path, kind: str = "mir", *, sharded: bool = False, car
     else:
         save_file(tensors, str(folder / "model.safetensors"))
     if kind != "probe":
-        (folder / "conversion_audit.json").write_text(
-            json.dumps({"package_version": "0.1.0", "sources": [{"file": "5b/vqvae.pth.tar", "sha256": "0" * 64}]})
-        )
+        source = SourceFile(file="5b/vqvae.pth.tar", sha256="0" * 64, bytes=1, role="vqvae")
+        ConversionAudit(model_class="FakeModel", source_format="openai", sources=[source]).write(folder)
     if card:
         write_model_card(folder, repo_id="me/jukebox-test")
     return folder
@@ -229,9 +229,7 @@ def test_missing_shard_is_named(tmp_path):
     folder = make_hub_folder(tmp_path, "vqvae", sharded=True)
     (folder / "model-00002-of-00002.safetensors").unlink()
     (problem,) = validate_hub_folder(folder)
-    assert problem == (
-        "model.safetensors.index.json references 1 missing shard(s): model-00002-of-00002.safetensors."
-    )
+    assert problem == ("model.safetensors.index.json references 1 missing shard(s): model-00002-of-00002.safetensors.")
 
 
 def _edit_config(folder: Path, edit) -> None:
@@ -383,9 +381,7 @@ def test_push_connection_errors_are_translated(tmp_path, online, error):
     folder = make_hub_folder(tmp_path, "vqvae")
     api = mock.MagicMock()
     api.create_repo.side_effect = (
-        OfflineModeIsEnabled("offline")
-        if error == "offline"
-        else httpx2.ConnectError("[Errno 111] Connection refused")
+        OfflineModeIsEnabled("offline") if error == "offline" else httpx2.ConnectError("[Errno 111] Connection refused")
     )
     with pytest.raises(JukeboxHubConnectionError, match="the Hugging Face Hub cannot be reached"):
         push_folder(folder, "me/jukebox-test", api=api)
@@ -495,6 +491,7 @@ ALL_OPENAI = [
 def test_plan_maps_every_openai_file_to_its_folder(tmp_path, convert_all):
     root = _openai_tree(tmp_path / "in", ALL_OPENAI)
     plan = convert_all.plan_conversions(root, tmp_path / "out", namespace="me")
+
     def relative(sources):
         return {role: str(path.relative_to(root)) for role, path in sources.items()}
 
@@ -532,8 +529,10 @@ def test_plan_subset_only_and_options(tmp_path, convert_all):
     missing = r"Cannot make mir from .*: missing source files \(mir: 5b/vqvae.pth.tar \+ 5b/prior_level_2.pth.tar\)"
     with pytest.raises(convert_all.PlanError, match=missing):
         convert_all.plan_conversions(root, tmp_path / "out", only="vqvae,mir")
-    missing = (r"Cannot make chain_1b_lyrics from .*: missing source files \(chain_1b_lyrics: 5b/vqvae.pth.tar \+ "
-               r"5b/prior_level_0.pth.tar \+ 5b/prior_level_1.pth.tar \+ 1b_lyrics/prior_level_2.pth.tar\)")
+    missing = (
+        r"Cannot make chain_1b_lyrics from .*: missing source files \(chain_1b_lyrics: 5b/vqvae.pth.tar \+ "
+        r"5b/prior_level_0.pth.tar \+ 5b/prior_level_1.pth.tar \+ 1b_lyrics/prior_level_2.pth.tar\)"
+    )
     with pytest.raises(convert_all.PlanError, match=missing):
         convert_all.plan_conversions(root, tmp_path / "out", only="chain_1b_lyrics")
     only = convert_all.plan_conversions(root, tmp_path / "out", only=["prior_1b_lyrics"])
@@ -683,10 +682,8 @@ def _check_converted(folder: Path) -> None:
     card = (folder / "README.md").read_text()
     assert title in card and f'from_pretrained("me/{folder.name}", trust_remote_code=True)' in card
     assert (base_model in card) if base_model else ("base_model" not in card)
-    audit = json.loads((folder / "conversion_audit.json").read_text())
-    sources = audit.get("sources") or [{"sha256": v["sha256"]} for v in audit["source_files"].values()]
-    for source in sources:
-        assert f"`{source['sha256']}`" in card
+    for source in ConversionAudit.read(folder).sources:
+        assert f"`{source.sha256}`" in card
     assert "| loaded_from | the written folder, with from_pretrained (float32 compute) |" in card
 
 
@@ -823,7 +820,10 @@ def test_real_chain_card_renders_parses_and_validates(real_chain, fixtures_dir):
         sha = hashlib.sha256((fixtures_dir / rel).read_bytes()).hexdigest()
         assert f"| {part} | [`{rel}`]({root}/{Path(rel).name}) | `{sha}` |" in text
     assert "Converted with `hf-jukebox-mir` " in text and "(format: openai)" in text
-    assert "| loaded_from | the written folder, with from_pretrained (float32 compute) |" in text and "| prior_level_2.logits | shape (1, 32, 2048) float32;" in text
+    assert (
+        "| loaded_from | the written folder, with from_pretrained (float32 compute) |" in text
+        and "| prior_level_2.logits | shape (1, 32, 2048) float32;" in text
+    )
 
 
 def test_real_chain_folder_passes_hub_checks_and_pushes(real_chain, online):
@@ -831,7 +831,7 @@ def test_real_chain_folder_passes_hub_checks_and_pushes(real_chain, online):
     files = check_hub_folder(folder)
     assert files[:3] == ["README.md", "config.json", "conversion_audit.json"]
     assert {"model.safetensors", "configuration_jukebox_chain.py", "modeling_jukebox_chain.py",
-            "modeling_jukebox_prior.py", "modeling_jukebox_vqvae.py", "generation_jukebox.py"} <= set(files)  # fmt: skip
+            "modeling_jukebox_prior.py", "modeling_jukebox_vqvae.py", "generation_jukebox.py"} <= set(files)  # fmt: skip  # noqa: E501
     assert all(name.endswith((".py", ".json", ".md", ".safetensors")) and "/" not in name for name in files)
 
     api = mock.MagicMock()
@@ -874,14 +874,19 @@ def test_convert_all_old_hub_format_chain(tmp_path, convert_all, fixtures_dir, c
 
 
 def test_convert_all_mir_job_on_parity_fixtures(tmp_path, convert_all, fixtures_dir, capsys):
-    """The JukeMIR extraction folder of the script (VQ-VAE encoder + truncated 5b prior, bf16) is Hub-ready and loads."""
+    """The JukeMIR extraction folder of the script (VQ-VAE encoder + truncated 5b prior, bf16) is Hub-ready and
+    loads."""
     root = tmp_path / "openai"
     for rel, src in FIXTURE_FILES.items():
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).symlink_to(fixtures_dir / src)
     out = tmp_path / "hub"
-    assert convert_all.main([str(root), "--output-dir", str(out), "--namespace", "me", "--only", "mir",
-                             "--num-layers", "4"]) == 0, capsys.readouterr().err
+    assert (
+        convert_all.main(
+            [str(root), "--output-dir", str(out), "--namespace", "me", "--only", "mir", "--num-layers", "4"]
+        )
+        == 0
+    ), capsys.readouterr().err
     folder = out / "jukebox-mir-5b-layer4"
     assert validate_hub_folder(folder) == []
     config = json.loads((folder / "config.json").read_text())
@@ -890,6 +895,7 @@ def test_convert_all_mir_job_on_parity_fixtures(tmp_path, convert_all, fixtures_
     from transformers import AutoModel
 
     import hf_jukebox_mir
+
     hf_jukebox_mir.register()  # the Auto classes
 
     model = AutoModel.from_pretrained(folder, dtype="auto")

@@ -6,7 +6,12 @@ import pytest
 import torch
 
 from hf_jukebox_mir import JukeboxInputError
-from hf_jukebox_mir.models.tokenization_jukebox import LYRIC_VOCABULARIES, JukeboxTokenizer, lyric_window, normalise_name
+from hf_jukebox_mir.models.tokenization_jukebox import (
+    LYRIC_VOCABULARIES,
+    JukeboxTokenizer,
+    lyric_window,
+    normalise_name,
+)
 
 
 def test_normalise_name():
@@ -59,10 +64,35 @@ def test_lyric_window_original_heuristic():
 
 def test_metadata_row_layout():
     labeller = JukeboxTokenizer(3, max_genres=1, n_lyric_tokens=8, sample_length=786432)
-    row = labeller.metadata(artist="unknown", genre="unknown", lyrics="Hi", total_length=2_000_000, offset=44100,
-                            batch_size=2)
+    row = labeller.metadata(
+        artist="unknown", genre="unknown", lyrics="Hi", total_length=2_000_000, offset=44100, batch_size=2
+    )
     assert row.dtype == torch.long and row.shape == (2, 4 + 1 + 8)
     assert row[0, :5].tolist() == [2_000_000, 44100, 786432, 0, 0]
     assert row[0, 5:].tolist() == [0] * 6 + labeller.tokenize_lyrics("Hi")
     v2 = JukeboxTokenizer(2).metadata(genre="jazz", total_length=2_734_080)
     assert v2.shape == (1, 9) and v2[0, 5:].tolist() == [-1, -1, -1, -1]
+
+
+def test_tokenizer_saves_and_loads_its_vocabularies_without_the_packaged_files(tmp_path, monkeypatch):
+    from hf_jukebox_mir.models import tokenization_jukebox
+
+    saved = JukeboxTokenizer(3, max_genres=1, n_lyric_tokens=8, sample_length=786432)
+    files = saved.save_pretrained(tmp_path)
+    assert sorted(p.name for p in files) == ["artists.json", "genres.json", "lyrics.json", "tokenizer_config.json"]
+    expected = saved.metadata(artist="Alan Jackson", genre="Country", lyrics="hello", total_length=2_000_000)
+    # a remote-code copy has no jukebox_ids/ beside the module: only the saved files can answer
+    monkeypatch.setattr(tokenization_jukebox, "PACKAGED_IDS", tmp_path / "absent")
+    tokenization_jukebox._load_ids.cache_clear()
+    try:
+        refusal = r"is not beside tokenization_jukebox.py .* JukeboxTokenizer.from_pretrained\(folder\)"
+        with pytest.raises(JukeboxInputError, match=refusal):
+            JukeboxTokenizer(3)
+        loaded = JukeboxTokenizer.from_pretrained(tmp_path)
+        assert (loaded.version, loaded.max_genres, loaded.n_lyric_tokens) == (3, 1, 8)
+        again = loaded.metadata(artist="Alan Jackson", genre="Country", lyrics="hello", total_length=2_000_000)
+        assert torch.equal(again, expected) and again[0, 3] > 0
+    finally:
+        tokenization_jukebox._load_ids.cache_clear()
+    with pytest.raises(JukeboxInputError, match="holds no Jukebox tokenizer: tokenizer_config.json"):
+        JukeboxTokenizer.from_pretrained(tmp_path / "absent")

@@ -39,8 +39,17 @@ def test_key_labels_follow_jukemir_order():
 
 @pytest.mark.parametrize(
     "text, index",
-    [("C major", 0), ("Eb minor", 15), ("D# minor", 15), ("d# minor", 15), ("F#:major", 6), ("Gb major", 6),
-     ("A minor", 21), ("Bb\tmajor", 10), (23, 23)],
+    [
+        ("C major", 0),
+        ("Eb minor", 15),
+        ("D# minor", 15),
+        ("d# minor", 15),
+        ("F#:major", 6),
+        ("Gb major", 6),
+        ("A minor", 21),
+        ("Bb\tmajor", 10),
+        (23, 23),
+    ],
 )
 def test_key_to_index(text, index):
     assert key_to_index(text) == index
@@ -279,10 +288,22 @@ def test_make_compute_metrics_for_trainer():
         ("accuracy", dict(predictions=[0, 2, 1], references=[0, 1, 1]), accuracy, {}),
         ("mirex_key", dict(predictions=["G major", "A minor"], references=["C major", "C major"]), key_scores, {}),
         ("mirex_key", dict(predictions=[7, 21], references=[0, 0]), key_scores, {}),
-        ("multilabel", dict(predictions=[[0.9, 0.2], [0.1, 0.7], [0.8, 0.4]], references=[[1, 0], [0, 1], [1, 0]]),
-         multilabel_scores, {}),
-        ("r2", dict(predictions=[[0.1, 1.0], [0.9, 0.1], [2.1, -1.0]], references=[[0.0, 1.0], [1.0, 0.0], [2.0, -1.0]],
-                    output_names=["arousal", "valence"]), r2_scores, {"output_names": ["arousal", "valence"]}),
+        (
+            "multilabel",
+            dict(predictions=[[0.9, 0.2], [0.1, 0.7], [0.8, 0.4]], references=[[1, 0], [0, 1], [1, 0]]),
+            multilabel_scores,
+            {},
+        ),
+        (
+            "r2",
+            dict(
+                predictions=[[0.1, 1.0], [0.9, 0.1], [2.1, -1.0]],
+                references=[[0.0, 1.0], [1.0, 0.0], [2.0, -1.0]],
+                output_names=["arousal", "valence"],
+            ),
+            r2_scores,
+            {"output_names": ["arousal", "valence"]},
+        ),
         ("r2", dict(predictions=[0.1, 0.9, 2.1], references=[0.0, 1.0, 2.0]), r2_scores, {}),
     ],
 )

@@ -89,7 +89,9 @@ def test_gtzan_miniature(gtzan_root):
 
 def test_gtzan_missing_files_error(gtzan_root):
     root, _ = gtzan_root
-    with pytest.raises(JukeboxInputError, match=r"gtzan: 924 of 930 files .* missing .*genres/<genre>/<genre>\.000NN\.wav"):
+    with pytest.raises(
+        JukeboxInputError, match=r"gtzan: 924 of 930 files .* missing .*genres/<genre>/<genre>\.000NN\.wav"
+    ):
         load_gtzan(root)
     with pytest.raises(JukeboxInputError, match="data folder .* does not exist"):
         load_gtzan(root / "nope")
@@ -118,8 +120,14 @@ def mtt_rows() -> list[dict]:
     rows = []
     for split, ids in chosen.items():
         for cid in ids:
-            rows.append({"clip_id": cid, "split": split, "mp3_path": f"{folders[split]}/artist-album-{cid}.mp3",
-                         "tags": tag_sets[len(rows)]})
+            rows.append(
+                {
+                    "clip_id": cid,
+                    "split": split,
+                    "mp3_path": f"{folders[split]}/artist-album-{cid}.mp3",
+                    "tags": tag_sets[len(rows)],
+                }
+            )
     return rows
 
 
@@ -187,8 +195,20 @@ def test_giantsteps_miniature_short_clips(giantsteps_root):
     # 2.6 s songs -> 2 full 1 s clips each (the partial third is dropped)
     assert {k: len(v) for k, v in ds.items()} == {"train": 4, "validation": 4, "test": 4}
     names = ds["train"].features["label"].names
-    expected = ["Eb minor", "Eb minor", "A major", "A major", "Gb major", "Gb major", "C minor", "C minor",
-                "Eb major", "Eb major", "B minor", "B minor"]
+    expected = [
+        "Eb minor",
+        "Eb minor",
+        "A major",
+        "A major",
+        "Gb major",
+        "Gb major",
+        "C minor",
+        "C minor",
+        "Eb major",
+        "Eb major",
+        "B minor",
+        "B minor",
+    ]
     got = [names[r["label"]] for split in ("train", "validation", "test") for r in ds[split]]
     assert got == expected
     first = ds["train"]

@@ -13,7 +13,9 @@ import yaml
 from huggingface_hub import ModelCard, metadata_load
 from safetensors.torch import save_file
 
+from hf_jukebox_mir.conversion.audit import ConversionAudit, SourceFile, WrittenFile
 from hf_jukebox_mir.models.errors import JukeboxCheckpointError, JukeboxInputError
+from hf_jukebox_mir.probing.reports import ProbeResults
 from hf_jukebox_mir.publishing.cards import (
     BASE_TAGS,
     CARD_MARKER,
@@ -38,26 +40,39 @@ MODEL_TYPES = {
     "chain": "jukebox_mir_chain",
 }  # fmt: skip
 PIPELINE_TAGS = {"probe": "audio-classification", "chain": "text-to-audio"}  # others: feature-extraction
-SOURCES = {
-    "vqvae": [{"file": "5b/vqvae.pth.tar", "sha256": "1" * 64, "role": "vqvae"}],
-    "prior": [{"file": "5b_lyrics/prior_level_2.pth.tar", "sha256": "2" * 64, "role": "prior"}],
+SOURCES = {  # as the converters record them (conversion.audit.SourceFile)
+    "vqvae": [{"file": "5b/vqvae.pth.tar", "sha256": "1" * 64, "bytes": 10, "role": "vqvae"}],
+    "prior": [{"file": "5b_lyrics/prior_level_2.pth.tar", "sha256": "2" * 64, "bytes": 20, "role": "prior_level_2"}],
     "mir": [
-        {"file": "5b/vqvae.pth.tar", "sha256": "1" * 64, "role": "vqvae"},
-        {"file": "5b/prior_level_2.pth.tar", "sha256": "3" * 64, "role": "prior"},
+        {"file": "5b/vqvae.pth.tar", "sha256": "1" * 64, "bytes": 10, "role": "vqvae"},
+        {"file": "5b/prior_level_2.pth.tar", "sha256": "3" * 64, "bytes": 30, "role": "prior_level_2"},
     ],
-    "chain": [  # the layout of conversion.chain.convert_chain_checkpoints: no roles, they come from "parts"
-        {"file": "5b/vqvae.pth.tar", "sha256": "1" * 64},
-        {"file": "5b/prior_level_0.pth.tar", "sha256": "4" * 64},
-        {"file": "5b/prior_level_1.pth.tar", "sha256": "5" * 64},
-        {"file": "5b_lyrics/prior_level_2.pth.tar", "sha256": "2" * 64},
+    "chain": [
+        {"file": "5b/vqvae.pth.tar", "sha256": "1" * 64, "bytes": 10, "role": "vqvae"},
+        {"file": "5b/prior_level_0.pth.tar", "sha256": "4" * 64, "bytes": 40, "role": "prior_level_0"},
+        {"file": "5b/prior_level_1.pth.tar", "sha256": "5" * 64, "bytes": 50, "role": "prior_level_1"},
+        {"file": "5b_lyrics/prior_level_2.pth.tar", "sha256": "2" * 64, "bytes": 20, "role": "prior_level_2"},
     ],
 }
-CHAIN_PARTS = {"vqvae": "vqvae.pth.tar", "prior_level_0": "prior_level_0.pth.tar",
-               "prior_level_1": "prior_level_1.pth.tar", "prior_level_2": "prior_level_2.pth.tar"}  # fmt: skip
+
+
+def write_audit(folder: Path, kind: str, **fields) -> None:
+    """`conversion_audit.json` written by the code the converters use (`ConversionAudit`)."""
+    values = {
+        "model_class": "FakeModel",
+        "source_format": "openai",
+        "sources": [SourceFile(**s) for s in SOURCES[kind]],
+        "key_map": {"a": "weight", "b": "bias"},
+        "output_check": {"codes_equal": True, "max_abs_diff": 2.5e-6},
+        "versions": {"hf-jukebox-mir": "0.1.0"},
+    }
+    values.update(fields)
+    ConversionAudit(**values).write(folder)
 
 
 def chain_config(lyrics_mode: str | None = "separate_encoder") -> dict:
     """The parts of a `jukebox_mir_chain` config.json that the card reads (shapes of the released 5b models)."""
+
     def prior(level, width, layers, n_ctx):
         return {"model_type": "jukebox_mir_prior", "level": level, "hidden_size": width, "num_hidden_layers": layers,
                 "num_attention_heads": 8, "n_ctx": n_ctx, "hop_length": (8, 32, 128)[level], "sampling_rate": 44100,
@@ -71,6 +86,8 @@ def chain_config(lyrics_mode: str | None = "separate_encoder") -> dict:
         "prior_level_1_config": prior(1, 1920, 72, 8192),
         "prior_level_2_config": {**prior(2, 4800, 72, 8192), "lyrics_mode": lyrics_mode},
     }
+
+
 RESULTS = {
     "model": "me/jukebox-mir-5b-layer36",
     "split": "test",
@@ -113,25 +130,12 @@ def make_folder(root: Path, kind: str, *, dtype: torch.dtype = torch.float32, au
         (folder / "feature_extraction_fake.py").write_text("import numpy\n")
     (folder / "config.json").write_text(json.dumps(config))
     (folder / "configuration_fake.py").write_text("from __future__ import annotations\n")
-    (folder / "modeling_fake.py").write_text(
-        "from .configuration_fake import FakeConfig\nfrom .layers_fake import X\n"
-    )
+    (folder / "modeling_fake.py").write_text("from .configuration_fake import FakeConfig\nfrom .layers_fake import X\n")
     (folder / "layers_fake.py").write_text("X = 1\n")
     tensors = {"weight": torch.zeros(4, 3, dtype=dtype), "bias": torch.zeros(3, dtype=dtype)}
     save_file(tensors, str(folder / "model.safetensors"))
     if audit and kind in SOURCES:
-        (folder / "conversion_audit.json").write_text(
-            json.dumps(
-                {
-                    "package_version": "0.1.0",
-                    "sources": SOURCES[kind],
-                    "source_format": "openai",
-                    "key_map": {"a": "weight", "b": "bias"},
-                    "output_check": {"codes_equal": True, "max_abs_diff": 2.5e-6},
-                    **({"parts": CHAIN_PARTS} if kind == "chain" else {}),
-                }
-            )
-        )
+        write_audit(folder, kind)
     return folder
 
 
@@ -144,8 +148,9 @@ def test_repo_model_cards_folder_matches_package_templates():
     assert sorted(p.name for p in root_copies.glob("*.md")) == sorted(KIND_TO_TEMPLATE.values())
     for name in KIND_TO_TEMPLATE.values():
         assert (root_copies / name).read_bytes() == (PACKAGE_TEMPLATES / name).read_bytes(), (
-            f"model_cards/{name} differs from src/hf_jukebox_mir/card_templates/{name} (the canonical copy); "
-            f"run: cp src/hf_jukebox_mir/card_templates/{name} model_cards/"
+            f"model_cards/{name} differs from src/hf_jukebox_mir/publishing/card_templates/{name} "
+            "(the canonical copy); "
+            f"run: cp src/hf_jukebox_mir/publishing/card_templates/{name} model_cards/"
         )
 
 
@@ -370,8 +375,16 @@ def test_validate_card_metadata_catches_licence_tag_and_pipeline_mistakes():
 
 def test_load_probe_results_accepts_the_three_layouts():
     as_list = load_probe_results(
-        [{"task": "key", "dataset": "giantsteps", "split": "test", "metric": "mirex_weighted", "value": 0.667,
-          "layer": 36}]  # fmt: skip
+        [
+            {
+                "task": "key",
+                "dataset": "giantsteps",
+                "split": "test",
+                "metric": "mirex_weighted",
+                "value": 0.667,
+                "layer": 36,
+            }
+        ]  # fmt: skip
     )
     single = load_probe_results({"task": "key", "dataset": "giantsteps", "split": "test", "layer": 36,
                                  "metrics": {"mirex_weighted": 0.667}})  # fmt: skip
@@ -504,13 +517,13 @@ def test_audit_written_by_the_converters_is_rendered(tmp_path):
     config = json.loads((folder / "config.json").read_text())
     config.update(lyrics_mode=None)  # the non-lyrics 5b top prior
     (folder / "config.json").write_text(json.dumps(config))
-    audit = {  # the layout of hf_jukebox_mir.conversion.export.save_converted
-        "source_format": "openai",
-        "source_files": {"prior_level_2.pth.tar": {"sha256": "f" * 64, "bytes": 123}},
-        "key_map": {"prior.x_emb.weight": "embed_tokens.weight", "prior.transformer._attn_mods.5.w": None},
-        "package": "hf-jukebox-mir",
-        "package_version": "0.2.0",
-        "output_check": {
+    write_audit(  # what the prior converter records
+        folder,
+        "prior",
+        sources=[SourceFile(file="prior_level_2.pth.tar", sha256="f" * 64, bytes=123, role="prior")],
+        key_map={"prior.x_emb.weight": "embed_tokens.weight", "prior.transformer._attn_mods.5.w": None},
+        versions={"hf-jukebox-mir": "0.2.0", "torch": "2.13.0"},
+        output_check={
             "outputs": {
                 "logits": {"shape": [1, 8, 16], "dtype": "float32", "finite": True, "mean": 0.25, "std": 1.5,
                            "max_abs": 4.0, "first": [0.1, 0.2]},
@@ -518,9 +531,8 @@ def test_audit_written_by_the_converters_is_rendered(tmp_path):
             },
             "reload_identical": True,
         },
-        "files": {"model.safetensors": {"sha256": "0" * 64, "bytes": 1}},
-    }  # fmt: skip
-    (folder / "conversion_audit.json").write_text(json.dumps(audit))
+        files={"model.safetensors": WrittenFile(sha256="0" * 64, bytes=1)},
+    )  # fmt: skip
     card = render_model_card(folder)
     text = str(card)
     assert "# Jukebox 5b top-level prior (OpenAI)" in text
@@ -549,18 +561,26 @@ def test_prior_variant_comes_from_the_config(tmp_path, lyrics_mode, variant, bas
 
 
 def test_probe_grid_results_json_is_accepted(tmp_path):
-    grid = {  # the results.json layout of hf_jukebox_mir.probing.training.run_probe_grid
-        "task": "emomusic",
-        "feature_source": "me/jukebox-mir-5b-layer36",
-        "primary_metric": "r2",
-        "best": {
+    grid = ProbeResults(  # what a probe run writes to results.json
+        task="emomusic",
+        description="Emomusic arousal / valence",
+        feature_source="me/jukebox-mir-5b-layer36",
+        primary_metric="r2",
+        greater_is_better=True,
+        chance_level={"r2": 0.0},
+        grid="small",
+        num_configs=4,
+        layers=["36"],
+        schedule={},
+        split_sizes={"train": 504, "validation": 115, "test": 125},
+        best={
             "layer": 1,
             "layer_name": "36",
             "validation": {"r2": 0.5},
             "test": {"r2": 0.66, "arousal_r2": 0.72, "valence_r2": 0.6, "primary": 0.66, "num_examples": 125},
         },
-        "runs": [],
-    }
+        jukemir_score=66.0,
+    )
     results = load_probe_results(grid)
     assert [(r.task, r.dataset, r.split, r.layer, r.metric, r.value) for r in results] == [
         ("emomusic", "emomusic", "test", 36, "r2", 0.66),
@@ -568,11 +588,14 @@ def test_probe_grid_results_json_is_accepted(tmp_path):
         ("emomusic", "emomusic", "test", 36, "valence_r2", 0.6),
     ]
     assert len(load_probe_results([grid, grid])) == 6
-    path = tmp_path / "results.json"
-    path.write_text(json.dumps(grid))
+    path = grid.write(tmp_path)
     card = render_model_card(make_folder(tmp_path, "probe"), results_json=path, repo_id="me/emo-probe")
     assert card.data.base_model == "me/jukebox-mir-5b-layer36"  # from feature_source
     assert [r.metric_type for r in card.data.eval_results] == ["r2", "arousal_r2", "valence_r2"]
+    # a results.json of another layout is refused, with the way out
+    path.write_text(json.dumps({"task": "emomusic", "best": {"test": {"r2": 0.66}}}))
+    with pytest.raises(JukeboxInputError, match="is not version-1 probe results .* run `jukebox-mir probe` again"):
+        load_probe_results(path)
 
 
 def test_probe_usage_names_the_auto_class_its_folder_registers(tmp_path):
@@ -639,7 +662,7 @@ def test_chain_card_per_released_model(tmp_path, lyrics_mode, variant, base_mode
     # reproducing it: the original files, and for the lyrics models the hf4 repo holding the same weights
     assert f"5b/prior_level_1.pth.tar {variant}/prior_level_2.pth.tar \\\n    --output {name}" in text
     assert (f"--hf4 jukebox-{variant.replace('_', '-')}/ --hf4-part chain" in text) is has_lyrics
-    # provenance: one row per part, named from the audit's "parts"; the top prior's URL follows the variant
+    # provenance: one row per part, named by the audit's roles; the top prior's URL follows the variant
     root = "https://openaipublic.azureedge.net/jukebox/models"
     assert f"| prior_level_0 | [`5b/prior_level_0.pth.tar`]({root}/5b/prior_level_0.pth.tar) | `{'4' * 64}` |" in text
     assert f"| vqvae | [`5b/vqvae.pth.tar`]({root}/5b/vqvae.pth.tar) |" in text
@@ -658,3 +681,10 @@ def test_chain_variant_without_config_hint_comes_from_the_top_prior_file(tmp_pat
     card = render_model_card(folder)
     assert "# Jukebox 5b_lyrics sampling chain (OpenAI)" in str(card)
     assert card.data.base_model == "openai/jukebox-5b-lyrics"
+
+
+def test_an_audit_of_another_layout_is_refused_with_the_way_out(tmp_path):
+    folder = make_folder(tmp_path, "vqvae", audit=False)
+    (folder / "conversion_audit.json").write_text(json.dumps({"package_version": "0.1.0", "sources": []}))
+    with pytest.raises(JukeboxCheckpointError, match="is not a version-1 conversion audit .* convert the folder again"):
+        render_model_card(folder)

@@ -28,7 +28,9 @@ def assert_close(ours, ref, name=""):
 @pytest.fixture(scope="module")
 def mir_folder(tmp_path_factory, fixtures_dir):
     out = tmp_path_factory.mktemp("mir") / "jukebox-mir"
-    convert_mir_model(fixtures_dir / "vqvae" / "vqvae.pth.tar", fixtures_dir / "prior_5b_top" / "prior_level_2.pth.tar", out)
+    convert_mir_model(
+        fixtures_dir / "vqvae" / "vqvae.pth.tar", fixtures_dir / "prior_5b_top" / "prior_level_2.pth.tar", out
+    )
     return out
 
 
@@ -39,8 +41,15 @@ def golden(fixtures_dir):
 
 def test_folder_contents(mir_folder):
     names = {p.name for p in mir_folder.iterdir()}
-    assert {"config.json", "model.safetensors", "preprocessor_config.json", "conversion_audit.json",
-            "modeling_jukebox_mir.py", "configuration_jukebox_mir.py", "feature_extraction_jukebox.py"} <= names
+    assert {
+        "config.json",
+        "model.safetensors",
+        "preprocessor_config.json",
+        "conversion_audit.json",
+        "modeling_jukebox_mir.py",
+        "configuration_jukebox_mir.py",
+        "feature_extraction_jukebox.py",
+    } <= names
     config = json.loads((mir_folder / "config.json").read_text())
     assert config["model_type"] == "jukebox_mir" and config["auto_map"]["AutoModel"].endswith("JukeboxMIRModel")
     assert config["vqvae_config"]["encoder_levels"] == [2]
@@ -169,8 +178,10 @@ def test_convert_cli_combinations(tmp_path, fixtures_dir, capsys):
     assert cli_main(["convert", "--prior", prior, "--num-layers", "2", "--output", str(tmp_path / "p")]) == 0
     config = json.loads((tmp_path / "p" / "config.json").read_text())
     assert config["num_hidden_layers"] == 2 and (tmp_path / "p" / "README.md").is_file()
-    assert cli_main(["convert", "--vqvae", vq, "--prior", prior, "--dtype", "bfloat16", "--output",
-                     str(tmp_path / "m")]) == 0
+    assert (
+        cli_main(["convert", "--vqvae", vq, "--prior", prior, "--dtype", "bfloat16", "--output", str(tmp_path / "m")])
+        == 0
+    )
     assert AutoModel.from_pretrained(tmp_path / "m").prior.embed_tokens.weight.dtype == torch.bfloat16
     hf4 = str(fixtures_dir / "hf4_format" / "jukebox_tiny_5b_lyrics")
     assert cli_main(["convert", "--hf4", hf4, "--hf4-part", "prior-1", "--output", str(tmp_path / "u")]) == 0

@@ -9,12 +9,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from hf_jukebox_mir import JukeboxInputError
-from hf_jukebox_mir.models.configuration_jukebox_prior import JukeboxPriorConfig
-from hf_jukebox_mir.conversion.prior import load_prior_checkpoint
-from hf_jukebox_mir.models.modeling_jukebox_prior import JukeboxAttention, JukeboxPrior, JukeboxPriorCache
-
 from conftest import PRIOR_FIXTURES as PRIORS
+from hf_jukebox_mir import JukeboxInputError
+from hf_jukebox_mir.conversion.prior import load_prior_checkpoint
+from hf_jukebox_mir.models.configuration_jukebox_prior import JukeboxPriorConfig
+from hf_jukebox_mir.models.modeling_jukebox_prior import JukeboxAttention, JukeboxPrior, JukeboxPriorCache
 
 
 def assert_close(ours: torch.Tensor, ref: torch.Tensor, name: str = ""):
@@ -79,8 +78,14 @@ def test_incremental_equals_full(converted, name):
         while pos < length:
             c = min(sizes.pop(0) if sizes else 37, length - pos)
             with torch.no_grad():
-                outs.append(model(golden["z"][:, pos : pos + c], metadata=golden["y"],
-                                  upper_level_codes=golden.get("z_cond_0"), cache=cache).logits)
+                outs.append(
+                    model(
+                        golden["z"][:, pos : pos + c],
+                        metadata=golden["y"],
+                        upper_level_codes=golden.get("z_cond_0"),
+                        cache=cache,
+                    ).logits
+                )
             pos += c
         assert cache.get_seq_length() == full.shape[1]
         assert_close(torch.cat(outs, 1), full, f"chunks {chunks[:4]}")
@@ -102,9 +107,12 @@ def test_batched_equals_one_by_one(converted, name):
     both = _forward(model, golden, output_hidden_states=True)
     for b in range(2):
         with torch.no_grad():
-            one = model(golden["z"][b : b + 1], metadata=golden["y"][b : b + 1],
-                        upper_level_codes=None if "z_cond_0" not in golden else golden["z_cond_0"][b : b + 1],
-                        output_hidden_states=True)
+            one = model(
+                golden["z"][b : b + 1],
+                metadata=golden["y"][b : b + 1],
+                upper_level_codes=None if "z_cond_0" not in golden else golden["z_cond_0"][b : b + 1],
+                output_hidden_states=True,
+            )
         assert_close(one.logits[0], both.logits[b], "logits")
         assert_close(one.hidden_states[-1][0], both.hidden_states[-1][b], "last hidden")
 
@@ -142,11 +150,11 @@ def test_factorized_patterns_match_dense_mask_reference(layer_type):
     heads, dim, blk, length = 2, 8, 4, 19  # length not a multiple of the block length
     attn = JukeboxAttention(heads * dim * 2, heads * dim, heads, layer_type, blk, prime_attention_length=8)
     qkv = torch.randn(2, length, 3 * heads * dim)  # a fused projection, batch 2
-    q, k, v = attn._heads(qkv)  # (B, H, T, D)
-    ours = attn._full_attention(qkv.clone()).view(2, length, heads, dim).transpose(1, 2)
+    q, k, v = attn.split_qkv(qkv)  # (B, H, T, D)
+    ours = attn.full_attention(qkv.clone()).view(2, length, heads, dim).transpose(1, 2)
     i = torch.arange(length)[:, None]
     j = torch.arange(length)[None, :]
-    visible = attn._visible(torch.arange(length), torch.arange(length))
+    visible = attn.visible_mask(torch.arange(length), torch.arange(length))
     scores = (q @ k.transpose(-1, -2)) / dim**0.5
     weights = scores.masked_fill(~visible, float("-inf")).softmax(-1).nan_to_num(0.0)
     ref = weights @ v
@@ -277,7 +285,9 @@ def test_config_validation_errors():
         JukeboxPriorConfig(num_hidden_layers=2, attention_patterns=["row", "diagonal"])
     with pytest.raises(JukeboxConfigError, match="Unknown prior preset 'prior_9b'"):
         JukeboxPriorConfig.from_preset("prior_9b")
-    with pytest.raises(JukeboxConfigError, match=r"num_hidden_layers=80 is invalid: expected at most len\(attention_patterns\) = 72"):
+    with pytest.raises(
+        JukeboxConfigError, match=r"num_hidden_layers=80 is invalid: expected at most len\(attention_patterns\) = 72"
+    ):
         JukeboxPriorConfig(num_hidden_layers=80, attention_patterns=["row"] * 72)
 
 
@@ -309,12 +319,12 @@ def test_inference_path_equals_autograd_path_and_trains(converted):
 
 
 def test_forward_hooks_see_activations_that_later_blocks_do_not_overwrite(converted):
-    """Buffer reuse (in-place adds and gates) is off while hooks are registered: the JukeMIR way of
-    grabbing activations with hooks keeps working."""
+    """No block writes into a tensor that a hook (or a caller) may hold: the JukeMIR way of grabbing activations
+    with hooks keeps working, with and without output_hidden_states."""
     model, golden = converted("prior_5b_top")
     with torch.inference_mode():
         reference = _forward(model, golden, output_hidden_states=True)
-        lean = _forward(model, golden)  # no hooks: buffers reused
+        lean = _forward(model, golden)  # only the last state asked for
     assert torch.equal(lean.last_hidden_state, reference.last_hidden_state)
     captured = {}
 
@@ -360,8 +370,9 @@ def test_half_precision_layer_norm_is_the_float32_layer_norm(dtype):
 @pytest.mark.slow
 def test_torch_compile_matches_eager():
     """The whole prior compiles (one graph break at the input-value check) and stays exact across batch sizes."""
-    config = JukeboxPriorConfig.from_preset("prior_5b", hidden_size=32, num_hidden_layers=3, num_attention_heads=2,
-                                            n_ctx=64, blocks=8)
+    config = JukeboxPriorConfig.from_preset(
+        "prior_5b", hidden_size=32, num_hidden_layers=3, num_attention_heads=2, n_ctx=64, blocks=8
+    )
     model = JukeboxPrior(config).eval()
     compiled = torch.compile(model)
     generator = torch.Generator().manual_seed(0)
@@ -374,3 +385,19 @@ def test_torch_compile_matches_eager():
             assert fast.logits.shape == (batch, 64, 2048)
             for a, b in zip(fast.hidden_states, eager.hidden_states):
                 assert torch.allclose(a, b, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", list(PRIORS))
+def test_lean_forward_features_equal_forward_bit_for_bit(converted, name):
+    """The lean inference path (in-place sums, no logits) gives exactly `forward(...).last_hidden_state`, and a
+    forward hook on a block does not run there (documented: hooks are observed through `forward`)."""
+    model, golden = converted(name)
+    reference = _forward(model, golden).last_hidden_state
+    seen = []
+    handle = model.layers[0].register_forward_hook(lambda module, args, output: seen.append(output))
+    try:
+        lean = model.forward_features(golden["z"], metadata=golden["y"], upper_level_codes=golden.get("z_cond_0"))
+    finally:
+        handle.remove()
+    assert torch.equal(lean, reference)
+    assert seen == [] and not lean.requires_grad

@@ -18,8 +18,9 @@ DIM = 12
 
 
 def _config(problem_type: str, num_labels: int = 3, **kwargs) -> JukeboxProbeConfig:
-    return JukeboxProbeConfig(input_dim=DIM, problem_type=problem_type,
-                              id2label={i: f"out{i}" for i in range(num_labels)}, **kwargs)
+    return JukeboxProbeConfig(
+        input_dim=DIM, problem_type=problem_type, id2label={i: f"out{i}" for i in range(num_labels)}, **kwargs
+    )
 
 
 def _labels(problem_type: str, batch: int = 5, num_labels: int = 3) -> torch.Tensor:
@@ -181,8 +182,7 @@ def test_end_to_end_frozen_backbone_gets_no_grad():
     torch.manual_seed(0)
     backbone = TinyBackbone()
     before = {k: v.clone() for k, v in backbone.state_dict().items()}
-    model = JukeboxProbeForAudioClassification(_config("single_label_classification", hidden_size=8),
-                                               backbone=backbone)
+    model = JukeboxProbeForAudioClassification(_config("single_label_classification", hidden_size=8), backbone=backbone)
     for key, value in model.backbone.state_dict().items():  # wrapping never re-initialises the backbone
         assert torch.equal(value, before[key]), key
     model.freeze_base_model()
@@ -229,8 +229,9 @@ def test_end_to_end_custom_feature_fn_and_errors():
     assert torch.allclose(model(input_values=audio).logits, expected)
     with pytest.raises(JukeboxConfigError, match="needs `backbone=`"):
         JukeboxProbeForAudioClassification(_config("regression"))
-    bad = JukeboxProbeForAudioClassification(_config("regression"), backbone=backbone,
-                                             feature_fn=lambda m, x: m(x)[:, :, :4].mean(1))
+    bad = JukeboxProbeForAudioClassification(
+        _config("regression"), backbone=backbone, feature_fn=lambda m, x: m(x)[:, :, :4].mean(1)
+    )
     with pytest.raises(JukeboxInputError, match=r"expected features of shape \(batch_size, 12\)"):
         bad(input_values=audio)
 
@@ -259,7 +260,8 @@ def test_trust_remote_code_loads_without_the_package(tmp_path):
         JukeboxProbeConfig._auto_class = None
         JukeboxProbeForSequenceClassification._auto_class = None
     assert {"configuration_jukebox_probe.py", "modeling_jukebox_probe.py", "errors.py"} <= {
-        p.name for p in (tmp_path / "probe").iterdir()}
+        p.name for p in (tmp_path / "probe").iterdir()
+    }
     torch.save(model.eval()(features=torch.ones(2, DIM)).logits, tmp_path / "expected.pt")
     result = run_without_package(_REMOTE_LOAD, tmp_path / "probe", tmp_path / "expected.pt", tmp_path=tmp_path)
     assert result.returncode == 0 and "ok" in result.stdout, result.stderr[-2000:]

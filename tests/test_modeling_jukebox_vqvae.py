@@ -10,10 +10,10 @@ from safetensors.torch import load_file
 
 import hf_jukebox_mir.models.modeling_jukebox_vqvae as modeling
 from conftest import run_without_package
-from hf_jukebox_mir.models.configuration_jukebox_vqvae import JukeboxVQVAEConfig
 from hf_jukebox_mir.conversion.checkpoint_io import load_original_checkpoint
 from hf_jukebox_mir.conversion.export import strict_load_state_dict
 from hf_jukebox_mir.conversion.key_mapping import VQVAE_KEY_MAPPING, rename_state_dict
+from hf_jukebox_mir.models.configuration_jukebox_vqvae import JukeboxVQVAEConfig
 from hf_jukebox_mir.models.errors import JukeboxInputError
 from hf_jukebox_mir.models.modeling_jukebox_vqvae import (
     JukeboxVQVAE,
@@ -143,8 +143,16 @@ def test_encode_does_not_build_a_graph(reference_model, golden):
 
 
 def test_odd_strides_lengths():
-    config = JukeboxVQVAEConfig(levels=2, downs_t=[2, 1], strides_t=[2, 3], multipliers=[1, 1], width=4, depth=1,
-                                codebook_size=8, codebook_dim=4)
+    config = JukeboxVQVAEConfig(
+        levels=2,
+        downs_t=[2, 1],
+        strides_t=[2, 3],
+        multipliers=[1, 1],
+        width=4,
+        depth=1,
+        codebook_size=8,
+        codebook_dim=4,
+    )
     model = JukeboxVQVAE(config).eval()
     for samples in (config.min_num_samples(1), 50, 97):
         codes = model.encode(torch.rand(1, samples) - 0.5).audio_codes
@@ -175,6 +183,7 @@ def test_auto_model_after_import(saved_dir):
     from transformers import AutoModel
 
     import hf_jukebox_mir
+
     hf_jukebox_mir.register()  # the Auto classes
 
     model = AutoModel.from_pretrained(saved_dir)
@@ -223,8 +232,11 @@ def test_encoder_model_with_only_the_top_level(reference_model, saved_dir, golde
     assert all(torch.equal(tensor, full_state[name]) for name, tensor in encoder.state_dict().items())
     codes = encoder.eval().encode(golden["input_audio_odd"][..., 0], start_level=2).audio_codes
     assert torch.equal(codes[0], golden["codes_odd_level_2"])
-    with pytest.raises(JukeboxInputError, match=r"only has the encoders of level\(s\) \[2\] \(config\.encoder_levels"
-                                                r"=\[2\]\); cannot encode level\(s\) \[1\]"):
+    with pytest.raises(
+        JukeboxInputError,
+        match=r"only has the encoders of level\(s\) \[2\] \(config\.encoder_levels"
+        r"=\[2\]\); cannot encode level\(s\) \[1\]",
+    ):
         encoder.encode(golden["input_audio_odd"][..., 0], start_level=1)
 
 
@@ -247,8 +259,9 @@ _REMOTE_CODE_SCRIPT = """
 def test_trust_remote_code_load_without_the_package(saved_dir, fixtures_dir, tmp_path):
     names = {p.name for p in saved_dir.iterdir()}
     assert {"configuration_jukebox_vqvae.py", "modeling_jukebox_vqvae.py", "errors.py", "config.json"} <= names
-    result = run_without_package(_REMOTE_CODE_SCRIPT, saved_dir, fixtures_dir / "vqvae" / "golden.safetensors",
-                                 tmp_path=tmp_path)
+    result = run_without_package(
+        _REMOTE_CODE_SCRIPT, saved_dir, fixtures_dir / "vqvae" / "golden.safetensors", tmp_path=tmp_path
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "REMOTE-OK transformers_modules" in result.stdout
     assert "JukeboxVQVAE" in result.stdout
@@ -260,20 +273,32 @@ def test_trust_remote_code_load_without_the_package(saved_dir, fixtures_dir, tmp
 @pytest.mark.parametrize(
     ("audio", "message"),
     [
-        (torch.zeros(2, 4096, 1), r"Expected mono audio of shape \(batch, samples\) or \(samples,\), got shape "
-                                  r"\(2, 4096, 1\)\. Jukebox is mono: downmix .* x\.mean\(-1\)"),
+        (
+            torch.zeros(2, 4096, 1),
+            r"Expected mono audio of shape \(batch, samples\) or \(samples,\), got shape "
+            r"\(2, 4096, 1\)\. Jukebox is mono: downmix .* x\.mean\(-1\)",
+        ),
         (torch.zeros(2, 2, 4096, 1), r"got shape \(2, 2, 4096, 1\)"),
-        (torch.zeros(1, 4096, dtype=torch.int16), r"Expected float audio in \[-1, 1\], got dtype torch\.int16\. "
-                                                  r"Convert it to float32 in \[-1, 1\]"),
+        (
+            torch.zeros(1, 4096, dtype=torch.int16),
+            r"Expected float audio in \[-1, 1\], got dtype torch\.int16\. "
+            r"Convert it to float32 in \[-1, 1\]",
+        ),
         (torch.zeros(1, 4096, dtype=torch.complex64), r"got dtype torch\.complex64\. Convert it to float32"),
         (torch.zeros(1, 4096, dtype=torch.bool), r"got dtype torch\.bool"),
         ([0.0] * 4096, r"Expected input_values as a torch\.Tensor or numpy array .* got list"),
         (np.array([np.zeros(200), np.zeros(300)], dtype=object), r"numpy array of Python objects"),
-        (torch.zeros(1, 0), r"Expected non-empty audio, got shape \(1, 0\)\. Encoding level\(s\) \[0, 1, 2\] needs "
-                            r"at least 128 samples \(0\.002902 s at 44100 Hz\)"),
+        (
+            torch.zeros(1, 0),
+            r"Expected non-empty audio, got shape \(1, 0\)\. Encoding level\(s\) \[0, 1, 2\] needs "
+            r"at least 128 samples \(0\.002902 s at 44100 Hz\)",
+        ),
         (torch.zeros(0, 4096), r"Expected non-empty audio, got shape \(0, 4096\)"),
-        (torch.zeros(1, 100), r"Audio too short: 100 samples \(0\.002268 s\); encoding level\(s\) \[0, 1, 2\] needs "
-                              r"at least 128 samples \(0\.002902 s at 44100 Hz\)"),
+        (
+            torch.zeros(1, 100),
+            r"Audio too short: 100 samples \(0\.002268 s\); encoding level\(s\) \[0, 1, 2\] needs "
+            r"at least 128 samples \(0\.002902 s at 44100 Hz\)",
+        ),
     ],
 )
 def test_encode_input_errors(tiny_model, audio, message):
@@ -297,9 +322,7 @@ def test_minimum_length_depends_on_requested_levels(tiny_model):
         tiny_model.encode(torch.zeros(7), end_level=1)
 
 
-@pytest.mark.parametrize(
-    ("start", "end"), [(-1, None), (3, None), (2, 2), (0, 4), (1, 0)]
-)
+@pytest.mark.parametrize(("start", "end"), [(-1, None), (3, None), (2, 2), (0, 4), (1, 0)])
 def test_level_range_errors(tiny_model, start, end):
     with pytest.raises(JukeboxInputError, match=r"Expected 0 <= start_level < end_level <= 3"):
         tiny_model.encode(torch.zeros(1, 1024), start_level=start, end_level=end)
@@ -310,20 +333,30 @@ def test_level_range_errors(tiny_model, start, end):
 @pytest.mark.parametrize(
     ("codes", "kwargs", "message"),
     [
-        (torch.full((1, 8), 16), {}, r"Codes of level 0 out of range: expected values in \[0, 16\), got min 16, "
-                                     r"max 16\."),
+        (
+            torch.full((1, 8), 16),
+            {},
+            r"Codes of level 0 out of range: expected values in \[0, 16\), got min 16, "
+            r"max 16\.",
+        ),
         (torch.full((1, 8), -1), {"start_level": 2}, r"Codes of level 2 out of range: .* got min -1"),
         (torch.zeros(1, 8), {}, r"Expected integer codes \(torch\.long\) for level 0, got dtype torch\.float32"),
-        (torch.zeros(1, 2, 8, dtype=torch.long), {}, r"Expected the codes of level 0 with shape \(batch, num_codes\)"
-                                                     r", both > 0, got shape \(1, 2, 8\)\."),
+        (
+            torch.zeros(1, 2, 8, dtype=torch.long),
+            {},
+            r"Expected the codes of level 0 with shape \(batch, num_codes\)"
+            r", both > 0, got shape \(1, 2, 8\)\.",
+        ),
         (torch.zeros(1, 0, dtype=torch.long), {}, r"got shape \(1, 0\)\."),
         ("codes", {}, r"Expected the codes of level 0 as a LongTensor .* got str\."),
         ([], {}, r"Expected 1 to 3 code tensors for levels 0\.\.2 \(start_level=0\), got 0\."),
-        ([torch.zeros(1, 4, dtype=torch.long)] * 2, {"start_level": 2},
-         r"Expected 1 to 1 code tensors for levels 2\.\.2 \(start_level=2\), got 2\."),
+        (
+            [torch.zeros(1, 4, dtype=torch.long)] * 2,
+            {"start_level": 2},
+            r"Expected 1 to 1 code tensors for levels 2\.\.2 \(start_level=2\), got 2\.",
+        ),
         ([torch.zeros(1, 4, dtype=torch.long)], {"end_level": 3}, r"Expected exactly 3 code tensors"),
-        ([torch.zeros(1, 4, dtype=torch.long), torch.full((1, 2), 99)], {},
-         r"Codes of level 1 out of range"),
+        ([torch.zeros(1, 4, dtype=torch.long), torch.full((1, 2), 99)], {}, r"Codes of level 1 out of range"),
     ],
 )
 def test_decode_input_errors(tiny_model, codes, kwargs, message):

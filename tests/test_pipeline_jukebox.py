@@ -44,8 +44,9 @@ def build_mir_folder(tmp_path_factory, fixtures_dir: Path) -> Path:
         from hf_jukebox_mir.conversion.mir import convert_mir_model
 
         out = tmp_path_factory.mktemp("jukebox_mir") / "mir"
-        convert_mir_model(fixtures_dir / "vqvae" / "vqvae.pth.tar",
-                          fixtures_dir / "prior_5b_top" / "prior_level_2.pth.tar", out)
+        convert_mir_model(
+            fixtures_dir / "vqvae" / "vqvae.pth.tar", fixtures_dir / "prior_5b_top" / "prior_level_2.pth.tar", out
+        )
         _MIR_FOLDER["dir"] = out
     return _MIR_FOLDER["dir"]
 
@@ -76,17 +77,18 @@ def pipe(mir_dir):
     """Route (b): the task name, the folder and `pipeline_class=` (package imported, no trust_remote_code)."""
     from transformers import pipeline
 
-    return pipeline("feature-extraction", model=str(mir_dir), pipeline_class=JukeboxFeatureExtractionPipeline,
-                    device="cpu")
+    return pipeline(
+        "feature-extraction", model=str(mir_dir), pipeline_class=JukeboxFeatureExtractionPipeline, device="cpu"
+    )
 
 
 @pytest.fixture(scope="module")
 def small(pipe):
     """Route (c): model and feature extractor objects (4096-sample windows)."""
-    from transformers import pipeline
 
-    return jukebox_feature_extraction_pipeline(pipe.model, feature_extractor=JukeboxFeatureExtractor(window_length=SMALL),
-                    device="cpu")
+    return jukebox_feature_extraction_pipeline(
+        pipe.model, feature_extractor=JukeboxFeatureExtractor(window_length=SMALL), device="cpu"
+    )
 
 
 def _reference(model, waveform: np.ndarray, layers=(6,), window_length: int = SMALL):
@@ -119,8 +121,9 @@ def test_the_helper_and_pipeline_class_give_the_same_pipeline(pipe, mir_dir):
     helper = jukebox_feature_extraction_pipeline(str(mir_dir), device="cpu")
     assert type(helper) is type(pipe) is JukeboxFeatureExtractionPipeline
     audio = _signal(SMALL * 2)
-    np.testing.assert_array_equal(helper({"array": audio, "sampling_rate": SR}), pipe({"array": audio,
-                                                                                       "sampling_rate": SR}))
+    np.testing.assert_array_equal(
+        helper({"array": audio, "sampling_rate": SR}), pipe({"array": audio, "sampling_rate": SR})
+    )
 
 
 def test_the_plain_task_without_trust_remote_code_is_transformers_refusal(mir_dir):
@@ -198,8 +201,9 @@ def test_import_leaves_transformers_text_feature_extraction_alone(tmp_path):
     vocab = tmp_path / "vocab.txt"
     vocab.write_text("[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\nhello\nmusic\n")
     tokenizer = BertTokenizer(vocab_file=str(vocab))
-    model = BertModel(BertConfig(vocab_size=7, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                                 intermediate_size=32)).eval()
+    model = BertModel(
+        BertConfig(vocab_size=7, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
+    ).eval()
     folder = tmp_path / "bert"
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
@@ -207,8 +211,14 @@ def test_import_leaves_transformers_text_feature_extraction_alone(tmp_path):
     runs = {}
     for mode in ("plain", "import"):
         script = "import sys\n" + textwrap.dedent(_TEXT_PIPELINE)
-        done = subprocess.run([sys.executable, "-c", script, str(folder), mode], capture_output=True, text=True,
-                              env=env, timeout=300, check=False)
+        done = subprocess.run(
+            [sys.executable, "-c", script, str(folder), mode],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+            check=False,
+        )
         assert done.returncode == 0, done.stderr[-3000:]
         runs[mode] = json.loads(done.stdout.strip().splitlines()[-1])
     plain, imported = runs["plain"], runs["import"]
@@ -286,7 +296,9 @@ def kinds(small, tmp_path_factory):
     return dict(zip(named, out)), ref[0, 0]
 
 
-@pytest.mark.parametrize("kind", ["path", "pathlib", "bytes", "array", "tensor", "dict_array", "dict_path", "dict_bytes"])
+@pytest.mark.parametrize(
+    "kind", ["path", "pathlib", "bytes", "array", "tensor", "dict_array", "dict_path", "dict_bytes"]
+)
 def test_every_input_kind_gives_the_reference(kinds, kind):
     outputs, ref = kinds
     assert outputs[kind].shape == (64,)
@@ -349,8 +361,7 @@ def test_long_clip_frames_per_window_and_concatenated(small, long_clip):
     assert binned.shape == expected.shape == (edges.max() + 1, 64)
     np.testing.assert_allclose(binned, expected, atol=1e-5)
     # the same through a normal call (frame_rate alone implies frame-level)
-    np.testing.assert_allclose(small(x, sampling_rate=SR, layers=6, frame_rate=100.0, batch_size=4), binned,
-                               atol=1e-5)
+    np.testing.assert_allclose(small(x, sampling_rate=SR, layers=6, frame_rate=100.0, batch_size=4), binned, atol=1e-5)
 
 
 def test_long_clip_window_aggregation_against_manual(small, long_clip):
@@ -406,7 +417,9 @@ def test_bad_options_fail_before_any_audio_is_read(small):
         small("missing.wav", pooling="median")
     with pytest.raises(JukeboxInputError, match=r"frame_rate=15.0 gives frame-level features and needs pooling='none'"):
         small("missing.wav", pooling="mean", frame_rate=15.0)
-    with pytest.raises(JukeboxInputError, match=r"frame_rate=1000.0 is not supported: expected a number of Hz in \(0, 344.53\]"):
+    with pytest.raises(
+        JukeboxInputError, match=r"frame_rate=1000.0 is not supported: expected a number of Hz in \(0, 344.53\]"
+    ):
         small("missing.wav", frame_rate=1000.0)
     with pytest.raises(JukeboxInputError, match=r"window_aggregation='concat' joins frames and needs pooling='none'"):
         small("missing.wav", window_aggregation="concat")

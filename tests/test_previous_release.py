@@ -21,7 +21,9 @@ def reference():
 
 
 def test_current_package_loads_the_folder_with_identical_outputs(reference, one_thread):
-    model = AutoModel.from_pretrained(FOLDER).eval()
+    # the folder's dtype, as the previous release computed (on a CPU with slow bfloat16 matmuls `from_pretrained`
+    # would otherwise pick float32 compute)
+    model = AutoModel.from_pretrained(FOLDER, dtype=torch.bfloat16).eval()
     assert type(model) is hf_jukebox_mir.JukeboxMIRModel
     audio = reference["input_audio"]
     with torch.no_grad():
@@ -39,7 +41,7 @@ def test_current_package_loads_the_folder_with_identical_outputs(reference, one_
 
 
 def test_current_pipeline_gives_identical_features(reference, one_thread):
-    pipe = hf_jukebox_mir.jukebox_feature_extraction_pipeline(FOLDER)
+    pipe = hf_jukebox_mir.jukebox_feature_extraction_pipeline(FOLDER, dtype=torch.bfloat16)
     features = pipe({"array": reference["input_audio"][0].numpy(), "sampling_rate": 44100})
     np.testing.assert_array_equal(np.asarray(features), reference["pipeline_output"].numpy())
 

@@ -41,13 +41,16 @@ def test_streaming_writes_the_same_bytes_as_the_in_memory_path(both_formats, tmp
     memory_config = json.loads((tmp_path / "in_memory" / "config.json").read_text())
     ignore = {"transformers_version"}
     assert {k: v for k, v in streamed_config.items() if k not in ignore} == {
-        k: v for k, v in memory_config.items() if k not in ignore}
+        k: v for k, v in memory_config.items() if k not in ignore
+    }
 
 
 def test_legacy_file_opens_without_reading_tensors(both_formats, monkeypatch):
     reads = []
     original = lazy_checkpoint.LazyTorchFile.read
-    monkeypatch.setattr(lazy_checkpoint.LazyTorchFile, "read", lambda self, ref: reads.append(ref) or original(self, ref))
+    monkeypatch.setattr(
+        lazy_checkpoint.LazyTorchFile, "read", lambda self, ref: reads.append(ref) or original(self, ref)
+    )
     from hf_jukebox_mir.conversion.prior import open_prior_checkpoint
 
     source = open_prior_checkpoint(both_formats[0], num_layers=2)
@@ -83,8 +86,11 @@ def test_hostile_legacy_pickle_is_refused_and_nothing_written(raw_prior, tmp_pat
             return (os.system, ("echo this-must-never-run",))
 
     torch.save({**raw_prior, "payload": RunsCode()}, tmp_path / "evil.pth.tar", _use_new_zipfile_serialization=False)
-    with pytest.raises(JukeboxCheckpointError, match=r"Refusing to load .*evil\.pth\.tar: it references the Python "
-                                                     r"global\(s\) posix\.system"):
+    with pytest.raises(
+        JukeboxCheckpointError,
+        match=r"Refusing to load .*evil\.pth\.tar: it references the Python "
+        r"global\(s\) posix\.system",
+    ):
         convert_prior_checkpoint(tmp_path / "evil.pth.tar", tmp_path / "out")
     assert "this-must-never-run" not in capfd.readouterr().out
     assert sorted(p.name for p in tmp_path.iterdir()) == ["evil.pth.tar"]
@@ -94,8 +100,11 @@ def test_hostile_legacy_pickle_is_refused_and_nothing_written(raw_prior, tmp_pat
 def test_truncated_legacy_file_is_refused_before_writing(both_formats, tmp_path, fraction):
     data = both_formats[0].read_bytes()
     (tmp_path / "cut.pth.tar").write_bytes(data[: int(len(data) * fraction)])
-    with pytest.raises(JukeboxCheckpointError, match=r"Could not read .*cut\.pth\.tar: the file is truncated or "
-                                                     r"corrupt.*Download it again and compare its SHA-256"):
+    with pytest.raises(
+        JukeboxCheckpointError,
+        match=r"Could not read .*cut\.pth\.tar: the file is truncated or "
+        r"corrupt.*Download it again and compare its SHA-256",
+    ):
         convert_prior_checkpoint(tmp_path / "cut.pth.tar", tmp_path / "out")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cut.pth.tar"]
 
@@ -107,8 +116,10 @@ def test_bit_flipped_zip_storage_is_refused(both_formats, tmp_path):
     with zipfile.ZipFile(both_formats[1]) as archive:
         info = next(i for i in archive.infolist() if "/data/" in i.filename and i.file_size > 1000)
     # the entry's data starts after its local header (30 bytes + name + extra)
-    name_len, extra_len = int.from_bytes(data[info.header_offset + 26:info.header_offset + 28], "little"), \
-        int.from_bytes(data[info.header_offset + 28:info.header_offset + 30], "little")
+    name_len, extra_len = (
+        int.from_bytes(data[info.header_offset + 26 : info.header_offset + 28], "little"),
+        int.from_bytes(data[info.header_offset + 28 : info.header_offset + 30], "little"),
+    )
     start = info.header_offset + 30 + name_len + extra_len
     data[start + 100] ^= 0x10
     (tmp_path / "flip.pth.tar").write_bytes(bytes(data))
@@ -123,8 +134,11 @@ def test_non_float_weights_are_refused(raw_prior, tmp_path, dtype):
     key = "prior.transformer._attn_mods.0.mlp.c_fc.b"
     model[key] = model[key].to(dtype)
     torch.save({**raw_prior, "model": model}, tmp_path / "odd.pth.tar")
-    with pytest.raises(JukeboxCheckpointError, match=r"1 weight\(s\) are not real floating-point tensors, which no "
-                                                     r"Jukebox checkpoint has: layers\.0\.mlp\.fc_in\.bias"):
+    with pytest.raises(
+        JukeboxCheckpointError,
+        match=r"1 weight\(s\) are not real floating-point tensors, which no "
+        r"Jukebox checkpoint has: layers\.0\.mlp\.fc_in\.bias",
+    ):
         convert_prior_checkpoint(tmp_path / "odd.pth.tar", tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
@@ -133,8 +147,9 @@ def test_output_check_can_run_blocks_one_at_a_time_from_disk(both_formats, tmp_p
     monkeypatch.setattr(streaming, "OFFLOAD_THRESHOLD_BYTES", 0)
     out = convert_prior_checkpoint(both_formats[0], tmp_path / "offloaded", max_shard_size="200KB")
     audit = json.loads((out / "conversion_audit.json").read_text())
-    assert audit["output_check"]["loaded_from"] == ("the written shards, transformer blocks read one at a time "
-                                                    "(float32 compute)")
+    assert audit["output_check"]["loaded_from"] == (
+        "the written shards, transformer blocks read one at a time (float32 compute)"
+    )
     assert len(list(out.glob("model-*.safetensors"))) > 2 and (out / "model.safetensors.index.json").is_file()
     plain = convert_prior_checkpoint(both_formats[0], tmp_path / "plain")
     same = json.loads((plain / "conversion_audit.json").read_text())["output_check"]["outputs"]
@@ -149,7 +164,9 @@ def test_hf4_index_may_not_point_outside_its_folder(fixtures_dir, tmp_path):
     key = next(iter(index["weight_map"]))
     index["weight_map"][key] = "../../etc/passwd"
     index_path.write_text(json.dumps(index))
-    with pytest.raises(JukeboxCheckpointError, match=r"names the weight file '\.\./\.\./etc/passwd', which lies outside"):
+    with pytest.raises(
+        JukeboxCheckpointError, match=r"names the weight file '\.\./\.\./etc/passwd', which lies outside"
+    ):
         load_hf4_folder(folder)
 
 
@@ -194,9 +211,13 @@ def test_hub_repo_id_offline_lists_the_files_to_fetch(fixtures_dir, tmp_path):
     top_shards = sorted({f for k, f in index.items() if k.startswith("priors.0.")})
     for name in top_shards:
         (snapshot / name).unlink()
-    with pytest.raises(JukeboxCheckpointError, match=r"openai/jukebox-tiny is not in the local Hugging Face cache and "
-                       r"the Hub cannot be reached \(offline\)\. Files still to fetch: " + ", ".join(top_shards)
-                       + r"\. On a machine with network access run `hf download openai/jukebox-tiny"):
+    with pytest.raises(
+        JukeboxCheckpointError,
+        match=r"openai/jukebox-tiny is not in the local Hugging Face cache and "
+        r"the Hub cannot be reached \(offline\)\. Files still to fetch: "
+        + ", ".join(top_shards)
+        + r"\. On a machine with network access run `hf download openai/jukebox-tiny",
+    ):
         fetch_hf4_repo("openai/jukebox-tiny", ("vqvae.", "priors.0."), cache_dir=cache, offline=True)
     empty = tmp_path / "empty"
     with pytest.raises(JukeboxCheckpointError, match=r"Files still to fetch: config\.json"):
@@ -211,8 +232,9 @@ def test_compute_dtype_fits_the_cpu(fixtures_dir, both_formats, tmp_path, monkey
     import hf_jukebox_mir.models.modeling_jukebox_mir as mir_module
     from hf_jukebox_mir import JukeboxMIRModel
 
-    out = convert_mir_model(fixtures_dir / "vqvae" / "vqvae.pth.tar", both_formats[0], tmp_path / "mir",
-                            num_layers=2, dtype=torch.bfloat16)
+    out = convert_mir_model(
+        fixtures_dir / "vqvae" / "vqvae.pth.tar", both_formats[0], tmp_path / "mir", num_layers=2, dtype=torch.bfloat16
+    )
     monkeypatch.setattr(mir_module, "has_fast_half_precision", lambda: fast)
     chosen = JukeboxMIRModel.from_pretrained(out)
     assert chosen.prior.dtype == (torch.bfloat16 if fast else torch.float32)

@@ -9,8 +9,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from hf_jukebox_mir.probing.chroma import ChromaEmbedder, chromagram
 from hf_jukebox_mir.models.errors import JukeboxInputError
+from hf_jukebox_mir.probing.chroma import ChromaEmbedder, chromagram
 from hf_jukebox_mir.probing.metrics import KEY_LABELS
 from hf_jukebox_mir.probing.mir_datasets import load_audio_clip, load_synthetic
 from hf_jukebox_mir.probing.synthetic_mir import generate_synthetic_mir, render_clip

@@ -28,13 +28,24 @@ from hf_jukebox_mir.probing.tasks import (
 
 def test_registry_lists_all_tasks():
     assert set(list_tasks()) == {
-        "gtzan", "magnatagatune", "giantsteps", "emomusic", "synthetic_key", "synthetic_instruments",
+        "gtzan",
+        "magnatagatune",
+        "giantsteps",
+        "emomusic",
+        "synthetic_key",
+        "synthetic_instruments",
     }
 
 
 @pytest.mark.parametrize(
-    "name, canonical", [("gtzan_ff", "gtzan"), ("MTT", "magnatagatune"), ("giantsteps_clips", "giantsteps"),
-                        ("emo", "emomusic"), (" synthetic_key ", "synthetic_key")],
+    "name, canonical",
+    [
+        ("gtzan_ff", "gtzan"),
+        ("MTT", "magnatagatune"),
+        ("giantsteps_clips", "giantsteps"),
+        ("emo", "emomusic"),
+        (" synthetic_key ", "synthetic_key"),
+    ],
 )
 def test_aliases(name, canonical):
     assert get_task(name).name == canonical
@@ -80,8 +91,11 @@ def test_label_vocabularies():
 
 def test_packaged_splits_match_expected_sizes():
     gtzan = gtzan_official_split()
-    assert {k: len(v) for k, v in gtzan.items()} == get_task("gtzan").expected_sizes == {
-        "train": 443, "validation": 197, "test": 290}
+    assert (
+        {k: len(v) for k, v in gtzan.items()}
+        == get_task("gtzan").expected_sizes
+        == {"train": 443, "validation": 197, "test": 290}
+    )
     assert len({e for v in gtzan.values() for e in v}) == 930
     assert all(e.split("/")[0] in GTZAN_GENRES and e.endswith(".wav") for v in gtzan.values() for e in v)
     assert Counter(e.split("/")[0] for e in gtzan["test"]).most_common()[-1][1] >= 26  # 26-32 per genre
@@ -98,8 +112,11 @@ def test_packaged_splits_match_expected_sizes():
     assert dict(clips) == get_task("giantsteps").expected_sizes == {"train": 3687, "validation": 942, "test": 2406}
 
     emo = emomusic_official_split()
-    assert dict(Counter(emo.values())) == get_task("emomusic").expected_sizes == {
-        "train": 504, "validation": 115, "test": 125}
+    assert (
+        dict(Counter(emo.values()))
+        == get_task("emomusic").expected_sizes
+        == {"train": 504, "validation": 115, "test": 125}
+    )
 
 
 def test_jukemir_average_reproduces_the_paper():

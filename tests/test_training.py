@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
 import datasets
 import numpy as np
 import pytest
 import torch
 
-from hf_jukebox_mir.probing.chroma import ChromaEmbedder
 from hf_jukebox_mir.models.errors import JukeboxInputError
 from hf_jukebox_mir.models.modeling_jukebox_probe import JukeboxProbeForSequenceClassification
+from hf_jukebox_mir.probing.chroma import ChromaEmbedder
+from hf_jukebox_mir.probing.reports import ProbeResults
 from hf_jukebox_mir.probing.synthetic_mir import generate_synthetic_mir
 from hf_jukebox_mir.probing.tasks import get_task
 from hf_jukebox_mir.probing.training import (
@@ -27,7 +27,6 @@ from hf_jukebox_mir.probing.training import (
     run_probe_grid,
     train_probe,
 )
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -107,8 +106,9 @@ def test_cache_embeddings_multi_layer_and_disk_cache(synthetic, tmp_path):
     assert len(calls) == n_calls
     assert np.array_equal(feature_matrix(again["train"], layer=0), feature_matrix(out["train"], layer=0))
     with pytest.raises(JukeboxInputError, match="does not match the dataset"):
-        cache_embeddings(datasets.DatasetDict({k: v.select(range(3)) for k, v in ds.items()}), counting,
-                         cache_dir=tmp_path / "emb")
+        cache_embeddings(
+            datasets.DatasetDict({k: v.select(range(3)) for k, v in ds.items()}), counting, cache_dir=tmp_path / "emb"
+        )
 
 
 def test_cache_embeddings_validates_embed_fn(synthetic):
@@ -127,8 +127,13 @@ def test_cache_embeddings_validates_embed_fn(synthetic):
 
 def test_chroma_probe_far_above_chance_on_synthetic_key(chroma_key, tmp_path):
     task = get_task("synthetic_key")
-    run = train_probe(chroma_key, task, tmp_path / "run", hparams=ProbeHyperparameters(hidden_size=512, dropout=0.25),
-                      schedule=ProbeSchedule(max_epochs=60, patience=8))
+    run = train_probe(
+        chroma_key,
+        task,
+        tmp_path / "run",
+        hparams=ProbeHyperparameters(hidden_size=512, dropout=0.25),
+        schedule=ProbeSchedule(max_epochs=60, patience=8),
+    )
     test = evaluate_probe(run.model, chroma_key["test"], task, aggregation=run.validation_metrics["aggregation"])
     chance = task.chance_level["weighted_score"]  # 0.083
     assert run.validation_metrics["primary"] > 0.6
@@ -145,8 +150,9 @@ def test_trainer_resumes_from_checkpoint(chroma_key, tmp_path):
     train_probe(chroma_key, "synthetic_key", tmp_path / "resumed", hparams=hp, schedule=first)
     assert (tmp_path / "resumed" / "checkpoint-9").is_dir()
     full = ProbeSchedule(max_steps=18, eval_steps=3, patience=100, save_total_limit=None)
-    resumed = train_probe(chroma_key, "synthetic_key", tmp_path / "resumed", hparams=hp, schedule=full,
-                          resume_from_checkpoint=True)
+    resumed = train_probe(
+        chroma_key, "synthetic_key", tmp_path / "resumed", hparams=hp, schedule=full, resume_from_checkpoint=True
+    )
     straight = train_probe(chroma_key, "synthetic_key", tmp_path / "straight", hparams=hp, schedule=full)
     assert resumed.global_step == straight.global_step == 18
     assert [s for s, _ in resumed.eval_history] == [3, 6, 9, 12, 15, 18]  # history restored from checkpoint-9
@@ -165,21 +171,29 @@ def test_run_probe_grid_layers_reports_and_resume(synthetic, tmp_path):
     grid = [ProbeHyperparameters(dropout=0.25), ProbeHyperparameters(hidden_size=32, dropout=0.25)]
     schedule = ProbeSchedule(max_epochs=30, patience=4)
     messages = []
-    results = run_probe_grid(emb, "synthetic_key", tmp_path, grid=grid, layer_names=["chroma", "noise"],
-                             schedule=schedule, feature_source="fake", log=messages.append)
+    results = run_probe_grid(
+        emb,
+        "synthetic_key",
+        tmp_path,
+        grid=grid,
+        layer_names=["chroma", "noise"],
+        schedule=schedule,
+        feature_source="fake",
+        log=messages.append,
+    )
     assert len(messages) == 5  # 4 runs + summary
-    assert results["best"]["layer_name"] == "chroma"
-    per_layer = {row["layer_name"]: row["validation_primary"] for row in results["per_layer"]}
+    assert results.best["layer_name"] == "chroma"
+    per_layer = {row["layer_name"]: row["validation_primary"] for row in results.per_layer}
     assert per_layer["chroma"] > per_layer["noise"] + 0.3
-    assert results["best"]["test"]["weighted_score"] > 0.5
-    assert results["jukemir_score"] == pytest.approx(100 * results["best"]["test"]["weighted_score"])
+    assert results.best["test"]["weighted_score"] > 0.5
+    assert results.jukemir_score == pytest.approx(100 * results.best["test"]["weighted_score"])
     saved = json.loads((tmp_path / "results.json").read_text())
-    assert saved["best"]["run_key"] == results["best"]["run_key"] and saved["num_configs"] == 2
+    assert saved["best"]["run_key"] == results.best["run_key"] and saved["num_configs"] == 2
     assert "| synthetic_key | fake | chroma |" in (tmp_path / "results.md").read_text()
     try:
         import matplotlib  # noqa: F401  (optional: the `plot` extra)
     except ImportError:
-        assert results["plot"] is None
+        assert results.plot is None
     else:
         assert (tmp_path / "plot.png").read_bytes()[:4] == b"\x89PNG"
     assert not (tmp_path / "runs").exists()  # checkpoints removed after each run
@@ -187,9 +201,17 @@ def test_run_probe_grid_layers_reports_and_resume(synthetic, tmp_path):
     assert best.config.feature_source == "fake" and best.config.input_dim == 72
     # a second call finds every run in grid_state.json and retrains nothing
     messages.clear()
-    again = run_probe_grid(emb, "synthetic_key", tmp_path, grid=grid, layer_names=["chroma", "noise"],
-                           schedule=schedule, feature_source="fake", log=messages.append)
-    assert len(messages) == 1 and again["best"]["test"] == results["best"]["test"]
+    again = run_probe_grid(
+        emb,
+        "synthetic_key",
+        tmp_path,
+        grid=grid,
+        layer_names=["chroma", "noise"],
+        schedule=schedule,
+        feature_source="fake",
+        log=messages.append,
+    )
+    assert len(messages) == 1 and again.best["test"] == results.best["test"]
 
 
 def test_probe_command_end_to_end(synthetic, tmp_path):
@@ -198,18 +220,31 @@ def test_probe_command_end_to_end(synthetic, tmp_path):
     parser = argparse.ArgumentParser()
     probe.add_parser(parser.add_subparsers(dest="command"))
     data, out = synthetic[0], tmp_path / "out"  # generated with the command's defaults (seed 0): reused
-    args = parser.parse_args(["probe", "--task", "synthetic_key", "--data", str(data), "--output", str(out),
-                              "--max-epochs", "30", "--patience", "5"])
+    args = parser.parse_args(
+        [
+            "probe",
+            "--task",
+            "synthetic_key",
+            "--data",
+            str(data),
+            "--output",
+            str(out),
+            "--max-epochs",
+            "30",
+            "--patience",
+            "5",
+        ]
+    )
     assert args.func(args) == 0
-    results = json.loads((out / "results.json").read_text())
-    assert results["feature_source"] == "chroma" and results["num_configs"] == 4
-    assert results["best"]["test"]["weighted_score"] > 0.5
+    results = ProbeResults.read(out)  # results.json, read by the code that writes it
+    assert results.feature_source == "chroma" and results.num_configs == 4
+    assert results.best["test"]["weighted_score"] > 0.5
     assert (out / "embeddings").is_dir() and (out / "best_probe" / "config.json").is_file()
     with pytest.raises(JukeboxInputError, match="already holds results.json; pass --force"):
         args.func(args)
 
 
-def test_probe_command_argument_errors(tmp_path, monkeypatch):
+def test_probe_command_argument_errors(tmp_path):
     from hf_jukebox_mir.cli import probe
 
     parser = argparse.ArgumentParser()
@@ -225,6 +260,7 @@ def test_probe_command_argument_errors(tmp_path, monkeypatch):
         run("--task", "nsynth", "--data", str(tmp_path))
     with pytest.raises(JukeboxInputError, match="--layers selects Jukebox prior layers; it needs --model"):
         run("--task", "gtzan", "--data", str(tmp_path), "--layers", "36")
-    monkeypatch.setitem(sys.modules, "hf_jukebox_mir.extraction.engine", None)  # extraction code unavailable
-    with pytest.raises(JukeboxInputError, match="--model needs hf_jukebox_mir.extraction.engine.make_embed_fn"):
-        run("--task", "gtzan", "--data", str(tmp_path), "--model", str(tmp_path))
+    with pytest.raises(JukeboxInputError, match="--model .* is not a folder"):
+        run("--task", "gtzan", "--data", str(tmp_path), "--model", str(tmp_path / "no-model"))
+    with pytest.raises(JukeboxInputError, match="--patience must be >= 1, got 0"):
+        run("--task", "gtzan", "--data", str(tmp_path), "--patience", "0")

@@ -44,7 +44,32 @@ _PUBLIC: dict[str, str] = {
     "make_embed_fn": ".extraction",
 }
 
-__all__ = [*_PUBLIC, "register", "__version__"]
+__all__ = [
+    "JukeboxCheckpointError",
+    "JukeboxConfigError",
+    "JukeboxInputError",
+    "JukeboxFeatureExtractor",
+    "JukeboxVQVAEConfig",
+    "JukeboxVQVAE",
+    "JukeboxVQVAEEncoderModel",
+    "JukeboxPriorConfig",
+    "JukeboxPrior",
+    "JukeboxPriorCache",
+    "JukeboxMIRConfig",
+    "JukeboxMIRModel",
+    "JukeboxFeatureExtractionPipeline",
+    "jukebox_feature_extraction_pipeline",
+    "JukeboxProbeConfig",
+    "JukeboxProbeForSequenceClassification",
+    "JukeboxChainConfig",
+    "JukeboxChainModel",
+    "JukeboxTokenizer",
+    "sample_prior",
+    "extract_dataset",
+    "make_embed_fn",
+    "register",
+    "__version__",
+]
 
 
 def register() -> None:

@@ -21,7 +21,6 @@ from pathlib import Path
 
 from ..models.errors import JukeboxInputError
 
-
 _DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
 
 
@@ -111,8 +110,12 @@ def convert_hf4_source(args: argparse.Namespace) -> Path:
 
 # --hf4-part -> key prefixes it reads (a Hub source fetches only the shards holding them; None: all)
 HF4_PART_PREFIXES: dict[str, tuple[str, ...] | None] = {
-    "vqvae": ("vqvae.",), "prior-2": ("priors.0.",), "prior-1": ("priors.1.",), "prior-0": ("priors.2.",),
-    "mir": ("vqvae.", "priors.0."), "chain": None,
+    "vqvae": ("vqvae.",),
+    "prior-2": ("priors.0.",),
+    "prior-1": ("priors.1.",),
+    "prior-0": ("priors.2.",),
+    "mir": ("vqvae.", "priors.0."),
+    "chain": None,
 }
 
 # (source options that select a handler, handler), in the order they are documented
@@ -178,34 +181,57 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         description=(
             "Convert a Jukebox checkpoint into a folder with config.json, model.safetensors (sharded when large), "
             "the model code (for trust_remote_code) and conversion_audit.json (source SHA-256, key map, output "
-            "check). Checkpoints are read tensor by tensor with a restricted unpickler: no pickled code is run, and memory stays within about one shard whatever the checkpoint's size."
+            "check). Checkpoints are read tensor by tensor with a restricted unpickler: no pickled code is run, "
+            "and memory stays within about one shard whatever the checkpoint's size."
         ),
     )
     parser.add_argument("--vqvae", metavar="PATH", help="original OpenAI VQ-VAE checkpoint, e.g. 5b/vqvae.pth.tar")
-    parser.add_argument("--prior", metavar="PATH", nargs="+",
-                        help="original OpenAI prior checkpoint, e.g. 5b/prior_level_2.pth.tar (with --vqvae: one "
-                             "MIR folder; with --vqvae and three files prior_level_0/1/2: the sampling chain)")
     parser.add_argument(
-        "--hf4", metavar="DIR",
-        help="transformers-4.x Jukebox folder (config.json + pytorch_model-*.bin), or a Hub repository id such as "
-             "openai/jukebox-1b-lyrics (only the shards the part needs are downloaded, cached); see --hf4-part",
+        "--prior",
+        metavar="PATH",
+        nargs="+",
+        help="original OpenAI prior checkpoint, e.g. 5b/prior_level_2.pth.tar (with --vqvae: one "
+        "MIR folder; with --vqvae and three files prior_level_0/1/2: the sampling chain)",
     )
-    parser.add_argument("--hf4-part", default="vqvae", choices=["vqvae", "prior-2", "prior-1", "prior-0", "mir", "chain"],
-                        help="what to convert from --hf4: the VQ-VAE (default), a prior by original level, the "
-                             "MIR model (VQ-VAE + top prior) or the whole sampling chain")
-    parser.add_argument("--num-layers", type=int, metavar="N",
-                        help="keep only the first N prior blocks (JukeMIR: 36); the others are never read")
+    parser.add_argument(
+        "--hf4",
+        metavar="DIR",
+        help="transformers-4.x Jukebox folder (config.json + pytorch_model-*.bin), or a Hub repository id such as "
+        "openai/jukebox-1b-lyrics (only the shards the part needs are downloaded, cached); see --hf4-part",
+    )
+    parser.add_argument(
+        "--hf4-part",
+        default="vqvae",
+        choices=["vqvae", "prior-2", "prior-1", "prior-0", "mir", "chain"],
+        help="what to convert from --hf4: the VQ-VAE (default), a prior by original level, the "
+        "MIR model (VQ-VAE + top prior) or the whole sampling chain",
+    )
+    parser.add_argument(
+        "--num-layers",
+        type=int,
+        metavar="N",
+        help="keep only the first N prior blocks (JukeMIR: 36); the others are never read",
+    )
     parser.add_argument("--dtype", choices=sorted(_DTYPES), help="dtype of the saved weights (default: float32)")
     parser.add_argument("--no-card", action="store_true", help="do not write the README.md model card")
     parser.add_argument("--output", metavar="DIR", required=True, help="output folder (must be empty or new)")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
     parser.add_argument(
-        "--max-shard-size", default="1GB", metavar="SIZE",
+        "--max-shard-size",
+        default="1GB",
+        metavar="SIZE",
         help="largest safetensors shard, e.g. 2GB or 500MB (default: 1GB; conversion holds one shard in memory)",
     )
     parser.set_defaults(func=run)
     return parser
 
 
-__all__ = ["SOURCES", "add_parser", "convert_hf4_source", "convert_mir_source", "convert_prior_source",
-           "convert_vqvae_source", "run"]
+__all__ = [
+    "SOURCES",
+    "add_parser",
+    "convert_hf4_source",
+    "convert_mir_source",
+    "convert_prior_source",
+    "convert_vqvae_source",
+    "run",
+]

@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from ..models.errors import JukeboxInputError
@@ -29,23 +28,27 @@ def build_tiny_mir_model(output_dir: Path, *, seed: int = 0, calibration_audio: 
     """
     import torch
 
+    from ..conversion.audit import ConversionAudit
+    from ..conversion.mir import save_mir_folder
     from ..models.configuration_jukebox_mir import JukeboxMIRConfig
     from ..models.configuration_jukebox_prior import JukeboxPriorConfig
     from ..models.configuration_jukebox_vqvae import JukeboxVQVAEConfig
-    from ..conversion.audit import ConversionAudit
-    from ..conversion.mir import save_mir_folder
     from ..models.modeling_jukebox_mir import JukeboxMIRModel
 
     torch.manual_seed(seed)
-    prior = JukeboxPriorConfig.from_preset("prior_5b", hidden_size=64, num_hidden_layers=6, num_attention_heads=2,
-                                           n_ctx=256, blocks=16)
+    prior = JukeboxPriorConfig.from_preset(
+        "prior_5b", hidden_size=64, num_hidden_layers=6, num_attention_heads=2, n_ctx=256, blocks=16
+    )
     vqvae = JukeboxVQVAEConfig.from_preset("5b", encoder_levels=[2])  # features need only the top-level encoder
     config = JukeboxMIRConfig(vqvae_config=vqvae, prior_config=prior)
     model = JukeboxMIRModel(config).eval()
     if calibration_audio:
         _init_codebook_from_audio(model, calibration_audio, seed=seed)
-    audit = ConversionAudit(model_class="JukeboxMIRModel", source_format="random-init",
-                            details={"note": "demo model with random weights (not Jukebox's)", "seed": seed})
+    audit = ConversionAudit(
+        model_class="JukeboxMIRModel",
+        source_format="random-init",
+        details={"note": "demo model with random weights (not Jukebox's)", "seed": seed},
+    )
     return save_mir_folder(model, output_dir, audit=audit, overwrite=True)
 
 
@@ -79,7 +82,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     import shutil
 
-    from . import probe
+    import torch
 
     output = Path(args.output).expanduser()
     if output.exists() and not output.is_dir():
@@ -101,26 +104,28 @@ def run(args: argparse.Namespace) -> int:
         train = sorted((data_dir / "audio" / "train").glob("*.wav"))[:16]
         audio = [peak_normalize(load_audio(str(path))[0]) for path in train]
         build_tiny_mir_model(model_dir, seed=args.seed, calibration_audio=audio)
+    from ..probing.recipe import run_probe_task
+    from ..probing.reports import ProbeResults
+
+    torch.set_num_threads(max(1, args.threads))
     results = {}
-    for name, extra in (("chroma", ["--features", "chroma"]), ("jukebox-tiny", ["--model", str(model_dir)])):
+    for name, model in (("chroma", None), ("jukebox-tiny", model_dir)):
         run_dir = output / f"probe-{name}"
         print(f"[{2 if name == 'chroma' else 3}/3] probing the synthetic key task with {name} features -> {run_dir}")
         if not (run_dir / "results.json").is_file():
-            probe_args = probe.add_parser(argparse.ArgumentParser().add_subparsers()).parse_args(
-                ["--task", "synthetic_key", "--data", str(data_dir), "--output", str(run_dir),
-                 "--seed", str(args.seed), "--threads", str(args.threads), *extra]
-            )
-            probe.run(probe_args)
-        results[name] = json.loads((run_dir / "results.json").read_text())
+            run_probe_task("synthetic_key", data_dir, run_dir, model=model, seed=args.seed)
+        results[name] = ProbeResults.read(run_dir)
     print("\nSynthetic 24-key task (MIREX weighted score, song level; chance is about 0.08):")
     print("| features | test score | validation score |")
     print("|---|---|---|")
     for name, res in results.items():
-        best = res["best"]
+        best = res.best
         print(f"| {name} | {best['test']['primary']:.3f} | {best['validation']['primary']:.3f} |")
-    print("\nThe tiny Jukebox model has random weights (codebook initialised from the audio): its score shows the "
-          "pipeline runs end to end, not what Jukebox learns. Convert the released weights (`jukebox-mir convert`) "
-          "for real features.")
+    print(
+        "\nThe tiny Jukebox model has random weights (codebook initialised from the audio): its score shows the "
+        "pipeline runs end to end, not what Jukebox learns. Convert the released weights (`jukebox-mir convert`) "
+        "for real features."
+    )
     return 0
 
 

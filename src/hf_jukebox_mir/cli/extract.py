@@ -41,8 +41,15 @@ def run(args: argparse.Namespace) -> int:
     from ..extraction.engine import extract_dataset
 
     if args.frame_rate is not None and args.pool not in (None, "none"):
-        raise JukeboxInputError(f"--frame-rate gives frame-level features; it needs --pool none, got --pool {args.pool}.")
-    if args.num_shards is not None and args.shard_index is None or args.num_shards is None and args.shard_index is not None:
+        raise JukeboxInputError(
+            f"--frame-rate gives frame-level features; it needs --pool none, got --pool {args.pool}."
+        )
+    if (
+        args.num_shards is not None
+        and args.shard_index is None
+        or args.num_shards is None
+        and args.shard_index is not None
+    ):
         raise JukeboxInputError("--num-shards and --shard-index go together (e.g. --num-shards 4 --shard-index 0).")
     if args.overwrite and args.no_resume:
         raise JukeboxInputError("--overwrite already starts again; drop --no-resume.")
@@ -68,11 +75,15 @@ def run(args: argparse.Namespace) -> int:
     )
     output = Path(args.output)
     if result.merged:
-        print(f"Extracted {result.num_done} of {result.num_inputs} inputs into {output} "
-              f"({result.num_computed} computed in this run); load it with datasets.load_from_disk('{output}').")
+        print(
+            f"Extracted {result.num_done} of {result.num_inputs} inputs into {output} "
+            f"({result.num_computed} computed in this run); load it with datasets.load_from_disk('{output}')."
+        )
     else:
-        print(f"Shard done: {result.num_computed} inputs computed; the dataset in {output} is written when every "
-              "shard has finished.")
+        print(
+            f"Shard done: {result.num_computed} inputs computed; the dataset in {output} is written when every "
+            "shard has finished."
+        )
     if result.failures:
         print(f"{len(result.failures)} input(s) failed (listed in {output / 'failures.json'}; run again to retry):")
         for failure in result.failures[:20]:
@@ -92,36 +103,75 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         epilog="\n\n".join(__doc__.split("\n\n")[1:]),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("inputs", nargs="+", metavar="INPUT",
-                        help="audio files, folders (searched recursively) or a folder saved by datasets.save_to_disk")
-    parser.add_argument("--model", required=True, metavar="DIR",
-                        help="Jukebox MIR folder (jukebox-mir convert --vqvae ... --prior ...)")
-    parser.add_argument("--output", required=True, metavar="DIR",
-                        help="output folder: new, empty, or the folder of an interrupted run to resume")
-    parser.add_argument("--layers", nargs="+", metavar="N",
-                        help="1-indexed prior blocks, e.g. 36 (JukeMIR) or 12 24 36, or 'all' (default: the last "
-                             "stored block); only blocks up to the deepest are loaded")
-    parser.add_argument("--pool", choices=["mean", "max", "none"], default=None,
-                        help="pooling over time: mean (default, JukeMIR), max, or none (frame-level, 344.5 Hz)")
-    parser.add_argument("--frame-rate", type=float, metavar="HZ",
-                        help="frame-level features averaged to this rate, e.g. 15 (implies --pool none)")
-    parser.add_argument("--batch-size", type=int, default=1, metavar="N",
-                        help="windows per forward pass (default: 1)")
+    parser.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
+        help="audio files, folders (searched recursively) or a folder saved by datasets.save_to_disk",
+    )
+    parser.add_argument(
+        "--model", required=True, metavar="DIR", help="Jukebox MIR folder (jukebox-mir convert --vqvae ... --prior ...)"
+    )
+    parser.add_argument(
+        "--output",
+        required=True,
+        metavar="DIR",
+        help="output folder: new, empty, or the folder of an interrupted run to resume",
+    )
+    parser.add_argument(
+        "--layers",
+        nargs="+",
+        metavar="N",
+        help="1-indexed prior blocks, e.g. 36 (JukeMIR) or 12 24 36, or 'all' (default: the last "
+        "stored block); only blocks up to the deepest are loaded",
+    )
+    parser.add_argument(
+        "--pool",
+        choices=["mean", "max", "none"],
+        default=None,
+        help="pooling over time: mean (default, JukeMIR), max, or none (frame-level, 344.5 Hz)",
+    )
+    parser.add_argument(
+        "--frame-rate",
+        type=float,
+        metavar="HZ",
+        help="frame-level features averaged to this rate, e.g. 15 (implies --pool none)",
+    )
+    parser.add_argument("--batch-size", type=int, default=1, metavar="N", help="windows per forward pass (default: 1)")
     parser.add_argument("--device", default=None, help="e.g. cuda, cuda:1, cpu (default: cuda if available)")
-    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
-                        help="model dtype (default auto: bfloat16 on GPU, float32 on CPU; the VQ-VAE encoder stays float32)")
-    parser.add_argument("--compile", action="store_true",
-                        help="torch.compile the prior (slower start, faster batches; needs a C++ compiler on CPU)")
-    parser.add_argument("--no-resume", action="store_true",
-                        help="refuse an output folder that already holds results (default: resume it)")
+    parser.add_argument(
+        "--dtype",
+        default="auto",
+        choices=["auto", "float32", "bfloat16", "float16"],
+        help="model dtype (default auto: bfloat16 on GPU, float32 on CPU; the VQ-VAE encoder stays float32)",
+    )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the prior (slower start, faster batches; needs a C++ compiler on CPU)",
+    )
+    parser.add_argument(
+        "--no-resume",
+        action="store_true",
+        help="refuse an output folder that already holds results (default: resume it)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="delete earlier results in --output and start again")
-    parser.add_argument("--chunk-size", type=int, default=32, metavar="N",
-                        help="inputs per saved chunk, the unit of resumption (default: 32)")
+    parser.add_argument(
+        "--chunk-size",
+        type=int,
+        default=32,
+        metavar="N",
+        help="inputs per saved chunk, the unit of resumption (default: 32)",
+    )
     parser.add_argument("--audio-column", default="audio", help="audio column of dataset inputs (default: audio)")
     parser.add_argument("--split", default=None, help="split of a saved DatasetDict input")
-    parser.add_argument("--num-shards", type=int, default=None, metavar="N",
-                        help="independent jobs: process every N-th input (with --shard-index); not needed with "
-                             "accelerate launch")
+    parser.add_argument(
+        "--num-shards",
+        type=int,
+        default=None,
+        metavar="N",
+        help="independent jobs: process every N-th input (with --shard-index); not needed with accelerate launch",
+    )
     parser.add_argument("--shard-index", type=int, default=None, metavar="K", help="this job's shard, 0..N-1")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)

@@ -35,7 +35,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     """Check, then upload (or only list with --check); errors are `ValueError`s that the CLI prints."""
-    from ..publishing.hub import check_repo_id, check_hub_folder, push_folder
+    from ..publishing.hub import check_hub_folder, check_repo_id, push_folder
 
     if args.check:
         check_repo_id(args.repo_id)

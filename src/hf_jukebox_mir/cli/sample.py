@@ -32,31 +32,52 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
             "levels and decode them to a 44.1 kHz mono WAV."
         ),
     )
-    parser.add_argument("--model", required=True, metavar="DIR",
-                        help="chain folder (jukebox_mir_chain) or a transformers-4.x Jukebox folder")
-    parser.add_argument("--seconds", required=True, type=float, metavar="S",
-                        help="length of the result in seconds, prime included")
-    parser.add_argument("--output", required=True, metavar="OUT.wav",
-                        help="WAV file to write (with --n-samples > 1: OUT-0.wav, OUT-1.wav, ...)")
+    parser.add_argument(
+        "--model",
+        required=True,
+        metavar="DIR",
+        help="chain folder (jukebox_mir_chain) or a transformers-4.x Jukebox folder",
+    )
+    parser.add_argument(
+        "--seconds", required=True, type=float, metavar="S", help="length of the result in seconds, prime included"
+    )
+    parser.add_argument(
+        "--output",
+        required=True,
+        metavar="OUT.wav",
+        help="WAV file to write (with --n-samples > 1: OUT-0.wav, OUT-1.wav, ...)",
+    )
     parser.add_argument("--prime", metavar="AUDIO", help="audio file to continue (any rate, downmixed to mono)")
     parser.add_argument("--artist", help="artist name (unknown names fall back to id 0 with a warning)")
     parser.add_argument("--genre", help="genre name(s)")
     lyrics = parser.add_mutually_exclusive_group()
     lyrics.add_argument("--lyrics", help="lyrics text (lyrics models)")
     lyrics.add_argument("--lyrics-file", metavar="FILE", help="read the lyrics from a UTF-8 text file")
-    parser.add_argument("--temperature", type=float, nargs="+", metavar="T",
-                        help="sampling temperature, one value or three for levels 0 1 2 (default 0.99)")
+    parser.add_argument(
+        "--temperature",
+        type=float,
+        nargs="+",
+        metavar="T",
+        help="sampling temperature, one value or three for levels 0 1 2 (default 0.99)",
+    )
     parser.add_argument("--top-k", type=int, default=0, help="keep the k most likely codes (0 = off)")
     parser.add_argument("--top-p", type=float, default=0.0, help="nucleus sampling threshold (0 = off)")
     parser.add_argument("--seed", type=int, help="random seed (reproducible output)")
     parser.add_argument("--n-samples", type=int, default=1, help="number of samples drawn in one batch")
-    parser.add_argument("--total-seconds", type=float,
-                        help="length of the whole piece for the timing embedding (default: --seconds, raised to "
-                             "the top prior's minimum duration)")
+    parser.add_argument(
+        "--total-seconds",
+        type=float,
+        help="length of the whole piece for the timing embedding (default: --seconds, raised to "
+        "the top prior's minimum duration)",
+    )
     parser.add_argument("--chunk-size", type=int, help="positions per prefill chunk (default: the model's, 32)")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
-    parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32",
-                        help="weights/activations dtype of the priors (float32 on CPU)")
+    parser.add_argument(
+        "--dtype",
+        choices=("float32", "bfloat16", "float16"),
+        default="float32",
+        help="weights/activations dtype of the priors (float32 on CPU)",
+    )
     parser.add_argument("--codes-output", metavar="CODES.pt", help="also save the codes of every level (torch.save)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(func=run)
@@ -150,15 +171,27 @@ def run(args: argparse.Namespace) -> int:
         generator = torch.Generator(device=model.device).manual_seed(args.seed)
     total_length = None if args.total_seconds is None else int(args.total_seconds * sampling_rate)
     out = model.generate_audio(
-        args.seconds, prime_audio=prime, n_samples=args.n_samples, artist=args.artist, genre=args.genre,
-        lyrics=lyrics, total_length=total_length, temperature=temperature, top_k=args.top_k, top_p=args.top_p,
-        generator=generator, chunk_size=args.chunk_size, progress=not args.no_progress,
+        args.seconds,
+        prime_audio=prime,
+        n_samples=args.n_samples,
+        artist=args.artist,
+        genre=args.genre,
+        lyrics=lyrics,
+        total_length=total_length,
+        temperature=temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        generator=generator,
+        chunk_size=args.chunk_size,
+        progress=not args.no_progress,
     )
     audio = out.audio_values.float().cpu().numpy()
     output = Path(args.output)
-    paths = [output] if audio.shape[0] == 1 else [
-        output.with_name(f"{output.stem}-{i}{output.suffix}") for i in range(audio.shape[0])
-    ]
+    paths = (
+        [output]
+        if audio.shape[0] == 1
+        else [output.with_name(f"{output.stem}-{i}{output.suffix}") for i in range(audio.shape[0])]
+    )
     for path, samples in zip(paths, audio):
         write_wav_atomic(path, samples, sampling_rate)
         print(f"wrote {path} ({samples.shape[0] / sampling_rate:.2f} s at {sampling_rate} Hz)")

@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from transformers import PreTrainedModel
 
 from ..models.errors import JukeboxCheckpointError
 from .audit import ConversionAudit, WrittenFile
@@ -60,8 +61,14 @@ def _transposed(load: Callable[[], torch.Tensor]) -> Callable[[], torch.Tensor]:
     return lambda: load().t()
 
 
-def plan_from_mapping(state: LazyStateDict, mapping: Mapping[str, str | None], *, source: str, prefix: str = "",
-                      transpose: Callable[[str], bool] | None = None) -> ConversionPlan:
+def plan_from_mapping(
+    state: LazyStateDict,
+    mapping: Mapping[str, str | None],
+    *,
+    source: str,
+    prefix: str = "",
+    transpose: Callable[[str], bool] | None = None,
+) -> ConversionPlan:
     """Plan the tensors of `state` renamed by `mapping` (`None`: dropped, never read), under `prefix`.
 
     `transpose(new_key)` says which converted tensors are the transpose of their source (2-D only).
@@ -101,8 +108,12 @@ def check_plan(model: nn.Module, plan: ConversionPlan, *, source: str) -> dict[s
     Returns the dtype each converted tensor is stored in (the model's).
     """
     expected = model.state_dict()
-    account_keys({k: v.shape for k, v in expected.items()}, {k: v.shape for k, v in plan.items()},
-                 model_name=type(model).__name__, source=source)
+    account_keys(
+        {k: v.shape for k, v in expected.items()},
+        {k: v.shape for k, v in plan.items()},
+        model_name=type(model).__name__,
+        source=source,
+    )
     bad = sorted(
         f"{key} ({entry.source}: {str(entry.dtype).replace('torch.', '')})"
         for key, entry in plan.items()
@@ -184,15 +195,21 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def _write_shards(plan: ConversionPlan, dtypes: Mapping[str, torch.dtype], folder: Path,
-                  max_shard_size: int | str, on_written: Callable[[Path], Any] = lambda path: None) -> None:
+def _write_shards(
+    plan: ConversionPlan,
+    dtypes: Mapping[str, torch.dtype],
+    folder: Path,
+    max_shard_size: int | str,
+    on_written: Callable[[Path], Any] = lambda path: None,
+) -> None:
     """Safetensors shards (+ index when more than one), as `save_pretrained` names them; one shard in memory."""
     from huggingface_hub import split_torch_state_dict_into_shards
     from safetensors.torch import save_file
 
     meta = {key: torch.empty(entry.shape, dtype=dtypes[key], device="meta") for key, entry in plan.items()}
-    split = split_torch_state_dict_into_shards(meta, filename_pattern="model{suffix}.safetensors",
-                                               max_shard_size=max_shard_size)
+    split = split_torch_state_dict_into_shards(
+        meta, filename_pattern="model{suffix}.safetensors", max_shard_size=max_shard_size
+    )
     for filename, keys in split.filename_to_tensors.items():
         shard = {key: _materialize(plan[key].load(), dtypes[key]) for key in keys}
         save_file(shard, str(folder / filename), metadata={"format": "pt"})
@@ -202,8 +219,10 @@ def _write_shards(plan: ConversionPlan, dtypes: Mapping[str, torch.dtype], folde
     if split.is_sharded:
         import json
 
-        index = {"metadata": {**split.metadata, "total_parameters": sum(t.numel() for t in meta.values())},
-                 "weight_map": split.tensor_to_filename}
+        index = {
+            "metadata": {**split.metadata, "total_parameters": sum(t.numel() for t in meta.values())},
+            "weight_map": split.tensor_to_filename,
+        }
         (folder / "model.safetensors.index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
 
 
@@ -259,7 +278,7 @@ class _ShardReader:
         return tensors
 
 
-def _load_block_by_block(model_class: type, folder: Path, keep_half: bool) -> nn.Module:
+def _load_block_by_block(model_class: type[PreTrainedModel], folder: Path, keep_half: bool) -> nn.Module:
     """The folder's model (float32, or half-precision weights kept with `keep_half`) with every transformer block
     left on the meta device; a block's weights are read from the shards when its forward starts and dropped when
     it ends (forward hooks)."""
@@ -282,7 +301,8 @@ def _load_block_by_block(model_class: type, folder: Path, keep_half: bool) -> nn
     def fetch(prefix: str):
         def hook(module: nn.Module, args: Any) -> None:
             state = reader.read([f"{prefix}.{key}" for key in module.state_dict()], keep_half)
-            module.load_state_dict({key[len(prefix) + 1:]: value for key, value in state.items()}, assign=True)
+            module.load_state_dict({key[len(prefix) + 1 :]: value for key, value in state.items()}, assign=True)
+
         return hook
 
     def drop(module: nn.Module, args: Any, output: Any) -> None:
@@ -294,8 +314,9 @@ def _load_block_by_block(model_class: type, folder: Path, keep_half: bool) -> nn
     return model.eval()
 
 
-def check_written_folder(model_class: type, folder: Path, output_check: OutputCheck, *,
-                         offload: bool) -> dict[str, Any]:
+def check_written_folder(
+    model_class: type[PreTrainedModel], folder: Path, output_check: OutputCheck, *, offload: bool
+) -> dict[str, Any]:
     """Load `folder` and run `output_check` on it; outputs must be finite.
 
     Without `offload` the folder is loaded as a user loads it (`from_pretrained`, float32 compute). With `offload`
@@ -308,7 +329,9 @@ def check_written_folder(model_class: type, folder: Path, output_check: OutputCh
     if offload:
         from ..models.modeling_jukebox_mir import has_fast_half_precision
 
-        stored = str(getattr(model_class.config_class.from_pretrained(folder), "dtype", "float32")).replace("torch.", "")
+        stored = str(getattr(model_class.config_class.from_pretrained(folder), "dtype", "float32")).replace(
+            "torch.", ""
+        )
         keep_half = stored in ("bfloat16", "float16") and has_fast_half_precision()
         loaded = _load_block_by_block(model_class, folder, keep_half)
         compute = stored if keep_half else compute
@@ -316,8 +339,10 @@ def check_written_folder(model_class: type, folder: Path, output_check: OutputCh
         loaded = model_class.from_pretrained(folder, dtype=torch.float32).eval()
     try:
         with torch.no_grad():
-            outputs = {name: value.detach().float() if value.is_floating_point() else value.detach()
-                       for name, value in output_check(loaded).items()}
+            outputs = {
+                name: value.detach().float() if value.is_floating_point() else value.detach()
+                for name, value in output_check(loaded).items()
+            }
     finally:
         del loaded
     not_finite = [n for n, v in outputs.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
@@ -326,8 +351,11 @@ def check_written_folder(model_class: type, folder: Path, output_check: OutputCh
             f"Output check failed: the converted model gives NaN or infinite values in {not_finite} on the fixed "
             "check input; the checkpoint may be corrupt or converted with a wrong configuration."
         )
-    how = (f"the written shards, transformer blocks read one at a time ({compute} compute)" if offload
-           else "the written folder, with from_pretrained (float32 compute)")
+    how = (
+        f"the written shards, transformer blocks read one at a time ({compute} compute)"
+        if offload
+        else "the written folder, with from_pretrained (float32 compute)"
+    )
     return {"loaded_from": how, "outputs": {name: summarize_tensor(value) for name, value in outputs.items()}}
 
 
@@ -379,8 +407,13 @@ def write_plan(
     with atomic_folder(output_dir, overwrite=overwrite) as tmp_dir, ThreadPoolExecutor(max_workers=1) as hasher:
         source_entries = [hasher.submit(spec.audit_entry) for spec in unique]
         shard_hashes: dict[str, Future[str]] = {}
-        _write_shards(plan, dtypes, tmp_dir, max_shard_size,
-                      on_written=lambda path: shard_hashes.setdefault(path.name, hasher.submit(sha256_file, path)))
+        _write_shards(
+            plan,
+            dtypes,
+            tmp_dir,
+            max_shard_size,
+            on_written=lambda path: shard_hashes.setdefault(path.name, hasher.submit(sha256_file, path)),
+        )
         _save_config_and_code(model, tmp_dir)
         if add_files is not None:
             add_files(tmp_dir)
@@ -389,21 +422,44 @@ def write_plan(
             audit.output_check = check_written_folder(type(model), tmp_dir, output_check, offload=offload)
         audit.versions = _versions()
         audit.sources = [entry.result() for entry in source_entries]
-        audit.files = {p.name: WrittenFile(sha256=shard_hashes[p.name].result() if p.name in shard_hashes
-                                           else sha256_file(p), bytes=p.stat().st_size)
-                       for p in sorted(tmp_dir.iterdir()) if p.is_file()}
+        audit.files = {
+            p.name: WrittenFile(
+                sha256=shard_hashes[p.name].result() if p.name in shard_hashes else sha256_file(p),
+                bytes=p.stat().st_size,
+            )
+            for p in sorted(tmp_dir.iterdir())
+            if p.is_file()
+        }
         audit.write(tmp_dir)
     return Path(output_dir)
 
 
-def save_model(model: nn.Module, output_dir: str | os.PathLike, *, audit: ConversionAudit,
-               output_check: OutputCheck | None = None, add_files: Callable[[Path], None] | None = None,
-               max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE, overwrite: bool = False) -> Path:
+def save_model(
+    model: nn.Module,
+    output_dir: str | os.PathLike,
+    *,
+    audit: ConversionAudit,
+    output_check: OutputCheck | None = None,
+    add_files: Callable[[Path], None] | None = None,
+    max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE,
+    overwrite: bool = False,
+) -> Path:
     """Save a model that is already in memory (e.g. the demo's) exactly as conversions save theirs."""
-    plan = {key: PlannedTensor("memory", tuple(t.shape), t.dtype, _constant(t.detach()))
-            for key, t in saved_tensors(model).items()}
-    return write_plan(model, plan, output_dir, audit=audit, source="the in-memory model", output_check=output_check,
-                      add_files=add_files, max_shard_size=max_shard_size, overwrite=overwrite)
+    plan = {
+        key: PlannedTensor("memory", tuple(t.shape), t.dtype, _constant(t.detach()))
+        for key, t in saved_tensors(model).items()
+    }
+    return write_plan(
+        model,
+        plan,
+        output_dir,
+        audit=audit,
+        source="the in-memory model",
+        output_check=output_check,
+        add_files=add_files,
+        max_shard_size=max_shard_size,
+        overwrite=overwrite,
+    )
 
 
 def _constant(tensor: torch.Tensor) -> Callable[[], torch.Tensor]:

@@ -48,8 +48,21 @@ from ..models.pipeline_jukebox import (
 logger = logging.getLogger(__name__)
 
 #: File extensions picked up when a folder is given (lower case).
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".aifc", ".au", ".w64",
-                    ".caf", ".rf64")
+AUDIO_EXTENSIONS = (
+    ".wav",
+    ".flac",
+    ".ogg",
+    ".oga",
+    ".opus",
+    ".mp3",
+    ".aiff",
+    ".aif",
+    ".aifc",
+    ".au",
+    ".w64",
+    ".caf",
+    ".rf64",
+)
 
 SETTINGS_FILE = "extraction.json"
 FAILURES_FILE = "failures.json"
@@ -57,9 +70,13 @@ CHUNKS_DIR = "chunks"
 FORMAT_VERSION = 1
 
 _DTYPES = {
-    "float32": torch.float32, "fp32": torch.float32,
-    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-    "float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+    "half": torch.float16,
 }
 
 
@@ -125,8 +142,13 @@ def _is_saved_dataset(path: Path) -> bool:
 
 
 def _audio_files(folder: Path) -> list[Path]:
-    files = [p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS
-             and not any(part.startswith(".") for part in p.relative_to(folder).parts)]
+    files = [
+        p
+        for p in folder.rglob("*")
+        if p.is_file()
+        and p.suffix.lower() in AUDIO_EXTENSIONS
+        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    ]
     return sorted(files, key=lambda p: p.relative_to(folder).as_posix())
 
 
@@ -136,9 +158,7 @@ def _open_dataset(source: Any, name: str, split: str | None, audio_column: str):
     ds = datasets.load_from_disk(str(source)) if isinstance(source, (str, os.PathLike)) else source
     if isinstance(ds, datasets.DatasetDict):
         if split is None:
-            raise JukeboxInputError(
-                f"{name} holds several splits {sorted(ds)}; choose one with split= (CLI: --split)."
-            )
+            raise JukeboxInputError(f"{name} holds several splits {sorted(ds)}; choose one with split= (CLI: --split).")
         if split not in ds:
             raise JukeboxInputError(f"{name} has no split {split!r}; its splits are {sorted(ds)}.")
         ds = ds[split]
@@ -187,8 +207,11 @@ def list_inputs(
     for source in sources:
         if isinstance(source, datasets.Dataset):
             name = "the dataset" if not several else f"dataset[{len(items)}]"
-            items.extend(_dataset_items(_open_dataset(source, name, split, audio_column), name, "", several,
-                                        audio_column, id_column))
+            items.extend(
+                _dataset_items(
+                    _open_dataset(source, name, split, audio_column), name, "", several, audio_column, id_column
+                )
+            )
             continue
         if not isinstance(source, (str, os.PathLike)):
             raise JukeboxInputError(
@@ -209,8 +232,9 @@ def list_inputs(
                 )
             for file in files:
                 rel = file.relative_to(path).as_posix()
-                items.append(ExtractionInput(id=f"{given}/{rel}" if several else rel, path=str(file.resolve()),
-                                             file=str(file)))
+                items.append(
+                    ExtractionInput(id=f"{given}/{rel}" if several else rel, path=str(file.resolve()), file=str(file))
+                )
         else:
             items.append(ExtractionInput(id=given, path=str(path.resolve()), file=str(path)))
     unique: dict[str, ExtractionInput] = {}
@@ -261,7 +285,9 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     try:
         device = torch.device(device)
     except (RuntimeError, TypeError) as err:
-        raise JukeboxInputError(f"device={device!r} is not a torch device (e.g. 'cpu', 'cuda', 'cuda:1'): {err}") from None
+        raise JukeboxInputError(
+            f"device={device!r} is not a torch device (e.g. 'cpu', 'cuda', 'cuda:1'): {err}"
+        ) from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise JukeboxInputError(f"device={str(device)!r} was asked but CUDA is not available here; use device='cpu'.")
     return device
@@ -316,9 +342,18 @@ class JukeboxExtractor:
     Loads only the blocks up to the deepest requested layer (`num_hidden_layers` at load time).
     """
 
-    def __init__(self, model_dir: str | os.PathLike, *, layers: Any = None, pooling: str | None = None,
-                 frame_rate: float | None = None, batch_size: int = 1, device: str | torch.device | None = None,
-                 dtype: str | torch.dtype | None = None, compile: bool = False):
+    def __init__(
+        self,
+        model_dir: str | os.PathLike,
+        *,
+        layers: Any = None,
+        pooling: str | None = None,
+        frame_rate: float | None = None,
+        batch_size: int = 1,
+        device: str | torch.device | None = None,
+        dtype: str | torch.dtype | None = None,
+        compile: bool = False,
+    ):
         from transformers import AutoFeatureExtractor, AutoModel
 
         model_dir = _check_model_dir(model_dir)
@@ -331,16 +366,22 @@ class JukeboxExtractor:
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         # only the blocks up to the deepest requested layer are read, straight to the device in the dtype
-        model = AutoModel.from_pretrained(str(model_dir), dtype=self.dtype, device_map=str(self.device),
-                                          num_hidden_layers=max(1, max(self.layer_ids)))
+        model = AutoModel.from_pretrained(
+            str(model_dir), dtype=self.dtype, device_map=str(self.device), num_hidden_layers=max(1, max(self.layer_ids))
+        )
         if compile:  # torch.compile of the prior's forward (in place: the model keeps its structure)
             model.prior.compile()
         self.compiled = bool(compile)
         feature_extractor = AutoFeatureExtractor.from_pretrained(str(model_dir))
-        self.pipeline = JukeboxFeatureExtractionPipeline(model=model.eval(), feature_extractor=feature_extractor,
-                                                         device=self.device)
-        self.options = {"layers": list(self.layer_ids), "pooling": self.pooling, "frame_rate": frame_rate,
-                        "window_aggregation": self.window_aggregation}
+        self.pipeline = JukeboxFeatureExtractionPipeline(
+            model=model.eval(), feature_extractor=feature_extractor, device=self.device
+        )
+        self.options = {
+            "layers": list(self.layer_ids),
+            "pooling": self.pooling,
+            "frame_rate": frame_rate,
+            "window_aggregation": self.window_aggregation,
+        }
         self.hidden_size = model.config.hidden_size
         self.sampling_rate = feature_extractor.sampling_rate
 
@@ -394,7 +435,7 @@ class JukeboxExtractor:
                     outputs[k].append(part)
         post = {k: v for k, v in self.options.items() if v is not None}
         results = []
-        for k, (key, windows, _) in enumerate(prepared):
+        for k, (key, _windows, _) in enumerate(prepared):
             if k in errors:
                 results.append((key, None, errors[k]))
                 continue
@@ -456,8 +497,12 @@ class JukeboxEmbedder:
 
     def __call__(self, waveforms: Iterable[Any]) -> np.ndarray:
         extractor = self.extractor
-        sources = [w if isinstance(w, dict) else {"array": np.asarray(w, dtype=np.float32),
-                                                  "sampling_rate": extractor.sampling_rate} for w in waveforms]
+        sources = [
+            w
+            if isinstance(w, dict)
+            else {"array": np.asarray(w, dtype=np.float32), "sampling_rate": extractor.sampling_rate}
+            for w in waveforms
+        ]
         if not sources:
             return np.zeros((0, len(extractor.layer_ids), extractor.hidden_size), dtype=np.float32)
         return np.stack(extractor.embed(sources)).astype(np.float32, copy=False)  # (N, L, D)
@@ -490,11 +535,20 @@ def make_embed_fn(
     `extractor` (the [`JukeboxExtractor`]).
     """
     if pooling not in ("mean", "max"):
-        raise JukeboxInputError(f"make_embed_fn needs pooled features: pooling must be 'mean' or 'max', got {pooling!r}.")
+        raise JukeboxInputError(
+            f"make_embed_fn needs pooled features: pooling must be 'mean' or 'max', got {pooling!r}."
+        )
     if layers is not None and not isinstance(layers, str):
         layers = [layers] if isinstance(layers, (int, np.integer)) else list(layers)
-    extractor = JukeboxExtractor(model_dir, layers=layers if layers is not None else None, pooling=pooling,
-                                 batch_size=batch_size or 1, device=device, dtype=dtype, compile=compile)
+    extractor = JukeboxExtractor(
+        model_dir,
+        layers=layers if layers is not None else None,
+        pooling=pooling,
+        batch_size=batch_size or 1,
+        device=device,
+        dtype=dtype,
+        compile=compile,
+    )
 
     return JukeboxEmbedder(extractor)
 
@@ -512,8 +566,11 @@ def _features(layer_ids: list[int], dim: int, frame_level: bool):
         "n_windows": datasets.Value("int32"),
     }
     for i in layer_ids:
-        columns[f"layer_{i}"] = (datasets.Array2D(shape=(None, dim), dtype="float32") if frame_level
-                                 else datasets.List(datasets.Value("float32"), length=dim))
+        columns[f"layer_{i}"] = (
+            datasets.Array2D(shape=(None, dim), dtype="float32")
+            if frame_level
+            else datasets.List(datasets.Value("float32"), length=dim)
+        )
     return datasets.Features(columns)
 
 
@@ -593,7 +650,9 @@ def _prepare_output(output_dir: Path, settings: dict, *, resume: bool, overwrite
             )
         previous = json.loads(settings_path.read_text(encoding="utf-8"))
         keys = ("model", "layers", "pooling", "frame_rate", "dtype", "format_version")
-        changed = [f"{k}: {previous.get(k)!r} -> {settings.get(k)!r}" for k in keys if previous.get(k) != settings.get(k)]
+        changed = [
+            f"{k}: {previous.get(k)!r} -> {settings.get(k)!r}" for k in keys if previous.get(k) != settings.get(k)
+        ]
         if changed:
             raise JukeboxInputError(
                 f"Output folder '{output_dir}' was made with other settings ({'; '.join(changed)}); resume with the "
@@ -613,8 +672,11 @@ def _merge(output_dir: Path, items: list[ExtractionInput], features, failures: l
     chunks = output_dir / CHUNKS_DIR
     with _quiet_datasets():
         parts = [datasets.load_from_disk(str(d)) for d in _chunk_dirs(chunks)]
-        table = datasets.concatenate_datasets(parts) if parts else datasets.Dataset.from_dict(
-            {name: [] for name in features}, features=features)
+        table = (
+            datasets.concatenate_datasets(parts)
+            if parts
+            else datasets.Dataset.from_dict({name: [] for name in features}, features=features)
+        )
         first_row: dict[str, int] = {}
         for row, key in enumerate(table["id"]):
             first_row.setdefault(key, row)
@@ -647,7 +709,11 @@ def _shard_setup(num_shards: int | None, shard_index: int | None, cpu: bool):
         raise JukeboxInputError("Give num_shards and shard_index together (e.g. num_shards=4, shard_index=0).")
     if num_shards is not None:
         num_shards = _positive_int("num_shards", num_shards)
-        if isinstance(shard_index, bool) or not isinstance(shard_index, (int, np.integer)) or not 0 <= shard_index < num_shards:
+        if (
+            isinstance(shard_index, bool)
+            or not isinstance(shard_index, (int, np.integer))
+            or not 0 <= shard_index < num_shards
+        ):
             raise JukeboxInputError(f"shard_index must be in 0..{num_shards - 1}, got {shard_index!r}.")
         return int(shard_index), num_shards, None
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # launched by accelerate / torchrun
@@ -755,12 +821,20 @@ def extract_dataset(
     failures: list[dict] = []
     computed = 0
     if pending:
-        extractor = JukeboxExtractor(model_path, layers=layer_ids, pooling=pooling, frame_rate=frame_rate,
-                                     batch_size=batch_size, device=torch_device, dtype=torch_dtype,
-                                     compile=compile)
+        extractor = JukeboxExtractor(
+            model_path,
+            layers=layer_ids,
+            pooling=pooling,
+            frame_rate=frame_rate,
+            batch_size=batch_size,
+            device=torch_device,
+            dtype=torch_dtype,
+            compile=compile,
+        )
         features = _features(layer_ids, extractor.hidden_size, pooling == "none")
-        computed, failures = _run_pending(extractor, pending, chunks, shard, num_shards, features, chunk_size,
-                                          progress, callback, len(done))
+        computed, failures = _run_pending(
+            extractor, pending, chunks, shard, num_shards, features, chunk_size, progress, callback, len(done)
+        )
     _write_json(marker, {"failures": failures, "computed": computed})
 
     # ---- merge
@@ -780,9 +854,17 @@ def extract_dataset(
         state.wait_for_everyone()
     num_done = len(_done_ids(chunks) & {item.id for item in items})
     if failures:
-        logger.warning("%d input(s) failed; see %s", len(failures), output_dir / FAILURES_FILE if merged else "the result")
-    return ExtractionResult(output_dir=output_dir, num_inputs=len(items), num_done=num_done, num_computed=computed,
-                            failures=failures, merged=merged)
+        logger.warning(
+            "%d input(s) failed; see %s", len(failures), output_dir / FAILURES_FILE if merged else "the result"
+        )
+    return ExtractionResult(
+        output_dir=output_dir,
+        num_inputs=len(items),
+        num_done=num_done,
+        num_computed=computed,
+        failures=failures,
+        merged=merged,
+    )
 
 
 def _config_hidden_size(model_dir: Path) -> int:
@@ -819,15 +901,27 @@ def _remove_tmp(chunks: Path, shard: int | None = None) -> None:
             shutil.rmtree(entry, ignore_errors=True)
 
 
-def _run_pending(extractor: JukeboxExtractor, pending: list[ExtractionInput], chunks: Path, shard: int,
-                 num_shards: int, features, chunk_size: int, progress: bool, callback, done_before: int):
+def _run_pending(
+    extractor: JukeboxExtractor,
+    pending: list[ExtractionInput],
+    chunks: Path,
+    shard: int,
+    num_shards: int,
+    features,
+    chunk_size: int,
+    progress: bool,
+    callback,
+    done_before: int,
+):
     from tqdm.auto import tqdm
 
     failures: list[dict] = []
     computed = 0
     groups = [pending[i : i + chunk_size] for i in range(0, len(pending), chunk_size)]
     desc = "Extracting" if num_shards == 1 else f"Extracting (shard {shard + 1}/{num_shards})"
-    bar = tqdm(total=len(pending), desc=desc, unit="file", disable=not progress, position=shard if num_shards > 1 else None)
+    bar = tqdm(
+        total=len(pending), desc=desc, unit="file", disable=not progress, position=shard if num_shards > 1 else None
+    )
 
     def prepare(group: list[ExtractionInput]):
         out = []
@@ -854,8 +948,13 @@ def _run_pending(extractor: JukeboxExtractor, pending: list[ExtractionInput], ch
                 windows = next(w for it, w, _ in prepared if it is item)
                 last = windows[-1]
                 samples = last["window_offset"] + int(last["attention_mask"].sum())
-                row = {"_index": item.index, "id": item.id, "path": item.path,
-                       "duration": samples / fe.sampling_rate, "n_windows": len(windows)}
+                row = {
+                    "_index": item.index,
+                    "id": item.id,
+                    "path": item.path,
+                    "duration": samples / fe.sampling_rate,
+                    "n_windows": len(windows),
+                }
                 for j, layer in enumerate(extractor.layer_ids):
                     row[f"layer_{layer}"] = result[j]
                 rows.append(row)

@@ -39,7 +39,9 @@ def _as_config(value, cls, default: dict, field: str):
     if isinstance(value, dict):
         value = {k: v for k, v in value.items() if k not in ("model_type", "transformers_version")}
         return cls(**value)
-    raise JukeboxConfigError(f"JukeboxChainConfig.{field} must be a {cls.__name__} or a dict, got {type(value).__name__}.")
+    raise JukeboxConfigError(
+        f"JukeboxChainConfig.{field} must be a {cls.__name__} or a dict, got {type(value).__name__}."
+    )
 
 
 class JukeboxChainConfig(PreTrainedConfig):
@@ -73,31 +75,29 @@ class JukeboxChainConfig(PreTrainedConfig):
         "prior_level_2_config": JukeboxPriorConfig,
     }
 
-    def __init__(
-        self,
-        vqvae_config: JukeboxVQVAEConfig | dict | None = None,
-        prior_level_0_config: JukeboxPriorConfig | dict | None = None,
-        prior_level_1_config: JukeboxPriorConfig | dict | None = None,
-        prior_level_2_config: JukeboxPriorConfig | dict | None = None,
-        hop_fractions: list[float] | tuple[float, ...] = (0.5, 0.5, 0.125),
-        temperatures: list[float] | tuple[float, ...] = (0.99, 0.99, 0.99),
-        chunk_size: int = 32,
-        **kwargs,
-    ):
-        self.vqvae_config = _as_config(vqvae_config, JukeboxVQVAEConfig, {}, "vqvae_config")
+    vqvae_config: JukeboxVQVAEConfig | dict | None = None
+    prior_level_0_config: JukeboxPriorConfig | dict | None = None
+    prior_level_1_config: JukeboxPriorConfig | dict | None = None
+    prior_level_2_config: JukeboxPriorConfig | dict | None = None
+    hop_fractions: list[float] | tuple[float, ...] = (0.5, 0.5, 0.125)
+    temperatures: list[float] | tuple[float, ...] = (0.99, 0.99, 0.99)
+    chunk_size: int = 32
+
+    def __post_init__(self, **kwargs):
+        self.vqvae_config = _as_config(self.vqvae_config, JukeboxVQVAEConfig, {}, "vqvae_config")
         self.prior_level_0_config = _as_config(
-            prior_level_0_config, JukeboxPriorConfig, _preset_kwargs("upsampler_level_0"), "prior_level_0_config"
+            self.prior_level_0_config, JukeboxPriorConfig, _preset_kwargs("upsampler_level_0"), "prior_level_0_config"
         )
         self.prior_level_1_config = _as_config(
-            prior_level_1_config, JukeboxPriorConfig, _preset_kwargs("upsampler_level_1"), "prior_level_1_config"
+            self.prior_level_1_config, JukeboxPriorConfig, _preset_kwargs("upsampler_level_1"), "prior_level_1_config"
         )
         self.prior_level_2_config = _as_config(
-            prior_level_2_config, JukeboxPriorConfig, _preset_kwargs("prior_5b_lyrics"), "prior_level_2_config"
+            self.prior_level_2_config, JukeboxPriorConfig, _preset_kwargs("prior_5b_lyrics"), "prior_level_2_config"
         )
-        self.hop_fractions = [float(v) for v in hop_fractions]
-        self.temperatures = [float(v) for v in temperatures]
-        self.chunk_size = int(chunk_size)
-        super().__init__(**kwargs)
+        self.hop_fractions = [float(v) for v in self.hop_fractions]
+        self.temperatures = [float(v) for v in self.temperatures]
+        self.chunk_size = int(self.chunk_size)
+        super().__post_init__(**kwargs)
         self._validate_chain()
 
     # ------------------------------------------------------------------ derived values
@@ -124,7 +124,9 @@ class JukeboxChainConfig(PreTrainedConfig):
             )
         for name, values in (("hop_fractions", self.hop_fractions), ("temperatures", self.temperatures)):
             if len(values) != 3 or not all(v > 0 for v in values):
-                raise JukeboxConfigError(f"JukeboxChainConfig.{name} must hold 3 positive numbers (levels 0, 1, 2), got {values}.")
+                raise JukeboxConfigError(
+                    f"JukeboxChainConfig.{name} must hold 3 positive numbers (levels 0, 1, 2), got {values}."
+                )
         if not all(v <= 1 for v in self.hop_fractions):
             raise JukeboxConfigError(f"JukeboxChainConfig.hop_fractions must lie in (0, 1], got {self.hop_fractions}.")
         if self.chunk_size < 1:

@@ -30,30 +30,24 @@ class JukeboxMIRConfig(PreTrainedConfig):
 
     model_type = "jukebox_mir"
 
-    def __init__(
-        self,
-        vqvae_config: dict | JukeboxVQVAEConfig | None = None,
-        prior_config: dict | JukeboxPriorConfig | None = None,
-        num_hidden_layers: int | None = None,
-        artist_id: int = 0,
-        genre_ids: list[int] | None = None,
-        total_length_seconds: float = 62.0,
-        **kwargs,
-    ):
-        if vqvae_config is None:
-            vqvae_config = JukeboxVQVAEConfig.from_preset("5b")
-        elif isinstance(vqvae_config, dict):
-            vqvae_config = JukeboxVQVAEConfig(**{k: v for k, v in vqvae_config.items() if k != "model_type"})
-        if prior_config is None:
-            prior_config = JukeboxPriorConfig.from_preset("prior_5b")
-        elif isinstance(prior_config, dict):
-            prior_config = JukeboxPriorConfig(**{k: v for k, v in prior_config.items() if k != "model_type"})
-        self.vqvae_config = vqvae_config
-        self.prior_config = prior_config
-        self.artist_id = artist_id
-        self.genre_ids = list(genre_ids) if genre_ids is not None else [0]
-        self.total_length_seconds = total_length_seconds
-        super().__init__(**kwargs)
+    vqvae_config: dict | JukeboxVQVAEConfig | None = None
+    prior_config: dict | JukeboxPriorConfig | None = None
+    artist_id: int = 0
+    genre_ids: list[int] | None = None
+    total_length_seconds: float = 62.0
+
+    def __post_init__(self, **kwargs):
+        if self.vqvae_config is None:
+            self.vqvae_config = JukeboxVQVAEConfig.from_preset("5b")
+        elif isinstance(self.vqvae_config, dict):
+            self.vqvae_config = JukeboxVQVAEConfig(**{k: v for k, v in self.vqvae_config.items() if k != "model_type"})
+        if self.prior_config is None:
+            self.prior_config = JukeboxPriorConfig.from_preset("prior_5b")
+        elif isinstance(self.prior_config, dict):
+            self.prior_config = JukeboxPriorConfig(**{k: v for k, v in self.prior_config.items() if k != "model_type"})
+        self.genre_ids = list(self.genre_ids) if self.genre_ids is not None else [0]
+        num_hidden_layers = kwargs.pop("num_hidden_layers", None)  # lives in prior_config (property below)
+        super().__post_init__(**kwargs)
         if num_hidden_layers is not None:
             self.num_hidden_layers = num_hidden_layers
         self._validate_mir()

@@ -90,93 +90,57 @@ class JukeboxPriorConfig(PreTrainedConfig):
 
     model_type = "jukebox_mir_prior"
 
-    def __init__(
-        self,
-        level: int = 2,
-        hop_length: int = 128,
-        vocab_size: int = 2048,
-        hidden_size: int = 4800,
-        num_hidden_layers: int = 72,
-        num_attention_heads: int = 8,
-        attention_multiplier: float = 0.25,
-        mlp_multiplier: float = 1.0,
-        n_ctx: int = 8192,
-        blocks: int = 128,
-        attention_patterns: list[str] | None = None,
-        merged_decoder: bool = True,
-        num_artists: int = 4111,
-        num_genres: int = 120,
-        max_genres: int = 5,
-        use_timing: bool = True,
-        timing_bins: int = 128,
-        min_duration: float = 60.0,
-        max_duration: float = 600.0,
-        sampling_rate: int = 44100,
-        labels_version: int = 2,
-        lyrics_mode: str | None = None,
-        n_lyric_tokens: int = 0,
-        lyric_vocab_size: int = 80,
-        prime_loss_fraction: float = 0.0,
-        encoder_hidden_size: int = 1280,
-        encoder_num_layers: int = 18,
-        encoder_num_heads: int = 4,
-        encoder_blocks: int = 32,
-        encoder_attention_patterns: list[str] | None = None,
-        upsampler_width: int = 1024,
-        upsampler_depth: int = 16,
-        upsampler_dilation_growth_rate: int = 3,
-        upsampler_dilation_cycle: int | None = 8,
-        upsampler_res_scale: bool = False,
-        upsampler_down_t: int = 2,
-        upsampler_stride_t: int = 2,
-        layer_norm_eps: float = 1e-5,
-        initializer_range: float = 0.02,
-        **kwargs,
-    ):
-        self.level = level
-        self.hop_length = hop_length
-        self.vocab_size = vocab_size
-        self.hidden_size = hidden_size
-        self.num_hidden_layers = num_hidden_layers
-        self.num_attention_heads = num_attention_heads
-        self.attention_multiplier = attention_multiplier
-        self.mlp_multiplier = mlp_multiplier
-        self.n_ctx = n_ctx
-        self.blocks = blocks
-        self.attention_patterns = list(attention_patterns) if attention_patterns is not None else attention_layer_types(2, num_hidden_layers)
-        self.merged_decoder = merged_decoder
-        self.num_artists = num_artists
-        self.num_genres = num_genres
-        self.max_genres = max_genres
-        self.use_timing = use_timing
-        self.timing_bins = timing_bins
-        self.min_duration = min_duration
-        self.max_duration = max_duration
-        self.sampling_rate = sampling_rate
-        self.labels_version = labels_version
-        self.lyrics_mode = lyrics_mode
-        self.n_lyric_tokens = n_lyric_tokens
-        self.lyric_vocab_size = lyric_vocab_size
-        self.prime_loss_fraction = prime_loss_fraction
-        self.encoder_hidden_size = encoder_hidden_size
-        self.encoder_num_layers = encoder_num_layers
-        self.encoder_num_heads = encoder_num_heads
-        self.encoder_blocks = encoder_blocks
-        self.encoder_attention_patterns = (
-            list(encoder_attention_patterns) if encoder_attention_patterns is not None else attention_layer_types(2, encoder_num_layers)
-        )
-        self.upsampler_width = upsampler_width
-        self.upsampler_depth = upsampler_depth
-        self.upsampler_dilation_growth_rate = upsampler_dilation_growth_rate
-        self.upsampler_dilation_cycle = upsampler_dilation_cycle
-        self.upsampler_res_scale = upsampler_res_scale
-        self.upsampler_down_t = upsampler_down_t
-        self.upsampler_stride_t = upsampler_stride_t
-        self.layer_norm_eps = layer_norm_eps
-        self.initializer_range = initializer_range
-        kwargs.setdefault("tie_word_embeddings", not merged_decoder)
-        super().__init__(**kwargs)
-        self.tie_word_embeddings = not merged_decoder
+    level: int = 2
+    hop_length: int = 128
+    vocab_size: int = 2048
+    hidden_size: int = 4800
+    num_hidden_layers: int = 72
+    num_attention_heads: int = 8
+    attention_multiplier: float = 0.25
+    mlp_multiplier: float = 1.0
+    n_ctx: int = 8192
+    blocks: int = 128
+    attention_patterns: list[str] | None = None
+    merged_decoder: bool = True
+    num_artists: int = 4111
+    num_genres: int = 120
+    max_genres: int = 5
+    use_timing: bool = True
+    timing_bins: int = 128
+    min_duration: float = 60.0
+    max_duration: float = 600.0
+    sampling_rate: int = 44100
+    labels_version: int = 2
+    lyrics_mode: str | None = None
+    n_lyric_tokens: int = 0
+    lyric_vocab_size: int = 80
+    prime_loss_fraction: float = 0.0
+    encoder_hidden_size: int = 1280
+    encoder_num_layers: int = 18
+    encoder_num_heads: int = 4
+    encoder_blocks: int = 32
+    encoder_attention_patterns: list[str] | None = None
+    upsampler_width: int = 1024
+    upsampler_depth: int = 16
+    upsampler_dilation_growth_rate: int = 3
+    upsampler_dilation_cycle: int | None = 8
+    upsampler_res_scale: bool = False
+    upsampler_down_t: int = 2
+    upsampler_stride_t: int = 2
+    layer_norm_eps: float = 1e-5
+    initializer_range: float = 0.02
+
+    def __post_init__(self, **kwargs):
+        # derived defaults: the checkpoint's attention pattern names, one per layer
+        if self.attention_patterns is None:
+            self.attention_patterns = attention_layer_types(2, self.num_hidden_layers)
+        self.attention_patterns = list(self.attention_patterns)
+        if self.encoder_attention_patterns is None:
+            self.encoder_attention_patterns = attention_layer_types(2, self.encoder_num_layers)
+        self.encoder_attention_patterns = list(self.encoder_attention_patterns)
+        kwargs.pop("tie_word_embeddings", None)  # derived: tied only when the conditioning is added after
+        super().__post_init__(**kwargs)
+        self.tie_word_embeddings = not self.merged_decoder
         self._validate_jukebox()
 
     # ------------------------------------------------------------------ derived values
@@ -262,13 +226,18 @@ class JukeboxPriorConfig(PreTrainedConfig):
             bad(
                 "num_hidden_layers",
                 self.num_hidden_layers,
-                f"at most len(attention_patterns) = {len(self.attention_patterns)} (attention_patterns names every layer of the checkpoint)",
+                f"at most len(attention_patterns) = {len(self.attention_patterns)} "
+                "(attention_patterns names every layer of the checkpoint)",
             )
         for i, name in enumerate(self.attention_patterns):
             if name not in ATTENTION_TYPES:
                 bad(f"attention_patterns[{i}]", name, f"one of {ATTENTION_TYPES}")
         if self.attention_width % self.num_attention_heads:
-            bad("num_attention_heads", self.num_attention_heads, f"a divisor of the attention width {self.attention_width}")
+            bad(
+                "num_attention_heads",
+                self.num_attention_heads,
+                f"a divisor of the attention width {self.attention_width}",
+            )
         if self.max_seq_length % self.blocks:
             bad("blocks", self.blocks, f"a divisor of the sequence length {self.max_seq_length}")
         if self.lyrics_mode not in LYRICS_MODES:
@@ -391,7 +360,9 @@ class JukeboxPriorConfig(PreTrainedConfig):
                 encoder_attention_patterns=attention_layer_types(int(hps["prime_attn_order"]), enc_depth),
             )
             if float(hps.get("prime_m_attn", 0.25)) != 0.25 or float(hps.get("prime_m_mlp", 1.0)) != 1.0:
-                raise JukeboxCheckpointError("Lyrics encoders with prime_m_attn != 0.25 or prime_m_mlp != 1.0 are not supported.")
+                raise JukeboxCheckpointError(
+                    "Lyrics encoders with prime_m_attn != 0.25 or prime_m_mlp != 1.0 are not supported."
+                )
         for flag in ("res_scale", "pos_init", "copy_input"):
             if hps.get(flag):
                 raise JukeboxCheckpointError(
@@ -403,31 +374,104 @@ class JukeboxPriorConfig(PreTrainedConfig):
         return cls(**values)
 
 
-_COMMON_TOP = dict(level=2, hop_length=128, vocab_size=2048, attention_multiplier=0.25, mlp_multiplier=1.0,
-                   use_timing=True, max_duration=600.0, sampling_rate=44100)
-_COMMON_UPSAMPLER = dict(vocab_size=2048, hidden_size=1920, num_hidden_layers=72, num_attention_heads=1,
-                         attention_multiplier=0.25, mlp_multiplier=1.0, n_ctx=8192, blocks=128, attn_order=2,
-                         merged_decoder=False, num_artists=4111, num_genres=120, max_genres=5, use_timing=False,
-                         timing_bins=128, min_duration=0.0, labels_version=2, upsampler_width=1024,
-                         upsampler_depth=16, upsampler_dilation_growth_rate=3, upsampler_dilation_cycle=8,
-                         upsampler_down_t=2, upsampler_stride_t=2)
+_COMMON_TOP = dict(
+    level=2,
+    hop_length=128,
+    vocab_size=2048,
+    attention_multiplier=0.25,
+    mlp_multiplier=1.0,
+    use_timing=True,
+    max_duration=600.0,
+    sampling_rate=44100,
+)
+_COMMON_UPSAMPLER = dict(
+    vocab_size=2048,
+    hidden_size=1920,
+    num_hidden_layers=72,
+    num_attention_heads=1,
+    attention_multiplier=0.25,
+    mlp_multiplier=1.0,
+    n_ctx=8192,
+    blocks=128,
+    attn_order=2,
+    merged_decoder=False,
+    num_artists=4111,
+    num_genres=120,
+    max_genres=5,
+    use_timing=False,
+    timing_bins=128,
+    min_duration=0.0,
+    labels_version=2,
+    upsampler_width=1024,
+    upsampler_depth=16,
+    upsampler_dilation_growth_rate=3,
+    upsampler_dilation_cycle=8,
+    upsampler_down_t=2,
+    upsampler_stride_t=2,
+)
 
 # Facts of the released checkpoints (architecture.md §2.2; checked against full_size_inventory.json).
 PRIOR_PRESETS: dict[str, dict] = {
-    "prior_5b": dict(_COMMON_TOP, hidden_size=4800, num_hidden_layers=72, num_attention_heads=8, n_ctx=8192,
-                     blocks=128, attn_order=2, merged_decoder=True, num_artists=4111, num_genres=120,
-                     max_genres=5, timing_bins=128, min_duration=60.0, labels_version=2),
-    "prior_5b_lyrics": dict(_COMMON_TOP, hidden_size=4800, num_hidden_layers=79, num_attention_heads=8, n_ctx=8192,
-                            blocks=128, attn_order=10, merged_decoder=True, num_artists=4111, num_genres=120,
-                            max_genres=5, timing_bins=128, min_duration=23.8, labels_version=2,
-                            lyrics_mode="separate_encoder", n_lyric_tokens=512, lyric_vocab_size=80,
-                            prime_loss_fraction=0.4, encoder_hidden_size=1280, encoder_num_layers=18,
-                            encoder_num_heads=4, encoder_blocks=32),
-    "prior_1b_lyrics": dict(_COMMON_TOP, hidden_size=2048, num_hidden_layers=72, num_attention_heads=2, n_ctx=6144,
-                            blocks=64, attn_order=12, merged_decoder=False, num_artists=7898, num_genres=604,
-                            max_genres=1, timing_bins=64, min_duration=17.84, labels_version=3,
-                            lyrics_mode="single_sequence", n_lyric_tokens=384, lyric_vocab_size=79,
-                            prime_loss_fraction=0.4),
+    "prior_5b": dict(
+        _COMMON_TOP,
+        hidden_size=4800,
+        num_hidden_layers=72,
+        num_attention_heads=8,
+        n_ctx=8192,
+        blocks=128,
+        attn_order=2,
+        merged_decoder=True,
+        num_artists=4111,
+        num_genres=120,
+        max_genres=5,
+        timing_bins=128,
+        min_duration=60.0,
+        labels_version=2,
+    ),
+    "prior_5b_lyrics": dict(
+        _COMMON_TOP,
+        hidden_size=4800,
+        num_hidden_layers=79,
+        num_attention_heads=8,
+        n_ctx=8192,
+        blocks=128,
+        attn_order=10,
+        merged_decoder=True,
+        num_artists=4111,
+        num_genres=120,
+        max_genres=5,
+        timing_bins=128,
+        min_duration=23.8,
+        labels_version=2,
+        lyrics_mode="separate_encoder",
+        n_lyric_tokens=512,
+        lyric_vocab_size=80,
+        prime_loss_fraction=0.4,
+        encoder_hidden_size=1280,
+        encoder_num_layers=18,
+        encoder_num_heads=4,
+        encoder_blocks=32,
+    ),
+    "prior_1b_lyrics": dict(
+        _COMMON_TOP,
+        hidden_size=2048,
+        num_hidden_layers=72,
+        num_attention_heads=2,
+        n_ctx=6144,
+        blocks=64,
+        attn_order=12,
+        merged_decoder=False,
+        num_artists=7898,
+        num_genres=604,
+        max_genres=1,
+        timing_bins=64,
+        min_duration=17.84,
+        labels_version=3,
+        lyrics_mode="single_sequence",
+        n_lyric_tokens=384,
+        lyric_vocab_size=79,
+        prime_loss_fraction=0.4,
+    ),
     "upsampler_level_1": dict(_COMMON_UPSAMPLER, level=1, hop_length=32, upsampler_res_scale=True),
     "upsampler_level_0": dict(_COMMON_UPSAMPLER, level=0, hop_length=8, upsampler_res_scale=False),
 }

@@ -62,12 +62,12 @@ class JukeboxProbeConfig(PreTrainedConfig):
             self.problem_type = "single_label_classification"
         if self.problem_type not in PROBLEM_TYPES:
             raise JukeboxConfigError(
-                f"JukeboxProbeConfig.problem_type must be one of {', '.join(PROBLEM_TYPES)}, got "
-                f"{self.problem_type!r}."
+                f"JukeboxProbeConfig.problem_type must be one of {', '.join(PROBLEM_TYPES)}, got {self.problem_type!r}."
             )
         num_labels = kwargs.get("num_labels")
-        if num_labels is not None and (not isinstance(num_labels, int) or isinstance(num_labels, bool)
-                                       or num_labels < 1):
+        if num_labels is not None and (
+            not isinstance(num_labels, int) or isinstance(num_labels, bool) or num_labels < 1
+        ):
             raise JukeboxConfigError(f"JukeboxProbeConfig.num_labels must be an integer >= 1, got {num_labels!r}.")
         n = len(self.id2label) if self.id2label is not None else num_labels
         if self.problem_type == "single_label_classification" and n is not None and n < 2:
@@ -82,7 +82,9 @@ class JukeboxProbeConfig(PreTrainedConfig):
 
     def _validate(self) -> None:
         if not isinstance(self.input_dim, int) or isinstance(self.input_dim, bool) or self.input_dim < 1:
-            raise JukeboxConfigError(f"JukeboxProbeConfig.input_dim must be a positive integer, got {self.input_dim!r}.")
+            raise JukeboxConfigError(
+                f"JukeboxProbeConfig.input_dim must be a positive integer, got {self.input_dim!r}."
+            )
         if self.hidden_size is not None and (
             not isinstance(self.hidden_size, int) or isinstance(self.hidden_size, bool) or self.hidden_size < 1
         ):
@@ -90,7 +92,11 @@ class JukeboxProbeConfig(PreTrainedConfig):
                 f"JukeboxProbeConfig.hidden_size must be None (linear probe) or a positive integer, got "
                 f"{self.hidden_size!r}."
             )
-        if not isinstance(self.dropout, (int, float)) or isinstance(self.dropout, bool) or not 0.0 <= self.dropout < 1.0:
+        if (
+            not isinstance(self.dropout, (int, float))
+            or isinstance(self.dropout, bool)
+            or not 0.0 <= self.dropout < 1.0
+        ):
             raise JukeboxConfigError(f"JukeboxProbeConfig.dropout must be a number in [0, 1), got {self.dropout!r}.")
         if not isinstance(self.standardize, bool):
             raise JukeboxConfigError(f"JukeboxProbeConfig.standardize must be True or False, got {self.standardize!r}.")

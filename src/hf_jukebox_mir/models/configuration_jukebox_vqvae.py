@@ -121,12 +121,17 @@ class JukeboxVQVAEConfig(PreTrainedConfig):
         def positive_int(name: str) -> None:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise JukeboxConfigError(
-                    f"JukeboxVQVAEConfig.{name} must be a positive integer, got {value!r}."
-                )
+                raise JukeboxConfigError(f"JukeboxVQVAEConfig.{name} must be a positive integer, got {value!r}.")
 
-        for name in ("levels", "codebook_size", "codebook_dim", "width", "depth", "dilation_growth_rate",
-                     "sampling_rate"):
+        for name in (
+            "levels",
+            "codebook_size",
+            "codebook_dim",
+            "width",
+            "depth",
+            "dilation_growth_rate",
+            "sampling_rate",
+        ):
             positive_int(name)
         for name in ("downs_t", "strides_t", "multipliers"):
             value = getattr(self, name)
@@ -145,9 +150,7 @@ class JukeboxVQVAEConfig(PreTrainedConfig):
                 )
         if self.dilation_cycle is not None:
             positive_int("dilation_cycle")
-        if self.encoder_levels is not None and (
-            not self.encoder_levels or self.encoder_levels[-1] >= self.levels
-        ):
+        if self.encoder_levels is not None and (not self.encoder_levels or self.encoder_levels[-1] >= self.levels):
             raise JukeboxConfigError(
                 f"JukeboxVQVAEConfig.encoder_levels must be None or a non-empty list of levels in "
                 f"0..{self.levels - 1}, got {list(self.encoder_levels)!r}."

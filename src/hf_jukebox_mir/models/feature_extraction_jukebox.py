@@ -92,9 +92,7 @@ class JukeboxFeatureExtractor(SequenceFeatureExtractor):
         if window_hop is not None:
             _check_positive_int("window_hop", window_hop)
             if window_hop % hop_length:
-                raise JukeboxConfigError(
-                    f"window_hop must be a multiple of hop_length={hop_length}, got {window_hop}."
-                )
+                raise JukeboxConfigError(f"window_hop must be a multiple of hop_length={hop_length}, got {window_hop}.")
             if window_hop > window_length:
                 raise JukeboxConfigError(
                     f"window_hop={window_hop} is larger than window_length={window_length}; audio between windows "

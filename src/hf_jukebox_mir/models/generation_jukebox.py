@@ -6,9 +6,10 @@ Three layers, each usable on its own:
   KV cache). `prefill(tokens)` pushes known tokens through the transformer in chunks (the prior's own cached
   pass, [`JukeboxPriorCache`]); `next_logits()` runs the next position alone and returns its logits before its
   token is known; `accept(tokens)` records the chosen token, which the following position consumes. Single
-  positions run on [`JukeboxDecodeBuffers`]: preallocated per-layer key/value buffers written in place, each
-  layer reading only the keys its attention pattern shows (no masks, no per-step concatenation), so a step
-  costs about one read of the weights.
+  positions run on the prior's [`JukeboxDecodeBuffers`]: preallocated per-layer key/value buffers written in
+  place, each layer reading only the keys its attention pattern shows (no masks, no per-step concatenation),
+  so a step costs about one read of the weights. All of it through one public call,
+  [`JukeboxPrior.decode_step`]; the prior owns every attention path.
 * [`sample_prior`]: ancestral (no prime) or primed sampling inside one window: returns the prime unchanged
   followed by the new codes. Temperature, top-k / top-p ([`filter_logits`], as the original), batch > 1,
   a seeded `torch.Generator`.
@@ -45,10 +46,10 @@ from .tokenization_jukebox import lyric_window
 DEFAULT_HOP_FRACTIONS = (0.5, 0.5, 0.125)
 
 
-
 # ---------------------------------------------------------------------------------------------- logits
-def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 0.0,
-                  filter_value: float = -float("inf")) -> torch.Tensor:
+def filter_logits(
+    logits: torch.Tensor, top_k: int = 0, top_p: float = 0.0, filter_value: float = -float("inf")
+) -> torch.Tensor:
     """Top-k or nucleus (top-p) filtering of the last axis, as the original `filter_logits`.
 
     * top-k: every logit strictly below the k-th largest becomes `filter_value` (ties with the k-th are kept).
@@ -80,116 +81,13 @@ def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 0.0,
     return logits
 
 
-def _draw(logits: torch.Tensor, temperature: float, top_k: int, top_p: float,
-          generator: torch.Generator | None) -> torch.LongTensor:
+def _draw(
+    logits: torch.Tensor, temperature: float, top_k: int, top_p: float, generator: torch.Generator | None
+) -> torch.LongTensor:
     """One categorical draw per row of `logits` (B, V) -> (B, 1)."""
     logits = filter_logits(logits.float() / temperature, top_k=top_k, top_p=top_p)
     probs = torch.softmax(logits, dim=-1)  # filtered entries have probability exactly 0
     return torch.multinomial(probs, 1, generator=generator)
-
-
-# ---------------------------------------------------------------------------------------------- decode cache
-class JukeboxDecodeBuffers:
-    """Preallocated key/value buffers for single-position steps (the inner loop of sampling).
-
-    A one-query step needs no mask: each layer reads exactly the keys its pattern shows (original sampling
-    cache), from a fixed buffer written in place (no per-step concatenation):
-
-    * "row": ring of `blk` slots, the current block's keys `[block start, p]`;
-    * "previous_row": ring of `2 blk` slots, the previous block (block 0: output 0, as the original's zero keys);
-    * "column": all positions; the keys at the same offset in every block are a strided view;
-    * "dense": all positions `[0, p]`; "prime": the first `prime_attention_length` positions;
-    * "cross": the projected lyrics-encoder keys/values, computed once.
-
-    Built from a [`JukeboxPriorCache`] after the (chunked) prefill: the keys that cache kept are exactly the ones
-    later positions can see, so they are copied into the buffers.
-    Shapes: buffers `(batch, heads, slots, head_dim)`.
-    """
-
-    def __init__(self, prior: JukeboxPrior, cache: JukeboxPriorCache, batch: int, max_positions: int,
-                 encoder_states: torch.Tensor | None):
-        self.layers = list(prior.layers)
-        weight = prior.embed_tokens.weight
-        self.keys: list[torch.Tensor | None] = []
-        self.values: list[torch.Tensor | None] = []
-        self.slots: list[int] = []
-        self.encoder_kv: list[tuple[torch.Tensor, torch.Tensor] | None] = []
-        for idx, layer in enumerate(self.layers):
-            attn = layer.attn
-            kind, blk = attn.layer_type, attn.block_length
-            if kind == "cross":
-                kv = cache.encoder_kv[idx]
-                if kv is None:
-                    k, v = attn.kv_proj(encoder_states.to(weight.dtype)).chunk(2, dim=-1)
-                    kv = (attn._split_heads(k), attn._split_heads(v))  # (B, H, n_lyrics, D) each
-                self.encoder_kv.append(kv)
-                self.keys.append(None)
-                self.values.append(None)
-                self.slots.append(0)
-                continue
-            slots: int = {"row": blk, "previous_row": 2 * blk, "prime": attn.prime_attention_length}.get(kind, max_positions)
-            slots = min(slots, max_positions) if kind != "previous_row" else slots
-            shape = (batch, attn.num_heads, slots, attn.head_dim)
-            keys = torch.zeros(shape, dtype=weight.dtype, device=weight.device)
-            values = torch.zeros(shape, dtype=weight.dtype, device=weight.device)
-            kept = cache.keys[idx]
-            if kept is not None:  # copy what the prefill cache kept (absolute positions start .. start + n - 1)
-                kept_values = cache.values[idx]
-                positions = torch.arange(cache.key_start[idx], cache.key_start[idx] + kept.shape[2],
-                                         device=weight.device)
-                if kind == "prime":  # only the first `slots` positions are ever visible
-                    count = int((positions < slots).sum())
-                    positions, kept, kept_values = positions[:count], kept[:, :, :count], kept_values[:, :, :count]
-                keys.index_copy_(2, positions % slots, kept.to(keys.dtype))  # ring buffers: no slot used twice
-                values.index_copy_(2, positions % slots, kept_values.to(values.dtype))
-            self.keys.append(keys)
-            self.values.append(values)
-            self.slots.append(slots)
-            self.encoder_kv.append(None)
-            cache.keys[idx] = cache.values[idx] = None  # now held here; free the prefill copy
-
-    def _attend(self, idx: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, position: int) -> torch.Tensor:
-        """Attention of the query at `position` (B, H, 1, D) after storing its key/value."""
-        attn = self.layers[idx].attn
-        kind, blk, slots = attn.layer_type, attn.block_length, self.slots[idx]
-        keys, values = self.keys[idx], self.values[idx]
-        if kind != "prime" or position < slots:
-            keys[:, :, position % slots] = k[:, :, 0]
-            values[:, :, position % slots] = v[:, :, 0]
-        if kind == "row":
-            first = (position // blk) * blk
-            visible = slice(0, position - first + 1)
-        elif kind == "previous_row":
-            block = position // blk
-            if block == 0:  # the original's all-zero keys and values: the attention output is exactly 0
-                return torch.zeros_like(q)
-            first = ((block - 1) * blk) % slots
-            visible = slice(first, first + blk)
-        elif kind == "column":
-            visible = slice(position % blk, position + 1, blk)
-        elif kind == "dense":
-            visible = slice(0, position + 1)
-        elif kind == "prime":
-            visible = slice(0, min(position + 1, slots))
-        else:  # pragma: no cover - validated in the config
-            raise ValueError(kind)
-        return F.scaled_dot_product_attention(q, keys[:, :, visible], values[:, :, visible])
-
-    def step(self, hidden: torch.Tensor, position: int) -> torch.Tensor:
-        """Run every block on the hidden state of ONE position (B, 1, W); returns the last block's output."""
-        for idx, layer in enumerate(self.layers):
-            attn = layer.attn
-            normed = layer.input_layernorm(hidden)
-            if attn.layer_type == "cross":
-                q = attn._split_heads(attn.q_proj(normed))
-                k, v = self.encoder_kv[idx]
-                out = F.scaled_dot_product_attention(q, k, v)
-            else:
-                out = self._attend(idx, *attn._heads(attn.qkv_proj(normed)), position)
-            a = attn.out_proj(attn._merge_heads(out))
-            m = layer.mlp(layer.post_attention_layernorm(hidden + a))
-            hidden = hidden + a + m
-        return hidden
 
 
 # ---------------------------------------------------------------------------------------------- state
@@ -212,17 +110,9 @@ class JukeboxSamplingState:
         self.config = prior.config
         self.cache = JukeboxPriorCache(len(prior.layers))
         self.cache.conditioning = conditioning
-        x_cond = conditioning.x_cond  # (B, T_music, W)
-        batch, _, width = x_cond.shape
-        prefix = self.config.prime_length
-        if prefix:  # lyric positions get no per-position conditioning
-            x_cond = torch.cat([x_cond.new_zeros(batch, prefix, width), x_cond], dim=1)  # (B, P + T_music, W)
-        self.x_cond = x_cond
-        self.batch_size = batch
-        self.y_cond = conditioning.y_cond.expand(batch, 1, -1)  # (B, 1, W)
-        self.encoder_states = conditioning.encoder_hidden_states
-        self.max_positions = min(x_cond.shape[1], self.config.max_seq_length)
-        self._decode: JukeboxDecodeBuffers | None = None
+        self.batch_size = conditioning.x_cond.shape[0]
+        self.max_positions = prior.decode_max_positions(self.cache)
+        self._stepping = False
         self._pending = False
 
     @property
@@ -230,34 +120,10 @@ class JukeboxSamplingState:
         """Next position to run (= positions already in the cache)."""
         return self.cache.seen_tokens
 
-    def _inputs(self, tokens: torch.LongTensor | None) -> torch.Tensor:
-        """Embeddings consumed by the next positions: (previous token | y_cond), then `tokens[:, :-1]`."""
-        if self.position == 0:  # a copy: the blocks may add into their input in place
-            first = self.y_cond.to(self.prior.embed_tokens.weight.dtype, copy=True)
-        else:
-            first = self.prior.embed_tokens(self.cache.last_token)
-        if tokens is None or tokens.shape[1] <= 1:
-            return first  # (B, 1, W)
-        return torch.cat([first, self.prior.embed_tokens(tokens[:, :-1])], dim=1)  # (B, c, W)
-
-    def _run(self, tokens: torch.LongTensor | None, want_logits: bool) -> torch.Tensor | None:
-        if self._decode is not None or self._pending:
+    def _chunk(self, tokens: torch.LongTensor, return_logits: bool) -> torch.Tensor | None:
+        if self._stepping or self._pending:
             raise JukeboxInputError("prefill() must come before the first next_logits() of a sampling state.")
-        start = self.position
-        length = 1 if tokens is None else tokens.shape[1]
-        if start + length > self.max_positions:
-            raise JukeboxInputError(
-                f"Positions {start}..{start + length - 1} requested but this window holds {self.max_positions} "
-                "positions (context length, or the length covered by the upper-level codes)."
-            )
-        hidden = self._inputs(tokens)
-        x_cond = self.x_cond[:, start : start + length]
-        last = self.prior._run_blocks([hidden, x_cond], self.encoder_states, self.cache, start, False)
-        if tokens is not None:
-            self.cache.last_token = tokens[:, -1:]
-        if not want_logits:
-            return None
-        return self.prior.lm_head(self.prior._head_input(last, x_cond))  # (B, length, V)
+        return self.prior.decode_step(tokens, self.cache, return_logits=return_logits)
 
     @torch.no_grad()
     def prefill(self, tokens: torch.LongTensor, chunk_size: int | None = 32) -> None:
@@ -270,33 +136,24 @@ class JukeboxSamplingState:
             return
         chunk = tokens.shape[1] if not chunk_size else int(chunk_size)
         for begin in range(0, tokens.shape[1], chunk):
-            self._run(tokens[:, begin : begin + chunk], want_logits=False)
+            self._chunk(tokens[:, begin : begin + chunk], return_logits=False)
 
     @torch.no_grad()
     def prefill_logits(self, tokens: torch.LongTensor) -> torch.Tensor:
         """Like `prefill` for one chunk, but return its logits (B, n, V) (teacher forcing through the cache)."""
-        return self._run(tokens, want_logits=True)
+        return self._chunk(tokens, return_logits=True)
 
     @torch.no_grad()
     def next_logits(self) -> torch.Tensor:
         """Logits (B, V) of the next position, which consumes the last accepted token (or y_cond at 0)."""
         if self._pending:
-            raise JukeboxInputError("next_logits() was called twice: accept() the token of the previous position first.")
-        start = self.position
-        if start + 1 > self.max_positions:
+            raise JukeboxInputError(
+                "next_logits() was called twice: accept() the token of the previous position first."
+            )
+        if self.position + 1 > self.max_positions:
             raise JukeboxInputError(f"The window is full: it holds {self.max_positions} positions.")
-        if self._decode is None:
-            self._decode = JukeboxDecodeBuffers(self.prior, self.cache, self.batch_size, self.max_positions,
-                                                self.encoder_states)
-        prior = self.prior
-        x_cond = self.x_cond[:, start : start + 1]  # (B, 1, W)
-        hidden = self._inputs(None)  # (B, 1, W), same arithmetic as JukeboxPrior._run_blocks
-        hidden = hidden + prior.pos_emb[start : start + 1].to(hidden.dtype) + x_cond.to(hidden.dtype)
-        hidden = hidden.to(prior.embed_tokens.weight.dtype)
-        last = self._decode.step(hidden, start)
-        self.cache.seen_tokens = start + 1
-        self._pending = True
-        return prior.lm_head(prior._head_input(last, x_cond))[:, 0]
+        self._stepping = self._pending = True
+        return self.prior.decode_step(None, self.cache)[:, 0]
 
     def accept(self, tokens: torch.LongTensor) -> None:
         """Record the tokens (B, 1) chosen for the position just run by `next_logits`."""
@@ -315,7 +172,9 @@ def _batch_rows(tensor: torch.Tensor | None, batch: int, name: str) -> torch.Ten
         return tensor
     if tensor.shape[0] == 1:
         return tensor.expand(batch, *tensor.shape[1:])
-    raise JukeboxInputError(f"{name} has batch size {tensor.shape[0]} but {batch} samples are drawn; give 1 or {batch} rows.")
+    raise JukeboxInputError(
+        f"{name} has batch size {tensor.shape[0]} but {batch} samples are drawn; give 1 or {batch} rows."
+    )
 
 
 def _infer_batch(n_samples: int, *tensors: torch.Tensor | None) -> int:
@@ -344,8 +203,11 @@ def _as_codes(codes, name: str) -> torch.LongTensor | None:
     if codes is None:
         return None
     if not isinstance(codes, torch.Tensor) or codes.is_floating_point() or codes.is_complex():
-        raise JukeboxInputError(f"{name} must be an integer tensor of codes (batch, tokens), got {type(codes).__name__}"
-                                + (f" {codes.dtype}" if isinstance(codes, torch.Tensor) else "") + ".")
+        raise JukeboxInputError(
+            f"{name} must be an integer tensor of codes (batch, tokens), got {type(codes).__name__}"
+            + (f" {codes.dtype}" if isinstance(codes, torch.Tensor) else "")
+            + "."
+        )
     if codes.dim() == 1:
         codes = codes.unsqueeze(0)
     if codes.dim() != 2:
@@ -470,9 +332,15 @@ def sample_prior(
 
 
 @torch.no_grad()
-def teacher_forced_logits(prior: JukeboxPrior, codes: torch.LongTensor, *, metadata: torch.LongTensor | None = None,
-                          upper_level_codes: torch.LongTensor | None = None, n_prefill: int = 0,
-                          chunk_size: int | None = 32) -> torch.Tensor:
+def teacher_forced_logits(
+    prior: JukeboxPrior,
+    codes: torch.LongTensor,
+    *,
+    metadata: torch.LongTensor | None = None,
+    upper_level_codes: torch.LongTensor | None = None,
+    n_prefill: int = 0,
+    chunk_size: int | None = 32,
+) -> torch.Tensor:
     """Logits of every position of `codes` computed through the sampling path (cache, step by step).
 
     The first `n_prefill` music positions go through `prefill` in chunks (their logits through
@@ -515,8 +383,9 @@ def window_starts(total_tokens: int, n_ctx: int, hop: int) -> list[int]:
     return starts
 
 
-def window_metadata(config, metadata: torch.LongTensor, start: int,
-                    lyric_tokens: Sequence[int] | Sequence[Sequence[int]] | None = None) -> torch.LongTensor:
+def window_metadata(
+    config, metadata: torch.LongTensor, start: int, lyric_tokens: Sequence[int] | Sequence[Sequence[int]] | None = None
+) -> torch.LongTensor:
     """The label rows of a window starting at token `start` (original `get_y`).
 
     `metadata` holds the labels of the whole piece: `[total_length, offset, *, artist, genres...,
@@ -538,16 +407,24 @@ def window_metadata(config, metadata: torch.LongTensor, start: int,
     return rows
 
 
-def default_metadata(prior: JukeboxPrior, total_tokens: int, *, offset: int = 0, artist_id: int = 0,
-                     genre_ids: Sequence[int] = (0,), batch_size: int = 1) -> torch.LongTensor:
+def default_metadata(
+    prior: JukeboxPrior,
+    total_tokens: int,
+    *,
+    offset: int = 0,
+    artist_id: int = 0,
+    genre_ids: Sequence[int] = (0,),
+    batch_size: int = 1,
+) -> torch.LongTensor:
     """Piece-level labels with unknown artist/genre: `total_length` = the piece length, raised to the
     prior's minimum duration (top priors assert `total_length >= min_duration`)."""
     config = prior.config
     total_length = total_tokens * config.hop_length + offset
     if config.use_timing:
         total_length = max(total_length, math.ceil(config.min_duration * config.sampling_rate))
-    return prior.build_metadata(total_length=total_length, offset=offset, artist_id=artist_id,
-                                genre_ids=list(genre_ids), batch_size=batch_size)
+    return prior.build_metadata(
+        total_length=total_length, offset=offset, artist_id=artist_id, genre_ids=list(genre_ids), batch_size=batch_size
+    )
 
 
 def plan_windows(total_tokens: int, n_ctx: int, hop: int, n_existing: int = 0) -> list[tuple[int, int]]:
@@ -667,9 +544,18 @@ def sample_level(
                 upper = upper_codes[:, start // factor : -(-end // factor)]  # exactly the window's upper codes
             prime = codes[:, start:end]
             window_codes = sample_prior(
-                prior, n_samples=batch, prime_codes=prime, metadata=rows.to(device), upper_level_codes=upper,
-                num_tokens=end - start - prime.shape[1], temperature=temperature, top_k=top_k, top_p=top_p,
-                generator=generator, chunk_size=chunk_size, progress=update,
+                prior,
+                n_samples=batch,
+                prime_codes=prime,
+                metadata=rows.to(device),
+                upper_level_codes=upper,
+                num_tokens=end - start - prime.shape[1],
+                temperature=temperature,
+                top_k=top_k,
+                top_p=top_p,
+                generator=generator,
+                chunk_size=chunk_size,
+                progress=update,
             )
             codes = torch.cat([codes, window_codes[:, prime.shape[1] :]], dim=1)
     finally:
@@ -679,7 +565,6 @@ def sample_level(
 
 __all__ = [
     "DEFAULT_HOP_FRACTIONS",
-    "JukeboxDecodeBuffers",
     "JukeboxSamplingState",
     "default_metadata",
     "filter_logits",

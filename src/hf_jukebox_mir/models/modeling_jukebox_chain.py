@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import ClassVar
 
 import torch
@@ -28,7 +30,7 @@ from .errors import JukeboxInputError
 from .generation_jukebox import sample_level
 from .modeling_jukebox_prior import JukeboxPrior
 from .modeling_jukebox_vqvae import JukeboxVQVAE
-from .tokenization_jukebox import JukeboxTokenizer
+from .tokenization_jukebox import JukeboxTokenizer, tokenizer_folder
 
 _LEVEL_NAMES = {0: "bottom", 1: "middle", 2: "top"}
 
@@ -91,21 +93,33 @@ class JukeboxChainModel(JukeboxChainPreTrainedModel):
 
     # ------------------------------------------------------------------ parts
     @classmethod
-    def from_parts(cls, vqvae: JukeboxVQVAE, prior_level_0: JukeboxPrior, prior_level_1: JukeboxPrior,
-                   prior_level_2: JukeboxPrior, **config_kwargs) -> JukeboxChainModel:
+    def from_parts(
+        cls,
+        vqvae: JukeboxVQVAE,
+        prior_level_0: JukeboxPrior,
+        prior_level_1: JukeboxPrior,
+        prior_level_2: JukeboxPrior,
+        **config_kwargs,
+    ) -> JukeboxChainModel:
         """Assemble a chain from loaded sub-models (their weights are shared, not copied)."""
         for level, prior in enumerate((prior_level_0, prior_level_1, prior_level_2)):
             if not isinstance(prior, JukeboxPrior) or prior.config.level != level:
                 got = getattr(getattr(prior, "config", None), "level", type(prior).__name__)
                 raise JukeboxInputError(f"prior_level_{level} must be a JukeboxPrior of level {level}, got {got}.")
         config = JukeboxChainConfig(
-            vqvae_config=vqvae.config, prior_level_0_config=prior_level_0.config,
-            prior_level_1_config=prior_level_1.config, prior_level_2_config=prior_level_2.config, **config_kwargs,
+            vqvae_config=vqvae.config,
+            prior_level_0_config=prior_level_0.config,
+            prior_level_1_config=prior_level_1.config,
+            prior_level_2_config=prior_level_2.config,
+            **config_kwargs,
         )
         with torch.device("meta"):
             model = cls(config)
         model.vqvae, model.prior_level_0, model.prior_level_1, model.prior_level_2 = (
-            vqvae, prior_level_0, prior_level_1, prior_level_2
+            vqvae,
+            prior_level_0,
+            prior_level_1,
+            prior_level_2,
         )
         return model.eval()
 
@@ -126,6 +140,24 @@ class JukeboxChainModel(JukeboxChainPreTrainedModel):
         return [top * (hops[2] // hops[level]) for level in (0, 1, 2)]
 
     # ------------------------------------------------------------------ labels
+    def save_vocabularies(self, save_directory: str | os.PathLike) -> list[Path]:
+        """Write each prior's [`JukeboxTokenizer`] (artists, genres, lyric characters) to
+        `save_directory/tokenizer_level_{level}/`, so that names work in a `trust_remote_code=True` copy without the
+        package. Called by `save_pretrained`; needs the packaged vocabularies (an installed package)."""
+        written = []
+        for level in (0, 1, 2):
+            tokenizer = JukeboxTokenizer.for_config(self.prior(level).config)
+            written += tokenizer.save_pretrained(Path(save_directory) / tokenizer_folder(level))
+        return written
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """`PreTrainedModel.save_pretrained`, plus the vocabularies beside the weights ([`save_vocabularies`])."""
+        super().save_pretrained(save_directory, *args, **kwargs)
+        try:
+            self.save_vocabularies(save_directory)
+        except JukeboxInputError:  # a remote-code copy: the vocabularies it was loaded with are already there
+            pass
+
     def _labels(self, level: int, total_length: int, offset: int, metadata, artist, genre, lyrics, lyric_tokens):
         """(piece-level label rows, full lyric tokens or None) of one level."""
         prior = self.prior(level)
@@ -143,8 +175,9 @@ class JukeboxChainModel(JukeboxChainPreTrainedModel):
             rows = prior.build_metadata(total_length=total_length, offset=offset, batch_size=1)
             full = lyric_tokens if (level == 2 and config.n_lyric_tokens) else None
             return rows, full
-        # names -> ids: the tokenizer saved in the model folder, else the vocabularies packaged with it
-        labeller = JukeboxTokenizer.for_config(config, self.name_or_path or None)
+        # names -> ids: the tokenizer saved in the model folder (save_vocabularies), else the packaged vocabularies
+        folder = Path(self.name_or_path) / tokenizer_folder(level) if self.name_or_path else None
+        labeller = JukeboxTokenizer.for_config(config, folder)
         rows = labeller.metadata(artist=artist, genre=genre, lyrics=None, total_length=total_length, offset=offset)
         full = None
         if config.n_lyric_tokens:
@@ -231,7 +264,9 @@ class JukeboxChainModel(JukeboxChainPreTrainedModel):
             codes = [encoded[level][:, : n_prime_top * (hops[2] // hops[level])] for level in (0, 1, 2)]
         elif prime_codes is not None:
             if len(prime_codes) != 3:
-                raise JukeboxInputError(f"prime_codes must list 3 entries (levels 0, 1, 2; None for none), got {len(prime_codes)}.")
+                raise JukeboxInputError(
+                    f"prime_codes must list 3 entries (levels 0, 1, 2; None for none), got {len(prime_codes)}."
+                )
             for level, value in enumerate(prime_codes):
                 if value is not None:
                     value = torch.as_tensor(value)
@@ -258,7 +293,11 @@ class JukeboxChainModel(JukeboxChainPreTrainedModel):
                     f"requested ({n_top * hops[2] / self.sampling_rate:.3f} s); ask for more seconds than the prime."
                 )
         for level in levels:
-            if level < 2 and (level + 1) not in levels and (codes[level + 1] is None or codes[level + 1].shape[1] < totals[level + 1]):
+            if (
+                level < 2
+                and (level + 1) not in levels
+                and (codes[level + 1] is None or codes[level + 1].shape[1] < totals[level + 1])
+            ):
                 raise JukeboxInputError(
                     f"Upsampling level {level} needs all {totals[level + 1]} codes of level {level + 1}: sample that "
                     "level too or pass them in prime_codes."
@@ -279,8 +318,7 @@ class JukeboxChainModel(JukeboxChainPreTrainedModel):
 
         for level in levels:
             prior = self.prior(level)
-            rows, full_lyrics = self._labels(level, total_length, offset, metadata, artist, genre, lyrics,
-                                             lyric_tokens)
+            rows, full_lyrics = self._labels(level, total_length, offset, metadata, artist, genre, lyrics, lyric_tokens)
             if callable(progress):
                 report = functools.partial(progress, level)
             elif progress:
@@ -293,10 +331,20 @@ class JukeboxChainModel(JukeboxChainPreTrainedModel):
                 report = False
             try:
                 codes[level] = sample_level(
-                    prior, codes[level], totals[level], hop_fraction=config.hop_fractions[level], metadata=rows,
-                    lyric_tokens=full_lyrics, upper_codes=codes[level + 1] if level < 2 else None, n_samples=batch,
-                    temperature=temps[level], top_k=top_k, top_p=top_p, generator=generator,
-                    chunk_size=chunk_size, progress=report,
+                    prior,
+                    codes[level],
+                    totals[level],
+                    hop_fraction=config.hop_fractions[level],
+                    metadata=rows,
+                    lyric_tokens=full_lyrics,
+                    upper_codes=codes[level + 1] if level < 2 else None,
+                    n_samples=batch,
+                    temperature=temps[level],
+                    top_k=top_k,
+                    top_p=top_p,
+                    generator=generator,
+                    chunk_size=chunk_size,
+                    progress=report,
                 )
             finally:
                 if progress and not callable(progress):
@@ -331,8 +379,9 @@ class JukeboxChainModel(JukeboxChainPreTrainedModel):
     def forward(self, input_values: torch.Tensor, **kwargs) -> JukeboxChainOutput:
         """Encode audio (batch, samples) at every level and decode it again from the bottom level."""
         codes = self.vqvae.encode(input_values, start_level=0).audio_codes
-        return JukeboxChainOutput(audio_values=self.decode_codes(codes[0], 0), audio_codes=codes,
-                                  sampling_rate=self.sampling_rate)
+        return JukeboxChainOutput(
+            audio_values=self.decode_codes(codes[0], 0), audio_codes=codes, sampling_rate=self.sampling_rate
+        )
 
 
 JukeboxChainModel.register_for_auto_class("AutoModel")

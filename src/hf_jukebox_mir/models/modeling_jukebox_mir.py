@@ -51,7 +51,9 @@ class JukeboxMIROutput(ModelOutput):
     frame_mask: torch.BoolTensor | None = None
 
 
-def pool_hidden_states(hidden: torch.Tensor, frame_mask: torch.Tensor | None = None, mode: str = "mean") -> torch.Tensor:
+def pool_hidden_states(
+    hidden: torch.Tensor, frame_mask: torch.Tensor | None = None, mode: str = "mean"
+) -> torch.Tensor:
     """Pool (batch, T, W) over time, counting only frames where `frame_mask` is True.
 
     `mode`: "mean", "max" or "none" (returns the frames unchanged).
@@ -65,8 +67,9 @@ def pool_hidden_states(hidden: torch.Tensor, frame_mask: torch.Tensor | None = N
     return pool_float32(hidden, frame_mask, mode).to(hidden.dtype)
 
 
-def pool_float32(hidden: torch.Tensor, frame_mask: torch.Tensor, mode: str = "mean",
-                 chunk_frames: int = 1024) -> torch.Tensor:
+def pool_float32(
+    hidden: torch.Tensor, frame_mask: torch.Tensor, mode: str = "mean", chunk_frames: int = 1024
+) -> torch.Tensor:
     """Masked mean or max over time of (batch, T, W) in float32 -> (batch, W) float32.
 
     Runs over `chunk_frames` frames at a time, so that no float32 copy of the whole activation (twice the
@@ -137,8 +140,10 @@ class JukeboxMIRPreTrainedModel(PreTrainedModel):
         if dtype in (None, "auto") and kwargs.get("device_map") in (None, "cpu") and not has_fast_half_precision():
             kwargs.pop("torch_dtype", None)
             kwargs["dtype"] = torch.float32
-            logger.info("Computing in float32: this machine has no GPU and its CPU runs bfloat16 matmuls slower than "
-                        "float32 (pass dtype=torch.bfloat16 to keep half precision).")
+            logger.info(
+                "Computing in float32: this machine has no GPU and its CPU runs bfloat16 matmuls slower than "
+                "float32 (pass dtype=torch.bfloat16 to keep half precision)."
+            )
         return super().from_pretrained(*args, **kwargs)
 
     def _init_weights(self, module):
@@ -177,8 +182,9 @@ class JukeboxMIRModel(JukeboxMIRPreTrainedModel):
         cfg = self.config
         total = int(cfg.total_length_seconds * cfg.prior_config.sampling_rate)
         total -= total % cfg.hop_length
-        return self.prior.build_metadata(total_length=total, offset=0, artist_id=cfg.artist_id,
-                                         genre_ids=cfg.genre_ids, batch_size=batch_size)
+        return self.prior.build_metadata(
+            total_length=total, offset=0, artist_id=cfg.artist_id, genre_ids=cfg.genre_ids, batch_size=batch_size
+        )
 
     def _encode_unpadded(self, input_values, attention_mask, level):
         """Top-level codes of each example at its real length (as if it had never been padded).
@@ -200,8 +206,10 @@ class JukeboxMIRModel(JukeboxMIRPreTrainedModel):
                 codes[i] = out[j]
         n_frames = max(c.shape[0] for c in codes)
         padded = torch.stack([torch.nn.functional.pad(c, (0, n_frames - c.shape[0])) for c in codes])  # (B, T)
-        frame_mask = torch.arange(n_frames, device=padded.device)[None, :] < torch.tensor(
-            [c.shape[0] for c in codes], device=padded.device)[:, None]
+        frame_mask = (
+            torch.arange(n_frames, device=padded.device)[None, :]
+            < torch.tensor([c.shape[0] for c in codes], device=padded.device)[:, None]
+        )
         return padded, frame_mask
 
     def forward(
@@ -221,14 +229,20 @@ class JukeboxMIRModel(JukeboxMIRPreTrainedModel):
                 0 for padding (as returned by the feature extractor).
             output_hidden_states (`bool`, defaults to `config.output_hidden_states`, False): also return every
                 block's output. Without it only the last built block's output is kept (`last_hidden_state`,
-                pooled in `pooler_output`): load the model with `num_hidden_layers=36` for JukeMIR's layer 36 and
-                the blocks reuse their buffers, so activations of one block at a time are alive.
+                pooled in `pooler_output`): load the model with `num_hidden_layers=36` for JukeMIR's layer 36.
+                Without autograd this runs [`JukeboxPrior.forward_features`], the prior's lean inference path (one
+                block's activations alive at a time; module hooks do not run there: to observe activations with
+                hooks, pass `output_hidden_states=True` or enable autograd).
         """
         config = self.config
         return_dict = return_dict if return_dict is not None else config.return_dict
         if output_hidden_states is None:
             output_hidden_states = config.output_hidden_states
-        if isinstance(input_values, torch.Tensor) and input_values.dim() == 2 and input_values.shape[1] > config.window_length:
+        if (
+            isinstance(input_values, torch.Tensor)
+            and input_values.dim() == 2
+            and input_values.shape[1] > config.window_length
+        ):
             raise JukeboxInputError(
                 f"input_values has {input_values.shape[1]} samples but one prior window holds {config.window_length} "
                 f"({config.window_length / config.vqvae_config.sampling_rate:.2f} s). Window long audio with "
@@ -240,12 +254,20 @@ class JukeboxMIRModel(JukeboxMIRPreTrainedModel):
             frame_mask = torch.ones(codes.shape, dtype=torch.bool, device=codes.device)
         else:
             codes, frame_mask = self._encode_unpadded(input_values, attention_mask, top)
-        out = self.prior(codes, metadata=self.build_metadata(codes.shape[0]), output_hidden_states=output_hidden_states,
-                         logits_to_keep=1)  # features only: skip the output head
+        metadata = self.build_metadata(codes.shape[0])
+        hidden_states = None
+        if output_hidden_states or torch.is_grad_enabled():
+            out = self.prior(codes, metadata=metadata, output_hidden_states=output_hidden_states, logits_to_keep=1)
+            last = out.last_hidden_state  # (logits_to_keep=1: features only, the output head is nearly free)
+            if output_hidden_states:
+                hidden_states = out.hidden_states
+        else:  # inference, last block only: the prior's lean path (module hooks do not run there)
+            last = self.prior.forward_features(codes, metadata=metadata)
         # music positions only (the single-sequence lyrics prior puts its lyric tokens first)
         prefix = config.prior_config.prime_length
-        last = out.last_hidden_state[:, prefix:]
-        hidden_states = tuple(h[:, prefix:] for h in out.hidden_states) if output_hidden_states else None
+        last = last[:, prefix:]
+        if hidden_states is not None:
+            hidden_states = tuple(h[:, prefix:] for h in hidden_states)
         pooled = pool_hidden_states(last, frame_mask, "mean")
         result = JukeboxMIROutput(
             last_hidden_state=last,
@@ -259,5 +281,11 @@ class JukeboxMIRModel(JukeboxMIRPreTrainedModel):
 
 JukeboxMIRModel.register_for_auto_class("AutoModel")
 
-__all__ = ["POOLING_MODES", "JukeboxMIRModel", "JukeboxMIROutput", "JukeboxMIRPreTrainedModel", "pool_float32",
-           "pool_hidden_states"]
+__all__ = [
+    "POOLING_MODES",
+    "JukeboxMIRModel",
+    "JukeboxMIROutput",
+    "JukeboxMIRPreTrainedModel",
+    "pool_float32",
+    "pool_hidden_states",
+]

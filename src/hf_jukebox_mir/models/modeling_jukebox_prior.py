@@ -98,6 +98,8 @@ class JukeboxPriorCache:
         self.conditioning: JukeboxPriorConditioning | None = None
         self.encoder_kv: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * num_layers
         self.last_token: torch.LongTensor | None = None
+        #: preallocated buffers of single-position steps, made by `JukeboxPrior.decode_step` at the first one
+        self.decode_buffers: JukeboxDecodeBuffers | None = None
 
     def get_seq_length(self) -> int:
         return self.seen_tokens
@@ -124,21 +126,74 @@ class JukeboxPriorCache:
             self.values[layer_idx] = self.values[layer_idx][:, :, lo:hi]
             self.key_start[layer_idx] = start + lo
 
-    def reorder(self, index: torch.LongTensor) -> None:
-        """Select batch entries (e.g. after filtering samples)."""
-        for i, k in enumerate(self.keys):
-            if k is not None:
-                self.keys[i] = k.index_select(0, index)
-                self.values[i] = self.values[i].index_select(0, index)
-        self.encoder_kv = [None if kv is None else (kv[0].index_select(0, index), kv[1].index_select(0, index))
-                           for kv in self.encoder_kv]
-        if self.last_token is not None:
-            self.last_token = self.last_token.index_select(0, index)
-        if self.conditioning is not None:
-            self.conditioning = JukeboxPriorConditioning(
-                **{k: (v.index_select(0, index) if v is not None and v.shape[0] > 1 else v)
-                   for k, v in self.conditioning.items()}
+
+class JukeboxDecodeBuffers:
+    """Preallocated key/value buffers for single-position steps (the inner loop of sampling).
+
+    A one-query step needs no mask: each layer reads exactly the keys its pattern shows (original sampling
+    cache), from a fixed buffer written in place (no per-step concatenation):
+
+    * "row": ring of `blk` slots, the current block's keys `[block start, p]`;
+    * "previous_row": ring of `2 blk` slots, the previous block (block 0: output 0, as the original's zero keys);
+    * "column": all positions; the keys at the same offset in every block are a strided view;
+    * "dense": all positions `[0, p]`; "prime": the first `prime_attention_length` positions;
+    * "cross": the projected lyrics-encoder keys/values, computed once.
+
+    Built from a [`JukeboxPriorCache`] after the (chunked) prefill: the keys that cache kept are exactly the ones
+    later positions can see, so they are copied into the buffers.
+    Shapes: buffers `(batch, heads, slots, head_dim)`.
+    """
+
+    def __init__(
+        self,
+        prior: "JukeboxPrior",
+        cache: JukeboxPriorCache,
+        batch: int,
+        max_positions: int,
+        encoder_states: torch.Tensor | None,
+    ):
+        self.layers = list(prior.layers)
+        weight = prior.embed_tokens.weight
+        self.keys: list[torch.Tensor | None] = []
+        self.values: list[torch.Tensor | None] = []
+        self.slots: list[int] = []
+        self.encoder_kv: list[tuple[torch.Tensor, torch.Tensor] | None] = []
+        for idx, layer in enumerate(self.layers):
+            attn = layer.attn
+            kind, blk = attn.layer_type, attn.block_length
+            if kind == "cross":
+                kv = cache.encoder_kv[idx]
+                if kv is None:
+                    k, v = attn.kv_proj(encoder_states.to(weight.dtype)).chunk(2, dim=-1)
+                    kv = (attn.split_heads(k), attn.split_heads(v))  # (B, H, n_lyrics, D) each
+                self.encoder_kv.append(kv)
+                self.keys.append(None)
+                self.values.append(None)
+                self.slots.append(0)
+                continue
+            slots: int = {"row": blk, "previous_row": 2 * blk, "prime": attn.prime_attention_length}.get(
+                kind, max_positions
             )
+            slots = min(slots, max_positions) if kind != "previous_row" else slots
+            shape = (batch, attn.num_heads, slots, attn.head_dim)
+            keys = torch.zeros(shape, dtype=weight.dtype, device=weight.device)
+            values = torch.zeros(shape, dtype=weight.dtype, device=weight.device)
+            kept = cache.keys[idx]
+            if kept is not None:  # copy what the prefill cache kept (absolute positions start .. start + n - 1)
+                kept_values = cache.values[idx]
+                positions = torch.arange(
+                    cache.key_start[idx], cache.key_start[idx] + kept.shape[2], device=weight.device
+                )
+                if kind == "prime":  # only the first `slots` positions are ever visible
+                    count = int((positions < slots).sum())
+                    positions, kept, kept_values = positions[:count], kept[:, :, :count], kept_values[:, :, :count]
+                keys.index_copy_(2, positions % slots, kept.to(keys.dtype))  # ring buffers: no slot used twice
+                values.index_copy_(2, positions % slots, kept_values.to(values.dtype))
+            self.keys.append(keys)
+            self.values.append(values)
+            self.slots.append(slots)
+            self.encoder_kv.append(None)
+            cache.keys[idx] = cache.values[idx] = None  # now held here; free the prefill copy
 
 
 # ---------------------------------------------------------------------------------------------- leaf modules
@@ -157,13 +212,9 @@ class JukeboxLayerNorm(nn.LayerNorm):
         ).to(hidden_states.dtype)
 
 
-def quick_gelu(x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
-    """`x * sigmoid(1.702 x)`: the activation of every Jukebox MLP.
-
-    The gate is computed in place in a fresh tensor; `inplace=True` (no autograd) also writes the product
-    into `x` (one temporary instead of three, same values bit for bit)."""
-    gate = torch.sigmoid_(x * 1.702)
-    return x.mul_(gate) if inplace else x * gate
+def quick_gelu(x: torch.Tensor) -> torch.Tensor:
+    """`x * sigmoid(1.702 x)`: the activation of every Jukebox MLP (the gate computed in place in a fresh tensor)."""
+    return x * torch.sigmoid_(x * 1.702)
 
 
 class JukeboxMLP(nn.Module):
@@ -182,8 +233,15 @@ class JukeboxAttention(nn.Module):
     Shapes: hidden (B, T, W) -> q, k, v (B, H, T, D) with D = attention_width // heads.
     """
 
-    def __init__(self, hidden_size: int, attention_width: int, num_heads: int, layer_type: str,
-                 block_length: int, prime_attention_length: int = 0):
+    def __init__(
+        self,
+        hidden_size: int,
+        attention_width: int,
+        num_heads: int,
+        layer_type: str,
+        block_length: int,
+        prime_attention_length: int = 0,
+    ):
         super().__init__()
         self.layer_type = layer_type
         self.num_heads = num_heads
@@ -198,20 +256,21 @@ class JukeboxAttention(nn.Module):
             self.qkv_proj = nn.Linear(hidden_size, 3 * attention_width)
         self.out_proj = nn.Linear(attention_width, hidden_size)
 
-    def _split_heads(self, x: torch.Tensor) -> torch.Tensor:
+    def split_heads(self, x: torch.Tensor) -> torch.Tensor:
         batch, length, _ = x.shape
         return x.view(batch, length, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, T, D)
 
-    def _merge_heads(self, x: torch.Tensor) -> torch.Tensor:
+    def merge_heads(self, x: torch.Tensor) -> torch.Tensor:
         batch, _, length, _ = x.shape
         return x.transpose(1, 2).reshape(batch, length, self.attention_width)  # (B, T, H*D)
 
     # ---- full pass from position 0: patterns as strided views of the fused projection
-    def _heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def split_qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(N, L, 3A) slab of the fused projection -> q, k, v as (N, H, L, D) strided views (no copy)."""
-        return tuple(self._split_heads(t) for t in x.split(self.attention_width, -1))
+        q, k, v = (self.split_heads(t) for t in x.split(self.attention_width, -1))
+        return q, k, v
 
-    def _full_attention(self, qkv: torch.Tensor) -> torch.Tensor:
+    def full_attention(self, qkv: torch.Tensor) -> torch.Tensor:
         """Attention of the whole sequence from position 0: fused projection (B, T, 3A) -> (B, T, A).
 
         Row and previous-row blocks are views of the projection; the column pattern needs one transposed
@@ -220,7 +279,7 @@ class JukeboxAttention(nn.Module):
         blk, width = self.block_length, self.attention_width
         kind = self.layer_type
         if kind in ("dense", "prime"):
-            q, k, v = self._heads(qkv)  # (B, H, T, D)
+            q, k, v = self.split_qkv(qkv)  # (B, H, T, D)
             if kind == "dense":
                 out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
             else:
@@ -228,7 +287,7 @@ class JukeboxAttention(nn.Module):
                 # query i sees keys j <= i among the first `prime_attention_length` positions
                 mask = torch.ones(length, n_keys, dtype=torch.bool, device=qkv.device).tril()
                 out = F.scaled_dot_product_attention(q, k[:, :, :n_keys], v[:, :, :n_keys], attn_mask=mask)
-            return self._merge_heads(out)
+            return self.merge_heads(out)
         # block patterns: pad the end to whole blocks (padded positions are in the future of every real one)
         n_blocks = -(-length // blk)
         pad = n_blocks * blk - length
@@ -236,13 +295,13 @@ class JukeboxAttention(nn.Module):
             qkv = F.pad(qkv, (0, 0, 0, pad))
         if kind == "row":
             # each block attends causally to itself: blocks folded into the batch axis
-            q, k, v = self._heads(qkv.view(batch * n_blocks, blk, 3 * width))  # (B*nb, H, blk, D)
+            q, k, v = self.split_qkv(qkv.view(batch * n_blocks, blk, 3 * width))  # (B*nb, H, blk, D)
             out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-            out = self._merge_heads(out).view(batch, n_blocks * blk, width)  # (B*nb, blk, A) -> (B, T, A)
+            out = self.merge_heads(out).view(batch, n_blocks * blk, width)  # (B*nb, blk, A) -> (B, T, A)
         elif kind == "column":
             # positions with the same offset inside their block, causal over blocks
             qkv = qkv.view(batch, n_blocks, blk, 3 * width).transpose(1, 2).reshape(batch * blk, n_blocks, 3 * width)
-            q, k, v = self._heads(qkv)  # (B*blk, H, nb, D)
+            q, k, v = self.split_qkv(qkv)  # (B*blk, H, nb, D)
             del qkv
             out = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B*blk, H, nb, D)
             del q, k, v
@@ -254,8 +313,8 @@ class JukeboxAttention(nn.Module):
             if n_blocks > 1:
                 blocks = qkv.view(batch, n_blocks, blk, 3 * width)
                 for b in range(batch):  # per example, blocks 1.. and blocks ..nb-2 are views (no copy)
-                    q, _, _ = self._heads(blocks[b, 1:])  # (nb-1, H, blk, D): the queries of blocks 1..
-                    _, k, v = self._heads(blocks[b, :-1])  # keys and values of the block before each
+                    q, _, _ = self.split_qkv(blocks[b, 1:])  # (nb-1, H, blk, D): the queries of blocks 1..
+                    _, k, v = self.split_qkv(blocks[b, :-1])  # keys and values of the block before each
                     prev = F.scaled_dot_product_attention(q, k, v)  # (nb-1, H, blk, D)
                     out[b, 1:].view(n_blocks - 1, blk, self.num_heads, self.head_dim).copy_(prev.transpose(1, 2))
                 del blocks, q, k, v, prev
@@ -265,7 +324,7 @@ class JukeboxAttention(nn.Module):
         return out[:, :length]
 
     # ---- cached pass: a chunk of queries at absolute positions [start, start + c)
-    def _visible(self, q_pos: torch.Tensor, k_pos: torch.Tensor) -> torch.Tensor:
+    def visible_mask(self, q_pos: torch.Tensor, k_pos: torch.Tensor) -> torch.Tensor:
         """Boolean (c, n_keys) mask of the keys each query may see (absolute positions)."""
         i, j = q_pos[:, None], k_pos[None, :]
         blk = self.block_length
@@ -282,12 +341,21 @@ class JukeboxAttention(nn.Module):
             return (j <= i) & (j < self.prime_attention_length)
         raise ValueError(kind)  # pragma: no cover
 
-    def _cached_attention(self, q, k_new, v_new, cache: JukeboxPriorCache, layer_idx: int, start: int):
+    def cached_attention(
+        self,
+        q: torch.Tensor,
+        k_new: torch.Tensor,
+        v_new: torch.Tensor,
+        cache: JukeboxPriorCache,
+        layer_idx: int,
+        start: int,
+    ) -> torch.Tensor:
+        """A chunk of queries (B, H, c, D) at absolute positions `[start, start + c)` against the kept keys."""
         length = q.shape[2]
         keys, values, key_start = cache.update(layer_idx, k_new, v_new)
         q_pos = torch.arange(start, start + length, device=q.device)
         k_pos = torch.arange(key_start, key_start + keys.shape[2], device=q.device)
-        mask = self._visible(q_pos, k_pos)
+        mask = self.visible_mask(q_pos, k_pos)
         if self.layer_type == "previous_row":
             # queries of block 0 see blk zero keys/values in the original: their output is exactly 0
             no_keys = ~mask.any(-1)
@@ -307,56 +375,111 @@ class JukeboxAttention(nn.Module):
             cache.prune(layer_idx, 0, self.prime_attention_length)
         return out
 
-    def forward(self, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None,
-                cache: JukeboxPriorCache | None = None, layer_idx: int = 0, start: int = 0) -> torch.Tensor:
+    # ---- decode pass: one query at `position`, static-shape buffers
+    def decode_attention(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        buffers: JukeboxDecodeBuffers,
+        layer_idx: int,
+        position: int,
+    ) -> torch.Tensor:
+        """ONE query (B, H, 1, D) at `position` after storing its key/value in the preallocated `buffers`: each
+        pattern reads exactly the keys it shows (no mask, no concatenation)."""
+        kind, blk, slots = self.layer_type, self.block_length, buffers.slots[layer_idx]
+        keys, values = buffers.keys[layer_idx], buffers.values[layer_idx]
+        if kind != "prime" or position < slots:
+            keys[:, :, position % slots] = k[:, :, 0]
+            values[:, :, position % slots] = v[:, :, 0]
+        if kind == "row":
+            first = (position // blk) * blk
+            visible = slice(0, position - first + 1)
+        elif kind == "previous_row":
+            block = position // blk
+            if block == 0:  # the original's all-zero keys and values: the attention output is exactly 0
+                return torch.zeros_like(q)
+            first = ((block - 1) * blk) % slots
+            visible = slice(first, first + blk)
+        elif kind == "column":
+            visible = slice(position % blk, position + 1, blk)
+        elif kind == "dense":
+            visible = slice(0, position + 1)
+        elif kind == "prime":
+            visible = slice(0, min(position + 1, slots))
+        else:  # pragma: no cover - validated in the config
+            raise ValueError(kind)
+        return F.scaled_dot_product_attention(q, keys[:, :, visible], values[:, :, visible])
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        cache: JukeboxPriorCache | JukeboxDecodeBuffers | None = None,
+        layer_idx: int = 0,
+        start: int = 0,
+    ) -> torch.Tensor:
+        """The three paths of every pattern: `cache=None` the whole sequence from position 0 ([`full_attention`]),
+        a [`JukeboxPriorCache`] a chunk of positions from `start` ([`cached_attention`]), [`JukeboxDecodeBuffers`]
+        one position `start` ([`decode_attention`]); "cross" reads the lyrics-encoder states (projected once per
+        cache)."""
         if self.layer_type == "cross":
-            q = self._split_heads(self.q_proj(hidden_states))
+            q = self.split_heads(self.q_proj(hidden_states))
             if cache is not None and cache.encoder_kv[layer_idx] is not None:
                 k, v = cache.encoder_kv[layer_idx]
             else:
                 k, v = self.kv_proj(encoder_hidden_states.to(hidden_states.dtype)).chunk(2, dim=-1)
-                k, v = self._split_heads(k), self._split_heads(v)
+                k, v = self.split_heads(k), self.split_heads(v)
                 if cache is not None:
                     cache.encoder_kv[layer_idx] = (k, v)
             out = F.scaled_dot_product_attention(q, k, v)
-            out = self._merge_heads(out)
+            out = self.merge_heads(out)
         elif cache is None:
-            # the projection is passed without a name, so the attention can free it (column: after its copy)
-            out = self._full_attention(self.qkv_proj(hidden_states))  # (B, T, A)
+            out = self.full_attention(self.qkv_proj(hidden_states))  # (B, T, A)
+        elif isinstance(cache, JukeboxDecodeBuffers):
+            q, k, v = self.split_qkv(self.qkv_proj(hidden_states))  # (B, H, 1, D)
+            out = self.merge_heads(self.decode_attention(q, k, v, cache, layer_idx, start))
         else:
-            q, k, v = self._heads(self.qkv_proj(hidden_states))  # (B, H, c, D)
-            out = self._merge_heads(self._cached_attention(q, k, v, cache, layer_idx, start))
-            del q, k, v
+            q, k, v = self.split_qkv(self.qkv_proj(hidden_states))  # (B, H, c, D)
+            out = self.merge_heads(self.cached_attention(q, k, v, cache, layer_idx, start))
         return self.out_proj(out)
 
 
 class JukeboxBlock(nn.Module):
     """Pre-LayerNorm block: `a = attn(ln(x)); m = mlp(ln(x + a)); out = x + a + m`."""
 
-    def __init__(self, hidden_size: int, attention_width: int, intermediate_size: int, num_heads: int,
-                 layer_type: str, block_length: int, prime_attention_length: int = 0, eps: float = 1e-5):
+    def __init__(
+        self,
+        hidden_size: int,
+        attention_width: int,
+        intermediate_size: int,
+        num_heads: int,
+        layer_type: str,
+        block_length: int,
+        prime_attention_length: int = 0,
+        eps: float = 1e-5,
+    ):
         super().__init__()
         self.layer_type = layer_type
         self.input_layernorm = JukeboxLayerNorm(hidden_size, eps=eps)
-        self.attn = JukeboxAttention(hidden_size, attention_width, num_heads, layer_type, block_length,
-                                     prime_attention_length)
+        self.attn = JukeboxAttention(
+            hidden_size, attention_width, num_heads, layer_type, block_length, prime_attention_length
+        )
         self.post_attention_layernorm = JukeboxLayerNorm(hidden_size, eps=eps)
         self.mlp = JukeboxMLP(hidden_size, intermediate_size)
 
-    def forward(self, hidden_states, encoder_hidden_states=None, cache=None, layer_idx=0, start=0,
-                reuse_buffers: bool = False, overwrite_input: bool = False):
-        """`reuse_buffers=True` (no autograd, no hooks) writes the MLP gate and the residual sum into tensors
-        this block has just made; `overwrite_input=True` (the caller does not keep its input) also adds the
-        attention output into `hidden_states`. Same values; fewer activations alive at once."""
-        attn = self.attn(self.input_layernorm(hidden_states), encoder_hidden_states, cache, layer_idx, start)
-        # x + a, reused below: (x + a) + m is exactly the original's x + a + m
-        residual = hidden_states.add_(attn) if overwrite_input else hidden_states + attn
-        del attn, hidden_states
-        if reuse_buffers:
-            # = self.mlp(self.post_attention_layernorm(residual)), the LayerNorm output freed after fc_in
-            mlp = self.mlp.fc_out(quick_gelu(self.mlp.fc_in(self.post_attention_layernorm(residual)), inplace=True))
-            return mlp.add_(residual)
-        return residual + self.mlp(self.post_attention_layernorm(residual))
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        cache: JukeboxPriorCache | JukeboxDecodeBuffers | None = None,
+        layer_idx: int = 0,
+        start: int = 0,
+    ) -> torch.Tensor:
+        x = hidden_states + self.attn(
+            self.input_layernorm(hidden_states), encoder_hidden_states, cache, layer_idx, start
+        )
+        return x + self.mlp(self.post_attention_layernorm(x))
 
 
 # ---------------------------------------------------------------------------------------------- conditioning
@@ -487,8 +610,15 @@ class JukeboxLyricsEncoder(nn.Module):
         self.pos_emb = nn.Parameter(torch.zeros(n_tokens, width))
         block_length = n_tokens // config.encoder_blocks
         self.layers = nn.ModuleList(
-            JukeboxBlock(width, int(config.attention_multiplier * width), int(config.mlp_multiplier * width),
-                         config.encoder_num_heads, layer_type, block_length, eps=config.layer_norm_eps)
+            JukeboxBlock(
+                width,
+                int(config.attention_multiplier * width),
+                int(config.mlp_multiplier * width),
+                config.encoder_num_heads,
+                layer_type,
+                block_length,
+                eps=config.layer_norm_eps,
+            )
             for layer_type in config.encoder_attention_patterns[: config.encoder_num_layers]
         )
         self.proj = nn.Linear(width, config.hidden_size)
@@ -562,8 +692,16 @@ class JukeboxPrior(JukeboxPriorPreTrainedModel):
         self.embed_tokens = nn.Embedding(config.total_vocab_size, width)
         self.pos_emb = nn.Parameter(torch.zeros(config.max_seq_length, width))
         self.layers = nn.ModuleList(
-            JukeboxBlock(width, config.attention_width, config.intermediate_size, config.num_attention_heads,
-                         layer_type, config.block_length, config.prime_attention_length, config.layer_norm_eps)
+            JukeboxBlock(
+                width,
+                config.attention_width,
+                config.intermediate_size,
+                config.num_attention_heads,
+                layer_type,
+                config.block_length,
+                config.prime_attention_length,
+                config.layer_norm_eps,
+            )
             for layer_type in config.attention_patterns[: config.num_hidden_layers]
         )
         self.lm_head = nn.Linear(width, config.total_vocab_size, bias=False)
@@ -617,8 +755,16 @@ class JukeboxPrior(JukeboxPriorPreTrainedModel):
                 + (f", {config.n_lyric_tokens} lyric tokens" if config.n_lyric_tokens else "")
                 + "]. Build one with `prior.build_metadata(...)`."
             )
-        if not isinstance(metadata, torch.Tensor) or metadata.dtype not in (torch.int64, torch.int32) or metadata.dim() != 2:
-            got = f"{metadata.dtype} {tuple(metadata.shape)}" if isinstance(metadata, torch.Tensor) else type(metadata).__name__
+        if (
+            not isinstance(metadata, torch.Tensor)
+            or metadata.dtype not in (torch.int64, torch.int32)
+            or metadata.dim() != 2
+        ):
+            got = (
+                f"{metadata.dtype} {tuple(metadata.shape)}"
+                if isinstance(metadata, torch.Tensor)
+                else type(metadata).__name__
+            )
             raise JukeboxInputError(
                 f"metadata must be an integer tensor of shape (batch, {config.metadata_length}), got {got}."
             )
@@ -669,14 +815,23 @@ class JukeboxPrior(JukeboxPriorPreTrainedModel):
                 )
 
     # ------------------------------------------------------------------ metadata helpers
-    def build_metadata(self, *, total_length: int | None = None, offset: int = 0, sample_length: int | None = None,
-                       artist_id: int = 0, genre_ids: list[int] | tuple[int, ...] = (0,),
-                       lyric_tokens: list[int] | None = None, batch_size: int = 1) -> torch.LongTensor:
+    def build_metadata(
+        self,
+        *,
+        total_length: int | None = None,
+        offset: int = 0,
+        sample_length: int | None = None,
+        artist_id: int = 0,
+        genre_ids: list[int] | tuple[int, ...] = (0,),
+        lyric_tokens: list[int] | None = None,
+        batch_size: int = 1,
+    ) -> torch.LongTensor:
         """Label tensor (batch_size, metadata_length) in the original layout.
 
         Defaults give the JukeMIR conditioning: unknown artist (0), unknown genre (0), offset 0,
         `sample_length` = one context window. `total_length` defaults to 62 s (JukeMIR) for the 5b prior,
-        or to the shortest valid length otherwise. See `hf_jukebox_mir.models.tokenization_jukebox` for names -> ids and lyrics.
+        or to the shortest valid length otherwise. See `tokenization_jukebox.JukeboxTokenizer`
+        for names -> ids and lyrics.
         """
         config = self.config
         sr = config.sampling_rate
@@ -700,8 +855,12 @@ class JukeboxPrior(JukeboxPriorPreTrainedModel):
         return torch.tensor([row] * batch_size, dtype=torch.long, device=self.device)
 
     # ------------------------------------------------------------------ conditioning
-    def get_conditioning(self, metadata: torch.LongTensor | None, upper_level_codes: torch.LongTensor | None = None,
-                         batch_size: int | None = None) -> JukeboxPriorConditioning:
+    def get_conditioning(
+        self,
+        metadata: torch.LongTensor | None,
+        upper_level_codes: torch.LongTensor | None = None,
+        batch_size: int | None = None,
+    ) -> JukeboxPriorConditioning:
         """x_cond / y_cond / lyrics-encoder states for a whole context window.
 
         `x_cond` covers all `n_ctx` music positions (top priors) or `factor * upper length` positions
@@ -734,7 +893,9 @@ class JukeboxPrior(JukeboxPriorPreTrainedModel):
         if config.lyrics_mode == "separate_encoder":
             encoder_states = self.lyrics_encoder(lyric_tokens)
         return JukeboxPriorConditioning(
-            x_cond=x_cond, y_cond=y_cond, encoder_hidden_states=encoder_states,
+            x_cond=x_cond,
+            y_cond=y_cond,
+            encoder_hidden_states=encoder_states,
             lyric_tokens=lyric_tokens if config.n_lyric_tokens else None,
         )
 
@@ -785,7 +946,6 @@ class JukeboxPrior(JukeboxPriorPreTrainedModel):
 
         if conditioning is None and cache is not None and cache.conditioning is not None:
             conditioning = cache.conditioning
-        owns_conditioning = conditioning is None and cache is None  # made here, kept by nobody else
         if conditioning is None:
             conditioning = self.get_conditioning(metadata, upper_level_codes, batch)
         if cache is not None:
@@ -798,15 +958,11 @@ class JukeboxPrior(JukeboxPriorPreTrainedModel):
                 f"{music_start + length} were requested; pass upper_level_codes for the whole window."
             )
 
-        # ---- the token sequence of this call, in merged-vocabulary ids
-        tokens = input_ids + config.music_token_shift  # (B, T)
-        x_cond = x_cond_music[:, music_start : music_start + length]  # (B, T, W)
-        if prefix and start == 0:
-            lyric_tokens = conditioning.lyric_tokens.to(tokens.device)
-            tokens = torch.cat([lyric_tokens, tokens], dim=1)  # (B, P + T)
-            x_cond = torch.cat([x_cond.new_zeros(batch, prefix, x_cond.shape[-1]), x_cond], dim=1)
-        elif prefix and 0 < start < prefix:
-            raise JukeboxInputError("A cached pass of the single-sequence lyrics prior must start with the whole lyric prefix.")
+        if prefix and 0 < start < prefix:
+            raise JukeboxInputError(
+                "A cached pass of the single-sequence lyrics prior must start with the whole lyric prefix."
+            )
+        tokens, x_cond = self._sequence(input_ids, conditioning, start)  # (B, L), (B, L, W)
         seq_len = tokens.shape[1]
 
         if start > 0 and cache.last_token is None:
@@ -814,23 +970,15 @@ class JukeboxPrior(JukeboxPriorPreTrainedModel):
         if logits_to_keep and labels is not None:
             raise JukeboxInputError("labels need the logits of every position: leave logits_to_keep at 0.")
         encoder_states = conditioning.encoder_hidden_states
-        head_cond = x_cond  # the conditioning the output head adds back (B, T or logits_to_keep, W)
-        if owns_conditioning and logits_to_keep:
-            # afterwards only the head needs the per-position conditioning, at its last positions: keep
-            # those, so that the blocks can free the rest once it is added to the inputs
-            head_cond = x_cond[:, -logits_to_keep:].clone()
-            conditioning = x_cond_music = None
-        # inputs handed over in a list the blocks empty: no name here keeps those activations alive
-        inputs = [self._embed_inputs(tokens, y_cond, cache, start), x_cond]
-        del x_cond
-        hidden_states = self._run_blocks(inputs, encoder_states, cache, start, output_hidden_states)
+        inputs = self._embed_inputs(tokens, y_cond, cache, start)
+        hidden_states = self._run_blocks(inputs, x_cond, encoder_states, cache, start, output_hidden_states)
         if cache is not None:
             cache.last_token = tokens[:, -1:]
         last = hidden_states[-1] if output_hidden_states else hidden_states
         if logits_to_keep:
-            logits = self.lm_head(self._head_input(last[:, -logits_to_keep:], head_cond[:, -logits_to_keep:]))
+            logits = self.lm_head(self._head_input(last[:, -logits_to_keep:], x_cond[:, -logits_to_keep:]))
         else:
-            logits = self.lm_head(self._head_input(last, head_cond))
+            logits = self.lm_head(self._head_input(last, x_cond))
 
         loss = None
         if labels is not None:
@@ -846,13 +994,131 @@ class JukeboxPrior(JukeboxPriorPreTrainedModel):
         )
         return out if return_dict else out.to_tuple()
 
-    def _has_hooks(self) -> bool:
-        """Whether a forward hook (global, or on any module of this prior) could see an activation."""
-        from torch.nn.modules import module as _module
+    def _sequence(self, input_ids: torch.Tensor, conditioning: JukeboxPriorConditioning, start: int):
+        """Merged-vocabulary tokens (B, L) and per-position conditioning (B, L, W) of the music codes `input_ids`
+        from sequence position `start` (with the lyric prefix of the single-sequence lyrics prior at 0)."""
+        prefix = self.config.prime_length
+        music_start = max(start - prefix, 0)
+        tokens = input_ids + self.config.music_token_shift  # (B, T)
+        x_cond = conditioning.x_cond[:, music_start : music_start + input_ids.shape[1]]  # (B, T, W)
+        if prefix and start == 0:
+            tokens = torch.cat([conditioning.lyric_tokens.to(tokens.device), tokens], dim=1)  # (B, P + T)
+            x_cond = torch.cat([x_cond.new_zeros(x_cond.shape[0], prefix, x_cond.shape[-1]), x_cond], dim=1)
+        return tokens, x_cond
 
-        if _module._global_forward_hooks or _module._global_forward_pre_hooks:
-            return True
-        return any(m._forward_hooks or m._forward_pre_hooks for m in self.modules())
+    # ---------------------------------------------------------------------------------- lean inference path
+    @torch.no_grad()
+    def forward_features(
+        self,
+        input_ids: torch.LongTensor,
+        metadata: torch.LongTensor | None = None,
+        upper_level_codes: torch.LongTensor | None = None,
+    ) -> torch.Tensor:
+        r"""The last block's output (B, L, W) for feature extraction, with the fewest activations alive at once.
+
+        Same values as `forward(...).last_hidden_state` (bit for bit), computed without autograd and without
+        logits: the positions, the conditioning and every residual sum are added in place into tensors made here,
+        and the MLP gate is applied in place, so one block's activations are alive at a time (planned peak for
+        the 5b prior at batch 1: 244 MiB here against 675 MiB through `forward`). The blocks' computations are
+        called directly, so **module hooks do not run in this path**: observe activations with `forward` (e.g.
+        `output_hidden_states=True`), which never writes into a tensor it hands out.
+
+        Args:
+            input_ids (`torch.LongTensor` of shape `(batch, T)`), metadata, upper_level_codes: as [`forward`].
+        """
+        config = self.config
+        self._check_codes(input_ids, "input_ids", config.n_ctx, config.vocab_size)
+        input_ids = input_ids.to(self.device).long()
+        conditioning = self.get_conditioning(metadata, upper_level_codes, input_ids.shape[0])
+        tokens, x_cond = self._sequence(input_ids, conditioning, 0)  # (B, L), (B, L, W)
+        encoder_states = conditioning.encoder_hidden_states
+        hidden = self._embed_inputs(tokens, conditioning.y_cond, None, 0)  # a fresh tensor: written in place
+        del conditioning, tokens
+        hidden.add_(self.pos_emb[: hidden.shape[1]].to(hidden.dtype)).add_(x_cond.to(hidden.dtype))
+        del x_cond
+        hidden = hidden.to(self.embed_tokens.weight.dtype)
+        for idx, layer in enumerate(self.layers):
+            # = layer(hidden, encoder_states, None, idx, 0): x + a, then (x + a) + mlp(ln(x + a)), in place
+            attn = layer.attn.forward(layer.input_layernorm.forward(hidden), encoder_states, None, idx, 0)
+            hidden = hidden.add_(attn)
+            del attn
+            gate = layer.mlp.fc_in.forward(layer.post_attention_layernorm.forward(hidden))
+            gate = gate.mul_(torch.sigmoid_(gate * 1.702))  # quick_gelu, in place
+            hidden = layer.mlp.fc_out.forward(gate).add_(hidden)
+            del gate
+        return hidden
+
+    # ---------------------------------------------------------------------------------- incremental decoding
+    def decode_max_positions(self, cache: JukeboxPriorCache) -> int:
+        """Positions an incremental pass on `cache` can run: the context, or the positions its conditioning covers
+        (the lyric prefix of the single-sequence lyrics prior included)."""
+        covered = self.config.prime_length + cache.conditioning.x_cond.shape[1]
+        return min(covered, self.config.max_seq_length)
+
+    def _position_conditioning(self, conditioning: JukeboxPriorConditioning, start: int, length: int):
+        """Per-position conditioning (B, length, W) of sequence positions `[start, start + length)` (zeros on the
+        lyric prefix)."""
+        x_cond = conditioning.x_cond  # (B, T_music, W)
+        prefix = self.config.prime_length
+        if start >= prefix:
+            return x_cond[:, start - prefix : start - prefix + length]
+        zeros = x_cond.new_zeros(x_cond.shape[0], min(prefix - start, length), x_cond.shape[2])
+        return torch.cat([zeros, x_cond[:, : max(start + length - prefix, 0)]], dim=1)
+
+    @torch.no_grad()
+    def decode_step(
+        self, input_ids: torch.LongTensor | None, cache: JukeboxPriorCache, *, return_logits: bool = True
+    ) -> torch.Tensor | None:
+        r"""The one incremental-decoding entry point: run the next positions of a pass held by `cache`.
+
+        Args:
+            input_ids (`torch.LongTensor` of shape `(batch, c)`, *optional*): merged-vocabulary ids (music code +
+                `music_token_shift`, or lyric ids on the prefix) of the next `c` positions, known in advance (a
+                prime, teacher forcing): they run as one chunk through `cache` (masked attention over the kept
+                keys). `None`: ONE position whose token is not known yet; it consumes the last token and runs on
+                the cache's preallocated [`JukeboxDecodeBuffers`] (fixed shapes, allocated at the first such step
+                from what the chunks kept; no chunk may follow).
+            cache ([`JukeboxPriorCache`]): the pass; `cache.conditioning` must be set
+                ([`~JukeboxPrior.get_conditioning`]). Its `last_token` is the token consumed next: set to the last
+                of `input_ids` here; after a `None` step, the caller stores the token it chose there.
+            return_logits (`bool`): compute the logits (skip them for a prime).
+
+        Returns:
+            `torch.FloatTensor` of shape `(batch, c or 1, vocab)`, or `None` when `return_logits=False`.
+        """
+        conditioning = cache.conditioning
+        if conditioning is None:
+            raise JukeboxInputError("decode_step needs cache.conditioning (from JukeboxPrior.get_conditioning).")
+        start = cache.seen_tokens
+        length = 1 if input_ids is None else input_ids.shape[1]
+        limit = self.decode_max_positions(cache)
+        if start + length > limit:
+            raise JukeboxInputError(
+                f"Positions {start}..{start + length - 1} requested but this window holds {limit} "
+                "positions (context length, or the length covered by the upper-level codes)."
+            )
+        if input_ids is not None and cache.decode_buffers is not None:
+            raise JukeboxInputError("Chunks of known tokens must come before the first single-position step.")
+        if start == 0:  # position 0 consumes the artist/genre embedding
+            batch = conditioning.x_cond.shape[0]
+            first = conditioning.y_cond.expand(batch, 1, -1).to(self.embed_tokens.weight.dtype)
+        else:
+            first = self.embed_tokens(cache.last_token)
+        hidden = first if length == 1 else torch.cat([first, self.embed_tokens(input_ids[:, :-1])], dim=1)
+        x_cond = self._position_conditioning(conditioning, start, length)
+        if input_ids is None:
+            if cache.decode_buffers is None:
+                cache.decode_buffers = JukeboxDecodeBuffers(
+                    self, cache, hidden.shape[0], limit, conditioning.encoder_hidden_states
+                )
+            last = self._run_blocks(hidden, x_cond, None, cache.decode_buffers, start, False)
+            cache.seen_tokens = start + 1
+        else:
+            last = self._run_blocks(hidden, x_cond, conditioning.encoder_hidden_states, cache, start, False)
+            cache.last_token = input_ids[:, -1:]
+        if not return_logits:
+            return None
+        return self.lm_head(self._head_input(last, x_cond))  # (B, length, V)
 
     def _embed_inputs(self, tokens, y_cond, cache, start):
         """Consumed inputs (B, L, W): position p sees the token of position p - 1 (y_cond at position 0)."""
@@ -861,36 +1127,18 @@ class JukeboxPrior(JukeboxPriorPreTrainedModel):
             return torch.cat([y_cond.to(consumed.dtype).expand(tokens.shape[0], 1, -1), consumed], dim=1)
         return self.embed_tokens(torch.cat([cache.last_token, tokens[:, :-1]], dim=1))
 
-    def _run_blocks(self, inputs: list, encoder_states, cache, start, output_hidden_states):
-        """Positions, conditioning and the blocks. Returns the last state or the list of all states.
-
-        `inputs` is `[hidden, x_cond]`: the consumed-token embeddings (B, L, W), a fresh tensor handed over
-        to this call, and the per-position conditioning (B, L, W), only read. The list is emptied, so that
-        the caller keeps neither alive. Without autograd and without hooks on any module
-        (a hook may keep a tensor that would then change), buffers are reused: positions and conditioning
-        are added in place ((h + pos) + cond, the same sums as the original) and, without
-        `output_hidden_states`, every block overwrites its input, so only the activations one block needs
-        are alive at once."""
-        hidden, x_cond = inputs
-        inputs.clear()
-        dtype = self.embed_tokens.weight.dtype
-        length = hidden.shape[1]
-        reuse = not torch.is_grad_enabled() and not self._has_hooks()
-        pos = self.pos_emb[start : start + length].to(hidden.dtype)
-        if reuse:
-            hidden = hidden.add_(pos).add_(x_cond.to(hidden.dtype))
-        else:
-            hidden = hidden + pos + x_cond.to(hidden.dtype)
-        del x_cond, pos
-        hidden = hidden.to(dtype)
-        states = [hidden] if output_hidden_states else None
-        overwrite = reuse and not output_hidden_states
+    def _run_blocks(self, hidden, x_cond, encoder_states, cache, start, output_hidden_states):
+        """Positions, conditioning and the blocks over consumed-token embeddings `hidden` (B, L, W) from position
+        `start`. Returns the last state, or the list of all states."""
+        pos = self.pos_emb[start : start + hidden.shape[1]].to(hidden.dtype)
+        hidden = (hidden + pos + x_cond.to(hidden.dtype)).to(self.embed_tokens.weight.dtype)
+        states = [hidden]
         for idx, layer in enumerate(self.layers):
-            hidden = layer(hidden, encoder_states, cache, idx, start, reuse_buffers=reuse, overwrite_input=overwrite)
+            hidden = layer(hidden, encoder_states, cache, idx, start)
             if output_hidden_states:
                 states.append(hidden)
-        if cache is not None:
-            cache.seen_tokens = start + length
+        if isinstance(cache, JukeboxPriorCache):
+            cache.seen_tokens = start + pos.shape[0]
         return states if output_hidden_states else hidden
 
     def _head_input(self, last: torch.Tensor, x_cond: torch.Tensor) -> torch.Tensor:
@@ -906,24 +1154,33 @@ class JukeboxPrior(JukeboxPriorPreTrainedModel):
             raise JukeboxInputError(
                 f"labels must have the shape of input_ids {tuple(music_logits.shape[:2])}, got {tuple(labels.shape)}."
             )
-        gen_loss = F.cross_entropy(
-            music_logits.float().reshape(-1, logits.shape[-1]), (labels + config.music_token_shift).reshape(-1)
-        ) / _LN2
+        gen_loss = (
+            F.cross_entropy(
+                music_logits.float().reshape(-1, logits.shape[-1]), (labels + config.music_token_shift).reshape(-1)
+            )
+            / _LN2
+        )
         if config.lyrics_mode is None or not config.prime_loss_fraction:
             return gen_loss
         n_prime, n_gen = config.n_lyric_tokens, labels.shape[1]
         if config.lyrics_mode == "single_sequence":
             if not prefix:
                 return gen_loss
-            prime_loss = F.cross_entropy(
-                logits[:, :prefix].float().reshape(-1, logits.shape[-1]), tokens[:, :prefix].reshape(-1)
-            ) / _LN2
+            prime_loss = (
+                F.cross_entropy(
+                    logits[:, :prefix].float().reshape(-1, logits.shape[-1]), tokens[:, :prefix].reshape(-1)
+                )
+                / _LN2
+            )
         else:
             head = self.lyrics_encoder.lm_head
             lyric_logits = head(conditioning.encoder_hidden_states.to(head.weight.dtype)).float()
-            prime_loss = F.cross_entropy(
-                lyric_logits.reshape(-1, config.lyric_vocab_size), conditioning.lyric_tokens.reshape(-1)
-            ) / _LN2
+            prime_loss = (
+                F.cross_entropy(
+                    lyric_logits.reshape(-1, config.lyric_vocab_size), conditioning.lyric_tokens.reshape(-1)
+                )
+                / _LN2
+            )
         total = n_prime + n_gen
         return config.prime_loss_fraction * prime_loss * n_prime / total + gen_loss * n_gen / total
 

@@ -145,8 +145,9 @@ class JukeboxProbePreTrainedModel(PreTrainedModel):
             head.standardize = False
             self.config.standardize = False
             return
-        x = torch.as_tensor(np.asarray(features, dtype=np.float64) if not isinstance(features, torch.Tensor)
-                            else features.double())
+        x = torch.as_tensor(
+            np.asarray(features, dtype=np.float64) if not isinstance(features, torch.Tensor) else features.double()
+        )
         if x.dim() != 2 or x.shape[1] != self.config.input_dim:
             raise JukeboxInputError(
                 f"fit_standardization expects features of shape (num_examples, {self.config.input_dim}), got "

@@ -469,8 +469,10 @@ class JukeboxVQVAE(JukeboxVQVAEPreTrainedModel):
         start, end = _check_levels(self.config, start_level, end_level)
         if isinstance(audio_codes, (list, tuple)):
             max_items = end - start
-            if len(audio_codes) == 0 or len(audio_codes) > max_items or (
-                end_level is not None and len(audio_codes) != max_items
+            if (
+                len(audio_codes) == 0
+                or len(audio_codes) > max_items
+                or (end_level is not None and len(audio_codes) != max_items)
             ):
                 expected = f"exactly {max_items}" if end_level is not None else f"1 to {max_items}"
                 raise JukeboxInputError(

@@ -119,8 +119,9 @@ def resolve_layers(layers: Any, num_hidden_layers: int) -> tuple[list[int], bool
     return out, squeeze
 
 
-def check_options(pooling: str, frame_rate: float | None, window_aggregation: str | None,
-                  native_frame_rate: float) -> tuple[str, str]:
+def check_options(
+    pooling: str, frame_rate: float | None, window_aggregation: str | None, native_frame_rate: float
+) -> tuple[str, str]:
     """Validate pooling / frame_rate / window_aggregation together; returns (pooling, window_aggregation)."""
     if pooling not in POOLING_CHOICES:
         raise JukeboxInputError(f"pooling={pooling!r} is not supported: expected one of {POOLING_CHOICES}.")
@@ -129,8 +130,11 @@ def check_options(pooling: str, frame_rate: float | None, window_aggregation: st
             raise JukeboxInputError(
                 f"frame_rate={frame_rate} gives frame-level features and needs pooling='none', got pooling={pooling!r}."
             )
-        if (isinstance(frame_rate, bool) or not isinstance(frame_rate, numbers.Real)
-                or not 0 < float(frame_rate) <= native_frame_rate):
+        if (
+            isinstance(frame_rate, bool)
+            or not isinstance(frame_rate, numbers.Real)
+            or not 0 < float(frame_rate) <= native_frame_rate
+        ):
             raise JukeboxInputError(
                 f"frame_rate={frame_rate!r} is not supported: expected a number of Hz in (0, {native_frame_rate:.2f}] "
                 f"(the model's native frame rate); frames are averaged into bins of 1/frame_rate seconds."
@@ -139,8 +143,7 @@ def check_options(pooling: str, frame_rate: float | None, window_aggregation: st
         window_aggregation = "concat" if pooling == "none" else "mean"
     if window_aggregation not in WINDOW_AGGREGATION_CHOICES:
         raise JukeboxInputError(
-            f"window_aggregation={window_aggregation!r} is not supported: expected one of "
-            f"{WINDOW_AGGREGATION_CHOICES}."
+            f"window_aggregation={window_aggregation!r} is not supported: expected one of {WINDOW_AGGREGATION_CHOICES}."
         )
     if pooling == "none" and window_aggregation == "mean":
         raise JukeboxInputError(
@@ -263,8 +266,9 @@ class JukeboxFeatureExtractionPipeline(ChunkPipeline):
                 f"{config.window_length}; use the feature extractor saved with the model."
             )
 
-    def _sanitize_parameters(self, layers=None, pooling=None, frame_rate=None, window_aggregation=None,
-                             sampling_rate=None, **kwargs):
+    def _sanitize_parameters(
+        self, layers=None, pooling=None, frame_rate=None, window_aggregation=None, sampling_rate=None, **kwargs
+    ):
         unknown = sorted(set(kwargs) - _PASSTHROUGH_KWARGS)
         if unknown:
             raise JukeboxInputError(
@@ -275,13 +279,21 @@ class JukeboxFeatureExtractionPipeline(ChunkPipeline):
             resolve_layers(layers, self.model.config.num_hidden_layers)  # fail before any audio is read
         if frame_rate is not None and pooling is None:
             pooling = "none"
-        options = {"layers": layers, "pooling": pooling, "frame_rate": frame_rate,
-                   "window_aggregation": window_aggregation}
+        options = {
+            "layers": layers,
+            "pooling": pooling,
+            "frame_rate": frame_rate,
+            "window_aggregation": window_aggregation,
+        }
         options = {k: v for k, v in options.items() if v is not None}
         if "pooling" in options:
             # values given together must agree; merged with the pipeline's defaults they are checked in preprocess
-            check_options(options["pooling"], options.get("frame_rate"), options.get("window_aggregation"),
-                          self.model.config.frame_rate)
+            check_options(
+                options["pooling"],
+                options.get("frame_rate"),
+                options.get("window_aggregation"),
+                self.model.config.frame_rate,
+            )
         elif options.get("window_aggregation", "mean") not in WINDOW_AGGREGATION_CHOICES:
             raise JukeboxInputError(
                 f"window_aggregation={options['window_aggregation']!r} is not supported: expected one of "
@@ -293,8 +305,9 @@ class JukeboxFeatureExtractionPipeline(ChunkPipeline):
         forward_params = {k: v for k, v in options.items() if k in ("layers", "pooling")}
         return preprocess_params, forward_params, dict(options)
 
-    def preprocess(self, inputs, sampling_rate=None, layers=None, pooling="mean", frame_rate=None,
-                   window_aggregation=None):
+    def preprocess(
+        self, inputs, sampling_rate=None, layers=None, pooling="mean", frame_rate=None, window_aggregation=None
+    ):
         check_options(pooling, frame_rate, window_aggregation, self.model.config.frame_rate)
         features = self.feature_extractor(inputs, sampling_rate=sampling_rate, return_tensors="pt")
         values, mask = features["input_values"], features.get("attention_mask")  # (windows, window_length)
@@ -317,8 +330,9 @@ class JukeboxFeatureExtractionPipeline(ChunkPipeline):
         values = model_inputs["input_values"]  # the encoder casts audio to its own dtype (float32)
         # only the last block asked (the JukeMIR default): no per-block outputs kept, far less memory
         last_only = indices == [config.num_hidden_layers]
-        out = self.model(input_values=values, attention_mask=model_inputs["attention_mask"],
-                         output_hidden_states=not last_only)
+        out = self.model(
+            input_values=values, attention_mask=model_inputs["attention_mask"], output_hidden_states=not last_only
+        )
         states = {config.num_hidden_layers: out.last_hidden_state} if last_only else dict(enumerate(out.hidden_states))
         frame_mask = out.frame_mask  # (B, T) True on real frames
         result = {"num_frames": frame_mask.sum(-1)}  # (B,)
@@ -326,8 +340,9 @@ class JukeboxFeatureExtractionPipeline(ChunkPipeline):
         if pooling == "none":
             result["frames"] = torch.stack([states[i].float().cpu() for i in indices], dim=1)  # (B, L, T, D)
         else:
-            result["pooled"] = torch.stack([pool_float32(states[i], frame_mask, pooling)
-                                            for i in indices], dim=1)  # (B, L, D)
+            result["pooled"] = torch.stack(
+                [pool_float32(states[i], frame_mask, pooling) for i in indices], dim=1
+            )  # (B, L, D)
         result["window_offset"] = model_inputs["window_offset"]
         result["is_last"] = model_inputs["is_last"]
         return result

@@ -58,6 +58,11 @@ VOCAB_FILES = {"artists": "artists.json", "genres": "genres.json", "lyrics": "ly
 TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
 
 
+def tokenizer_folder(level: int) -> str:
+    """Sub-folder of a model folder holding the tokenizer of the prior of `level` (a chain has three)."""
+    return f"tokenizer_level_{level}"
+
+
 @lru_cache(maxsize=None)
 def _load_ids(filename: str) -> dict[str, int]:
     path = PACKAGED_IDS / filename
@@ -87,8 +92,7 @@ def _to_ascii(text: str) -> str:
         return unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
 
 
-def lyric_window(full_tokens: Sequence[int], n_tokens: int, total_length: int, offset: int,
-                 duration: int) -> list[int]:
+def lyric_window(full_tokens: Sequence[int], n_tokens: int, total_length: int, offset: int, duration: int) -> list[int]:
     """The `n_tokens` lyric tokens of a window at `offset` of `duration` samples (original
     `get_relevant_lyric_tokens`, including its check `0 <= offset < total_length`).
 
@@ -116,13 +120,24 @@ class JukeboxTokenizer:
             of `version`.
     """
 
-    def __init__(self, version: int = 2, *, max_genres: int = 5, n_lyric_tokens: int = 0,
-                 sample_length: int = 1048576, artists: dict[str, int] | None = None,
-                 genres: dict[str, int] | None = None, lyrics: Sequence[str] | None = None):
+    def __init__(
+        self,
+        version: int = 2,
+        *,
+        max_genres: int = 5,
+        n_lyric_tokens: int = 0,
+        sample_length: int = 1048576,
+        artists: dict[str, int] | None = None,
+        genres: dict[str, int] | None = None,
+        lyrics: Sequence[str] | None = None,
+    ):
         if version not in (2, 3):
             raise JukeboxInputError(f"label version must be 2 or 3, got {version!r}.")
         self.version, self.max_genres, self.n_lyric_tokens, self.sample_length = (
-            version, max_genres, n_lyric_tokens, sample_length,
+            version,
+            max_genres,
+            n_lyric_tokens,
+            sample_length,
         )
         self.artist_table = dict(artists) if artists is not None else _load_ids(f"v{version}_artist_ids.txt")
         self.genre_table = dict(genres) if genres is not None else _load_ids(f"v{version}_genre_ids.txt")
@@ -136,8 +151,12 @@ class JukeboxTokenizer:
             tokenizer = cls.from_pretrained(folder)
             if tokenizer.version == config.labels_version:
                 return tokenizer
-        return cls(config.labels_version, max_genres=config.max_genres, n_lyric_tokens=config.n_lyric_tokens,
-                   sample_length=config.sample_length)
+        return cls(
+            config.labels_version,
+            max_genres=config.max_genres,
+            n_lyric_tokens=config.n_lyric_tokens,
+            sample_length=config.sample_length,
+        )
 
     def save_pretrained(self, save_directory: str | os.PathLike) -> list[Path]:
         """Write `artists.json`, `genres.json`, `lyrics.json` and `tokenizer_config.json` to `save_directory`."""
@@ -147,9 +166,13 @@ class JukeboxTokenizer:
             VOCAB_FILES["artists"]: self.artist_table,
             VOCAB_FILES["genres"]: self.genre_table,
             VOCAB_FILES["lyrics"]: self.vocabulary,
-            TOKENIZER_CONFIG_FILE: {"tokenizer_class": type(self).__name__, "version": self.version,
-                                    "max_genres": self.max_genres, "n_lyric_tokens": self.n_lyric_tokens,
-                                    "sample_length": self.sample_length},
+            TOKENIZER_CONFIG_FILE: {
+                "tokenizer_class": type(self).__name__,
+                "version": self.version,
+                "max_genres": self.max_genres,
+                "n_lyric_tokens": self.n_lyric_tokens,
+                "sample_length": self.sample_length,
+            },
         }
         written = []
         for name, data in contents.items():
@@ -169,16 +192,26 @@ class JukeboxTokenizer:
             return json.loads((folder / name).read_text(encoding="utf-8"))
 
         config = read(TOKENIZER_CONFIG_FILE)
-        return cls(config["version"], max_genres=config["max_genres"], n_lyric_tokens=config["n_lyric_tokens"],
-                   sample_length=config["sample_length"], artists=read(VOCAB_FILES["artists"]),
-                   genres=read(VOCAB_FILES["genres"]), lyrics=read(VOCAB_FILES["lyrics"]))
+        return cls(
+            config["version"],
+            max_genres=config["max_genres"],
+            n_lyric_tokens=config["n_lyric_tokens"],
+            sample_length=config["sample_length"],
+            artists=read(VOCAB_FILES["artists"]),
+            genres=read(VOCAB_FILES["genres"]),
+            lyrics=read(VOCAB_FILES["lyrics"]),
+        )
 
     def artist_id(self, artist: str | None) -> int:
         if not artist:
             return 0
         key = artist.lower() if self.version == 3 else normalise_name(artist)
         if key not in self.artist_table:
-            warnings.warn(f"Artist {artist!r} (looked up as {key!r}) is not in the v{self.version} vocabulary; using 0 (unknown).")
+            warnings.warn(
+                f"Artist {artist!r} (looked up as {key!r}) is not in the v{self.version} vocabulary; "
+                "using 0 (unknown).",
+                stacklevel=2,
+            )
         return self.artist_table.get(key, 0)
 
     def genre_ids(self, genre: str | None) -> list[int]:
@@ -191,7 +224,9 @@ class JukeboxTokenizer:
             )
         missing = [w for w in words if w not in self.genre_table]
         if missing:
-            warnings.warn(f"Genre words {missing} are not in the v{self.version} vocabulary; using 0 (unknown).")
+            warnings.warn(
+                f"Genre words {missing} are not in the v{self.version} vocabulary; using 0 (unknown).", stacklevel=2
+            )
         return [self.genre_table.get(w, 0) for w in words]
 
     def tokenize_lyrics(self, lyrics: str | None) -> list[int]:
@@ -204,19 +239,28 @@ class JukeboxTokenizer:
     def decode_lyrics(self, tokens: list[int]) -> str:
         return "".join(self.vocabulary[t] for t in tokens if t > 0)
 
-    def metadata(self, *, artist: str | None = None, genre: str | None = None, lyrics: str | None = None,
-                 total_length: int, offset: int = 0, sample_length: int | None = None,
-                 batch_size: int = 1) -> torch.LongTensor:
+    def metadata(
+        self,
+        *,
+        artist: str | None = None,
+        genre: str | None = None,
+        lyrics: str | None = None,
+        total_length: int,
+        offset: int = 0,
+        sample_length: int | None = None,
+        batch_size: int = 1,
+    ) -> torch.LongTensor:
         """The label tensor (batch_size, 4 + max_genres + n_lyric_tokens)."""
         sample_length = self.sample_length if sample_length is None else sample_length
         genres = self.genre_ids(genre)
         genres = genres + [-1] * (self.max_genres - len(genres))
         lyric_tokens: list[int] = []
         if self.n_lyric_tokens:
-            lyric_tokens = lyric_window(self.tokenize_lyrics(lyrics), self.n_lyric_tokens, total_length, offset,
-                                        sample_length)
+            lyric_tokens = lyric_window(
+                self.tokenize_lyrics(lyrics), self.n_lyric_tokens, total_length, offset, sample_length
+            )
         row = [int(total_length), int(offset), int(sample_length), self.artist_id(artist), *genres, *lyric_tokens]
         return torch.tensor([row] * batch_size, dtype=torch.long)
 
 
-__all__ = ["JukeboxTokenizer", "LYRIC_VOCABULARIES", "lyric_window", "normalise_name"]
+__all__ = ["JukeboxTokenizer", "LYRIC_VOCABULARIES", "lyric_window", "normalise_name", "tokenizer_folder"]

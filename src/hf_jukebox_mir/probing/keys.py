@@ -17,9 +17,18 @@ PITCH_CLASSES = ("C", "Db", "D", "Eb", "E", "F", "Gb", "G", "Ab", "A", "Bb", "B"
 KEY_LABELS = tuple(f"{p} major" for p in PITCH_CLASSES) + tuple(f"{p} minor" for p in PITCH_CLASSES)
 _SPELLINGS = {
     **{p.lower(): i for i, p in enumerate(PITCH_CLASSES)},
-    "c#": 1, "d#": 3, "f#": 6, "g#": 8, "a#": 10, "cb": 11, "fb": 4, "e#": 5, "b#": 0,
+    "c#": 1,
+    "d#": 3,
+    "f#": 6,
+    "g#": 8,
+    "a#": 10,
+    "cb": 11,
+    "fb": 4,
+    "e#": 5,
+    "b#": 0,
 }
 KEY_SCORE_WEIGHTS = OrderedDict(correct=1.0, fifth=0.5, relative=0.3, parallel=0.2, other=0.0)
+
 
 def key_to_index(key: str | int) -> int:
     """Index in [`KEY_LABELS`] of a key given as an index or a string like `"Eb minor"`, `"d# minor"`, `"F#:major"`.
@@ -36,6 +45,7 @@ def key_to_index(key: str | int) -> int:
     if len(parts) != 2 or parts[0].lower() not in _SPELLINGS or parts[1].lower() not in ("major", "minor"):
         raise JukeboxInputError(f"Cannot parse key {key!r}: expected '<tonic> <major|minor>', e.g. 'Eb minor'.")
     return _SPELLINGS[parts[0].lower()] + (12 if parts[1].lower() == "minor" else 0)
+
 
 def key_relation(reference: str | int, estimate: str | int, *, allow_descending_fifths: bool = False) -> str:
     """How `estimate` relates to `reference`: `correct`, `fifth`, `relative`, `parallel` or `other`.
@@ -60,8 +70,10 @@ def key_relation(reference: str | int, estimate: str | int, *, allow_descending_
         return "parallel"
     return "other"
 
+
 def mirex_key_score(reference: str | int, estimate: str | int, *, allow_descending_fifths: bool = False) -> float:
     """MIREX weighted score of one key estimate (1.0 / 0.5 / 0.3 / 0.2 / 0.0), as `mir_eval.key.weighted_score`."""
     return KEY_SCORE_WEIGHTS[key_relation(reference, estimate, allow_descending_fifths=allow_descending_fifths)]
+
 
 __all__ = ["KEY_LABELS", "KEY_SCORE_WEIGHTS", "PITCH_CLASSES", "key_relation", "key_to_index", "mirex_key_score"]

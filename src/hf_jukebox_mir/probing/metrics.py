@@ -11,9 +11,10 @@ named floats, so the same numbers come out of scripts, `evaluate` and `Trainer`:
 * [`song_key_scores`]: the same after ensembling clip logits into song predictions with the four JukeMIR
   strategies (`vote`, `max`, `mean_logits`, `mean_softmax`); the strategy is chosen on validation.
 
-The `evaluate` modules live in `hf_jukebox_mir/probing/evaluate_modules/<name>/<name>.py` (package data) and load offline
-with `evaluate.load(metric_path(name))` or [`load_metric`]; their `evaluate.Metric` classes are defined here
-([`AccuracyMetric`], [`MultilabelMetric`], [`R2Metric`], [`MirexKeyMetric`]) and can be instantiated directly.
+The `evaluate` modules live in `hf_jukebox_mir/probing/evaluate_modules/<name>/<name>.py` (package data) and
+load offline with `evaluate.load(metric_path(name))` or [`load_metric`]; their `evaluate.Metric` classes are
+defined here ([`AccuracyMetric`], [`MultilabelMetric`], [`R2Metric`], [`MirexKeyMetric`]) and can be
+instantiated directly.
 """
 
 from __future__ import annotations
@@ -201,9 +202,7 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return exp / exp.sum(axis=-1, keepdims=True)
 
 
-def aggregate_clip_logits(
-    logits: Any, song_ids: Sequence[Any], strategy: str
-) -> tuple[list[Any], np.ndarray]:
+def aggregate_clip_logits(logits: Any, song_ids: Sequence[Any], strategy: str) -> tuple[list[Any], np.ndarray]:
     """Turn clip logits `(num_clips, num_classes)` into one class id per song.
 
     Strategies (JukeMIR's four): `vote` (most frequent clip argmax; ties go to the lowest class id),
@@ -367,8 +366,9 @@ def make_compute_metrics(
         logits = eval_prediction.predictions
         if isinstance(logits, tuple):
             logits = logits[0]
-        result = compute_task_metrics(task, logits, eval_prediction.label_ids, song_ids=song_ids,
-                                      aggregation=aggregation)
+        result = compute_task_metrics(
+            task, logits, eval_prediction.label_ids, song_ids=song_ids, aggregation=aggregation
+        )
         return {k: v for k, v in result.items() if isinstance(v, (int, float))}
 
     return compute_metrics
@@ -390,7 +390,9 @@ class AccuracyMetric(evaluate.Metric):
 
     def _info(self):
         return evaluate.MetricInfo(
-            description=_DESCRIPTION, citation=_CITATION, inputs_description="predictions, references: class ids",
+            description=_DESCRIPTION,
+            citation=_CITATION,
+            inputs_description="predictions, references: class ids",
             features=datasets.Features({"predictions": datasets.Value("int64"), "references": datasets.Value("int64")}),
         )
 
@@ -403,12 +405,15 @@ class MultilabelMetric(evaluate.Metric):
 
     def _info(self):
         return evaluate.MetricInfo(
-            description=_DESCRIPTION, citation=_CITATION,
+            description=_DESCRIPTION,
+            citation=_CITATION,
             inputs_description="predictions: per-label scores; references: multi-hot 0/1 lists",
-            features=datasets.Features({
-                "predictions": datasets.Sequence(datasets.Value("float64")),
-                "references": datasets.Sequence(datasets.Value("int64")),
-            }),
+            features=datasets.Features(
+                {
+                    "predictions": datasets.Sequence(datasets.Value("float64")),
+                    "references": datasets.Sequence(datasets.Value("int64")),
+                }
+            ),
         )
 
     def _compute(self, predictions, references, skip_constant_labels=False):
@@ -420,13 +425,16 @@ class R2Metric(evaluate.Metric):
 
     def _info(self):
         return evaluate.MetricInfo(
-            description=_DESCRIPTION, citation=_CITATION,
+            description=_DESCRIPTION,
+            citation=_CITATION,
             inputs_description="predictions, references: floats, or equal-length lists of floats (one per output)",
             features=[
-                datasets.Features({
-                    "predictions": datasets.Sequence(datasets.Value("float64")),
-                    "references": datasets.Sequence(datasets.Value("float64")),
-                }),
+                datasets.Features(
+                    {
+                        "predictions": datasets.Sequence(datasets.Value("float64")),
+                        "references": datasets.Sequence(datasets.Value("float64")),
+                    }
+                ),
                 datasets.Features({"predictions": datasets.Value("float64"), "references": datasets.Value("float64")}),
             ],
         )
@@ -440,7 +448,8 @@ class MirexKeyMetric(evaluate.Metric):
 
     def _info(self):
         return evaluate.MetricInfo(
-            description=_DESCRIPTION, citation=_CITATION,
+            description=_DESCRIPTION,
+            citation=_CITATION,
             inputs_description="predictions, references: key ids 0..23 (C major..B major, C minor..B minor) or names",
             features=[
                 datasets.Features({"predictions": datasets.Value("int64"), "references": datasets.Value("int64")}),

@@ -99,9 +99,7 @@ def _data_file(*parts: str) -> str:
 def _check_root(root: str | Path, task: MirTask) -> Path:
     root = Path(root).expanduser()
     if not root.is_dir():
-        raise JukeboxInputError(
-            f"{task.name}: data folder {root} does not exist. Expected layout: {task.layout}."
-        )
+        raise JukeboxInputError(f"{task.name}: data folder {root} does not exist. Expected layout: {task.layout}.")
     return root.resolve()
 
 
@@ -128,7 +126,11 @@ def _report_missing(task: MirTask, root: Path, missing: list[str], total: int, a
         return
     examples = ", ".join(missing[:3])
     if not allow_missing or len(missing) == total:
-        hint = " Pass allow_missing=True (CLI: --allow-missing) to load only the clips present." if not allow_missing else ""
+        hint = (
+            " Pass allow_missing=True (CLI: --allow-missing) to load only the clips present."
+            if not allow_missing
+            else ""
+        )
         raise JukeboxInputError(
             f"{task.name}: {len(missing)} of {total} files of the official split are missing under {root} "
             f"(e.g. {examples}). Expected layout: {task.layout}.{hint}"
@@ -203,8 +205,17 @@ def load_gtzan(root: str | Path, *, allow_missing: bool = False):
             if path is None:
                 missing.append(str(Path("genres") / genre / name))
                 continue
-            rows.append({"clip_id": stem, "song_id": stem, "audio": str(path), "offset": 0.0, "duration": None,
-                         "label": task.label_names.index(genre), "split": split})
+            rows.append(
+                {
+                    "clip_id": stem,
+                    "song_id": stem,
+                    "audio": str(path),
+                    "offset": 0.0,
+                    "duration": None,
+                    "label": task.label_names.index(genre),
+                    "split": split,
+                }
+            )
     _report_missing(task, root, missing, total, allow_missing)
     return _build(task, rows)
 
@@ -237,9 +248,7 @@ def load_magnatagatune(root: str | Path, *, allow_missing: bool = False):
     root = _check_root(root, task)
     annotations = root / "annotations_final.csv"
     if not annotations.is_file():
-        raise JukeboxInputError(
-            f"magnatagatune: {annotations} not found. Expected layout: {task.layout}."
-        )
+        raise JukeboxInputError(f"magnatagatune: {annotations} not found. Expected layout: {task.layout}.")
     audio_dir = root / "mp3" if (root / "mp3").is_dir() else root
     with open(annotations, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f, delimiter="\t")
@@ -272,8 +281,18 @@ def load_magnatagatune(root: str | Path, *, allow_missing: bool = False):
             missing.append(mp3_path)
             continue
         tags = [t for t in MAGNATAGATUNE_TOP50 if row[t] == "1"]
-        rows.append({"clip_id": str(cid), "song_id": str(cid), "audio": str(path), "offset": 0.0, "duration": None,
-                     "labels": _multi_hot(tags, MAGNATAGATUNE_TOP50), "tags": tags, "split": split})
+        rows.append(
+            {
+                "clip_id": str(cid),
+                "song_id": str(cid),
+                "audio": str(path),
+                "offset": 0.0,
+                "duration": None,
+                "labels": _multi_hot(tags, MAGNATAGATUNE_TOP50),
+                "tags": tags,
+                "split": split,
+            }
+        )
     _report_missing(task, root, missing, len(split_of), allow_missing)
     import datasets
 
@@ -286,8 +305,10 @@ def load_magnatagatune(root: str | Path, *, allow_missing: bool = False):
 def giantsteps_official_split() -> list[dict[str, Any]]:
     """GiantSteps songs of JukeMIR's key task: `song_id`, `split`, `num_clips_30s` (923 / 236 / 604 songs)."""
     rows = list(csv.DictReader(_data_file("giantsteps", "splits.csv").splitlines()))
-    return [{"song_id": r["song_id"], "split": SPLIT_ALIASES[r["split"]], "num_clips_30s": int(r["num_clips_30s"])}
-            for r in rows]
+    return [
+        {"song_id": r["song_id"], "split": SPLIT_ALIASES[r["split"]], "num_clips_30s": int(r["num_clips_30s"])}
+        for r in rows
+    ]
 
 
 def _giantsteps_mtg_keys(path: Path, task: MirTask) -> dict[str, str]:
@@ -305,9 +326,7 @@ def _giantsteps_mtg_keys(path: Path, task: MirTask) -> dict[str, str]:
     return keys
 
 
-def load_giantsteps(
-    root: str | Path, *, clip_seconds: float = GIANTSTEPS_CLIP_SECONDS, allow_missing: bool = False
-):
+def load_giantsteps(root: str | Path, *, clip_seconds: float = GIANTSTEPS_CLIP_SECONDS, allow_missing: bool = False):
     """GiantSteps key as JukeMIR: non-overlapping `clip_seconds` clips (a trailing partial clip is dropped).
 
     Train/validation songs come from the GiantSteps MTG key dataset (labels from
@@ -355,8 +374,17 @@ def load_giantsteps(
             info = sf.info(str(path))
             num_clips = int(math.floor(info.frames / info.samplerate / clip_seconds + 1e-9))
         for k in range(num_clips):
-            rows.append({"clip_id": f"{sid}-{k}", "song_id": sid, "audio": str(path), "offset": k * clip_seconds,
-                         "duration": clip_seconds, "label": label, "split": split})
+            rows.append(
+                {
+                    "clip_id": f"{sid}-{k}",
+                    "song_id": sid,
+                    "audio": str(path),
+                    "offset": k * clip_seconds,
+                    "duration": clip_seconds,
+                    "label": label,
+                    "split": split,
+                }
+            )
     _report_missing(task, root, missing, len(songs), allow_missing)
     return _build(task, rows)
 
@@ -382,11 +410,15 @@ def load_emomusic(root: str | Path, *, normalization: str = "official", allow_mi
     """
     task = get_task("emomusic")
     if normalization not in ("official", "local", "none"):
-        raise JukeboxInputError(f"emomusic: normalization must be 'official', 'local' or 'none', got {normalization!r}.")
+        raise JukeboxInputError(
+            f"emomusic: normalization must be 'official', 'local' or 'none', got {normalization!r}."
+        )
     root = _check_root(root, task)
     annotations = _find_audio([root / "static_annotations.csv", root / "annotations" / "static_annotations.csv"])
     if annotations is None:
-        raise JukeboxInputError(f"emomusic: static_annotations.csv not found under {root}. Expected layout: {task.layout}.")
+        raise JukeboxInputError(
+            f"emomusic: static_annotations.csv not found under {root}. Expected layout: {task.layout}."
+        )
     ratings = {}
     with open(annotations, newline="", encoding="utf-8") as f:
         for raw in csv.DictReader(f):
@@ -406,8 +438,17 @@ def load_emomusic(root: str | Path, *, normalization: str = "official", allow_mi
         if sid not in ratings:
             missing.append(f"{annotations.name} row song_id={sid}")
             continue
-        rows.append({"clip_id": sid, "song_id": sid, "audio": str(path), "offset": 0.0, "duration": None,
-                     "raw": ratings[sid], "split": split})
+        rows.append(
+            {
+                "clip_id": sid,
+                "song_id": sid,
+                "audio": str(path),
+                "offset": 0.0,
+                "duration": None,
+                "raw": ratings[sid],
+                "split": split,
+            }
+        )
     _report_missing(task, root, missing, len(split_of), allow_missing)
     if normalization == "official":
         stats = [EMOMUSIC_DEV_STATS["arousal"], EMOMUSIC_DEV_STATS["valence"]]
@@ -441,7 +482,8 @@ def load_synthetic(root: str | Path, *, task: str = "synthetic_key"):
         raise JukeboxInputError(
             f"{spec.name}: {root} holds no generated benchmark (metadata.csv / synthetic_mir.json missing). "
             "Create one with hf_jukebox_mir.probing.synthetic_mir.generate_synthetic_mir(ROOT) or "
-            f"`jukebox-mir probe --task {spec.name} --data ROOT ...` (which generates it). Expected layout: {spec.layout}."
+            f"`jukebox-mir probe --task {spec.name} --data ROOT ...` (which generates it). "
+            f"Expected layout: {spec.layout}."
         )
     info = json.loads(info_path.read_text())
     if list(info.get("instrument_labels", [])) != list(SYNTHETIC_INSTRUMENTS):
@@ -454,9 +496,14 @@ def load_synthetic(root: str | Path, *, task: str = "synthetic_key"):
         if not path.is_file():
             missing.append(entry["audio"])
             continue
-        row = {"clip_id": entry["clip_id"], "song_id": entry["song_id"], "audio": str(path),
-               "offset": float(entry["offset"]), "duration": float(entry["duration"]),
-               "split": SPLIT_ALIASES[entry["split"]]}
+        row = {
+            "clip_id": entry["clip_id"],
+            "song_id": entry["song_id"],
+            "audio": str(path),
+            "offset": float(entry["offset"]),
+            "duration": float(entry["duration"]),
+            "split": SPLIT_ALIASES[entry["split"]],
+        }
         if spec.name == "synthetic_key":
             row["label"] = KEY_LABELS.index(entry["key"])
         else:

@@ -206,8 +206,10 @@ def render_song(
 ) -> np.ndarray:
     """`config.clips_per_song` cadences in one key by the given instruments, peak-normalised float32."""
     parts = _assign_parts(instruments, rng)
-    clips = [render_clip(key_index, parts, config.clip_seconds, config.sampling_rate, rng)
-             for _ in range(config.clips_per_song)]
+    clips = [
+        render_clip(key_index, parts, config.clip_seconds, config.sampling_rate, rng)
+        for _ in range(config.clips_per_song)
+    ]
     song = np.concatenate(clips)
     song /= max(np.abs(song).max(), 1e-9)
     song *= rng.uniform(0.5, 0.9)
@@ -229,13 +231,15 @@ def _song_plan(config: SyntheticMirConfig) -> list[dict]:
         for i, key in enumerate(keys):
             n_inst = int(rng.integers(1, config.max_instruments + 1))
             chosen = sorted(rng.choice(len(SYNTHETIC_INSTRUMENTS), size=n_inst, replace=False).tolist())
-            plan.append({
-                "split": split,
-                "song_id": f"{split[:2]}{i:04d}",
-                "key": key,
-                "instruments": [SYNTHETIC_INSTRUMENTS[j] for j in chosen],
-                "seed": [config.seed, split_index, 1, i],
-            })
+            plan.append(
+                {
+                    "split": split,
+                    "song_id": f"{split[:2]}{i:04d}",
+                    "key": key,
+                    "instruments": [SYNTHETIC_INSTRUMENTS[j] for j in chosen],
+                    "seed": [config.seed, split_index, 1, i],
+                }
+            )
     return plan
 
 
@@ -273,8 +277,12 @@ def generate_synthetic_mir(
     from .mir_datasets import load_synthetic
 
     config = SyntheticMirConfig(
-        seed=int(seed), songs_per_split=tuple(int(n) for n in songs_per_split), clips_per_song=int(clips_per_song),
-        clip_seconds=float(clip_seconds), sampling_rate=int(sampling_rate), max_instruments=int(max_instruments),
+        seed=int(seed),
+        songs_per_split=tuple(int(n) for n in songs_per_split),
+        clips_per_song=int(clips_per_song),
+        clip_seconds=float(clip_seconds),
+        sampling_rate=int(sampling_rate),
+        max_instruments=int(max_instruments),
     )
     config.validate()
     root = Path(output_dir)
@@ -308,16 +316,18 @@ def generate_synthetic_mir(
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         sf.write(root / rel, audio, config.sampling_rate, subtype="PCM_16")
         for c in range(config.clips_per_song):
-            rows.append({
-                "clip_id": f"{song['song_id']}-{c}",
-                "song_id": song["song_id"],
-                "split": song["split"],
-                "audio": rel.as_posix(),
-                "offset": f"{c * config.clip_seconds:.6f}",
-                "duration": f"{config.clip_seconds:.6f}",
-                "key": KEY_LABELS[song["key"]],
-                "instruments": ";".join(song["instruments"]),
-            })
+            rows.append(
+                {
+                    "clip_id": f"{song['song_id']}-{c}",
+                    "song_id": song["song_id"],
+                    "split": song["split"],
+                    "audio": rel.as_posix(),
+                    "offset": f"{c * config.clip_seconds:.6f}",
+                    "duration": f"{config.clip_seconds:.6f}",
+                    "key": KEY_LABELS[song["key"]],
+                    "instruments": ";".join(song["instruments"]),
+                }
+            )
     with open(root / "metadata.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()

@@ -25,11 +25,56 @@ GTZAN_GENRES = ("blues", "classical", "country", "disco", "hiphop", "jazz", "met
 
 #: MagnaTagATune top-50 tags in JukeMIR's output order.
 MAGNATAGATUNE_TOP50 = (
-    "guitar", "classical", "slow", "techno", "strings", "drums", "electronic", "rock", "fast", "piano",
-    "ambient", "beat", "violin", "vocal", "synth", "female", "indian", "opera", "male", "singing",
-    "vocals", "no vocals", "harpsichord", "loud", "quiet", "flute", "woman", "male vocal", "no vocal", "pop",
-    "soft", "sitar", "solo", "man", "classic", "choir", "voice", "new age", "dance", "male voice",
-    "female vocal", "beats", "harp", "cello", "no voice", "weird", "country", "metal", "female voice", "choral",
+    "guitar",
+    "classical",
+    "slow",
+    "techno",
+    "strings",
+    "drums",
+    "electronic",
+    "rock",
+    "fast",
+    "piano",
+    "ambient",
+    "beat",
+    "violin",
+    "vocal",
+    "synth",
+    "female",
+    "indian",
+    "opera",
+    "male",
+    "singing",
+    "vocals",
+    "no vocals",
+    "harpsichord",
+    "loud",
+    "quiet",
+    "flute",
+    "woman",
+    "male vocal",
+    "no vocal",
+    "pop",
+    "soft",
+    "sitar",
+    "solo",
+    "man",
+    "classic",
+    "choir",
+    "voice",
+    "new age",
+    "dance",
+    "male voice",
+    "female vocal",
+    "beats",
+    "harp",
+    "cello",
+    "no voice",
+    "weird",
+    "country",
+    "metal",
+    "female voice",
+    "choral",
 )
 
 EMOMUSIC_OUTPUTS = ("arousal", "valence")
@@ -118,103 +163,117 @@ def register_task(task: MirTask) -> MirTask:
     return task
 
 
-register_task(MirTask(
-    name="gtzan",
-    description="GTZAN music genre, fault-filtered split of Kereliuk et al. 2015 (JukeMIR 'gtzan_ff')",
-    problem_type="single_label_classification",
-    label_names=GTZAN_GENRES,
-    metric_family="accuracy",
-    primary_metric="accuracy",
-    loader="load_gtzan",
-    layout="ROOT/genres/<genre>/<genre>.000NN.wav (the genres.tar.gz archive unpacked; ROOT may also be the "
-           "'genres' folder itself)",
-    expected_sizes={"train": 443, "validation": 197, "test": 290},
-    jukemir_components=("accuracy",),
-    evaluate_modules=("accuracy",),
-    aliases=("gtzan_ff", "gtzan_genre"),
-))
+register_task(
+    MirTask(
+        name="gtzan",
+        description="GTZAN music genre, fault-filtered split of Kereliuk et al. 2015 (JukeMIR 'gtzan_ff')",
+        problem_type="single_label_classification",
+        label_names=GTZAN_GENRES,
+        metric_family="accuracy",
+        primary_metric="accuracy",
+        loader="load_gtzan",
+        layout="ROOT/genres/<genre>/<genre>.000NN.wav (the genres.tar.gz archive unpacked; ROOT may also be the "
+        "'genres' folder itself)",
+        expected_sizes={"train": 443, "validation": 197, "test": 290},
+        jukemir_components=("accuracy",),
+        evaluate_modules=("accuracy",),
+        aliases=("gtzan_ff", "gtzan_genre"),
+    )
+)
 
-register_task(MirTask(
-    name="magnatagatune",
-    description="MagnaTagATune top-50 tags, split by mp3 folder (0-b train, c valid, d-f test)",
-    problem_type="multi_label_classification",
-    label_names=MAGNATAGATUNE_TOP50,
-    metric_family="multilabel",
-    primary_metric="roc_auc",
-    label_column="labels",
-    loader="load_magnatagatune",
-    layout="ROOT/annotations_final.csv and ROOT/mp3/<0-f>/<name>.mp3 (or ROOT/<0-f>/<name>.mp3), as in the "
-           "official mp3.zip + annotations_final.csv",
-    expected_sizes={"train": 18706, "validation": 1825, "test": 5329},
-    jukemir_components=("roc_auc", "average_precision"),
-    evaluate_modules=("multilabel",),
-    aliases=("mtt", "magnatagatune_top50"),
-))
+register_task(
+    MirTask(
+        name="magnatagatune",
+        description="MagnaTagATune top-50 tags, split by mp3 folder (0-b train, c valid, d-f test)",
+        problem_type="multi_label_classification",
+        label_names=MAGNATAGATUNE_TOP50,
+        metric_family="multilabel",
+        primary_metric="roc_auc",
+        label_column="labels",
+        loader="load_magnatagatune",
+        layout="ROOT/annotations_final.csv and ROOT/mp3/<0-f>/<name>.mp3 (or ROOT/<0-f>/<name>.mp3), as in the "
+        "official mp3.zip + annotations_final.csv",
+        expected_sizes={"train": 18706, "validation": 1825, "test": 5329},
+        jukemir_components=("roc_auc", "average_precision"),
+        evaluate_modules=("multilabel",),
+        aliases=("mtt", "magnatagatune_top50"),
+    )
+)
 
-register_task(MirTask(
-    name="giantsteps",
-    description="Global key: GiantSteps MTG key (train/valid) and GiantSteps key (test), 30 s clips, per-song score",
-    problem_type="single_label_classification",
-    label_names=KEY_LABELS,
-    metric_family="key",
-    primary_metric="weighted_score",
-    song_level=True,
-    loader="load_giantsteps",
-    layout="ROOT/giantsteps-mtg-key-dataset/{annotations/annotations.txt, audio/<id>.LOFI.mp3} and "
-           "ROOT/giantsteps-key-dataset/{annotations/key/<id>.LOFI.key, audio/<id>.LOFI.mp3} (the two GitHub "
-           "repositories with their audio_dl.sh downloads)",
-    expected_sizes={"train": 3687, "validation": 942, "test": 2406},
-    jukemir_components=("weighted_score",),
-    evaluate_modules=("mirex_key",),
-    aliases=("giantsteps_clips", "giantsteps_key", "key"),
-))
+register_task(
+    MirTask(
+        name="giantsteps",
+        description=(
+            "Global key: GiantSteps MTG key (train/valid) and GiantSteps key (test), 30 s clips, per-song score"
+        ),
+        problem_type="single_label_classification",
+        label_names=KEY_LABELS,
+        metric_family="key",
+        primary_metric="weighted_score",
+        song_level=True,
+        loader="load_giantsteps",
+        layout="ROOT/giantsteps-mtg-key-dataset/{annotations/annotations.txt, audio/<id>.LOFI.mp3} and "
+        "ROOT/giantsteps-key-dataset/{annotations/key/<id>.LOFI.key, audio/<id>.LOFI.mp3} (the two GitHub "
+        "repositories with their audio_dl.sh downloads)",
+        expected_sizes={"train": 3687, "validation": 942, "test": 2406},
+        jukemir_components=("weighted_score",),
+        evaluate_modules=("mirex_key",),
+        aliases=("giantsteps_clips", "giantsteps_key", "key"),
+    )
+)
 
-register_task(MirTask(
-    name="emomusic",
-    description="Emomusic (MediaEval 2013) static arousal and valence, z-scored with the development-set stats",
-    problem_type="regression",
-    label_names=EMOMUSIC_OUTPUTS,
-    metric_family="regression",
-    primary_metric="r2",
-    label_column="labels",
-    loader="load_emomusic",
-    layout="ROOT/clips_45seconds/<song_id>.mp3 and ROOT/static_annotations.csv (or "
-           "ROOT/annotations/static_annotations.csv), from clips_45sec.tar.gz and annotations.tar.gz",
-    expected_sizes={"train": 504, "validation": 115, "test": 125},
-    jukemir_components=("arousal_r2", "valence_r2"),
-    evaluate_modules=("r2",),
-    aliases=("emo", "emomusic_static"),
-))
+register_task(
+    MirTask(
+        name="emomusic",
+        description="Emomusic (MediaEval 2013) static arousal and valence, z-scored with the development-set stats",
+        problem_type="regression",
+        label_names=EMOMUSIC_OUTPUTS,
+        metric_family="regression",
+        primary_metric="r2",
+        label_column="labels",
+        loader="load_emomusic",
+        layout="ROOT/clips_45seconds/<song_id>.mp3 and ROOT/static_annotations.csv (or "
+        "ROOT/annotations/static_annotations.csv), from clips_45sec.tar.gz and annotations.tar.gz",
+        expected_sizes={"train": 504, "validation": 115, "test": 125},
+        jukemir_components=("arousal_r2", "valence_r2"),
+        evaluate_modules=("r2",),
+        aliases=("emo", "emomusic_static"),
+    )
+)
 
-register_task(MirTask(
-    name="synthetic_key",
-    description="Generated offline benchmark: key/mode of chord cadences with a scale melody, per-song score",
-    problem_type="single_label_classification",
-    label_names=KEY_LABELS,
-    metric_family="key",
-    primary_metric="weighted_score",
-    song_level=True,
-    loader="load_synthetic",
-    layout="ROOT/metadata.csv, ROOT/synthetic_mir.json and ROOT/audio/<split>/<song_id>.wav, as written by "
-           "hf_jukebox_mir.probing.synthetic_mir.generate_synthetic_mir",
-    jukemir_components=("weighted_score",),
-    evaluate_modules=("mirex_key",),
-))
+register_task(
+    MirTask(
+        name="synthetic_key",
+        description="Generated offline benchmark: key/mode of chord cadences with a scale melody, per-song score",
+        problem_type="single_label_classification",
+        label_names=KEY_LABELS,
+        metric_family="key",
+        primary_metric="weighted_score",
+        song_level=True,
+        loader="load_synthetic",
+        layout="ROOT/metadata.csv, ROOT/synthetic_mir.json and ROOT/audio/<split>/<song_id>.wav, as written by "
+        "hf_jukebox_mir.probing.synthetic_mir.generate_synthetic_mir",
+        jukemir_components=("weighted_score",),
+        evaluate_modules=("mirex_key",),
+    )
+)
 
-register_task(MirTask(
-    name="synthetic_instruments",
-    description="Generated offline benchmark: which synthetic timbres play (multi-label)",
-    problem_type="multi_label_classification",
-    label_names=SYNTHETIC_INSTRUMENTS,
-    metric_family="multilabel",
-    primary_metric="roc_auc",
-    label_column="labels",
-    loader="load_synthetic",
-    layout="ROOT/metadata.csv, ROOT/synthetic_mir.json and ROOT/audio/<split>/<song_id>.wav, as written by "
-           "hf_jukebox_mir.probing.synthetic_mir.generate_synthetic_mir",
-    jukemir_components=("roc_auc", "average_precision"),
-    evaluate_modules=("multilabel",),
-))
+register_task(
+    MirTask(
+        name="synthetic_instruments",
+        description="Generated offline benchmark: which synthetic timbres play (multi-label)",
+        problem_type="multi_label_classification",
+        label_names=SYNTHETIC_INSTRUMENTS,
+        metric_family="multilabel",
+        primary_metric="roc_auc",
+        label_column="labels",
+        loader="load_synthetic",
+        layout="ROOT/metadata.csv, ROOT/synthetic_mir.json and ROOT/audio/<split>/<song_id>.wav, as written by "
+        "hf_jukebox_mir.probing.synthetic_mir.generate_synthetic_mir",
+        jukemir_components=("roc_auc", "average_precision"),
+        evaluate_modules=("multilabel",),
+    )
+)
 
 
 def list_tasks() -> list[str]:

@@ -25,7 +25,6 @@ import itertools
 import json
 import math
 import shutil
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,9 +35,10 @@ import torch
 
 from ..models.configuration_jukebox_probe import JukeboxProbeConfig
 from ..models.errors import JukeboxInputError
+from ..models.modeling_jukebox_probe import JukeboxProbeForSequenceClassification
 from .metrics import compute_task_metrics, make_compute_metrics
 from .mir_datasets import load_audio_clip
-from ..models.modeling_jukebox_probe import JukeboxProbeForSequenceClassification
+from .reports import ProbeResults, json_default, results_markdown, write_plot
 from .tasks import MirTask, get_task, jukemir_task_score
 
 EmbedFn = Callable[[list[np.ndarray]], np.ndarray]
@@ -131,7 +131,9 @@ def grid_configs(grid: str | dict[str, Sequence] | Sequence[ProbeHyperparameters
         return [ProbeHyperparameters(**dict(zip(keys, values))) for values in itertools.product(*grid.values())]
     configs = list(grid)
     if not configs or not all(isinstance(c, ProbeHyperparameters) for c in configs):
-        raise JukeboxInputError("A grid must be a name, a dict of value lists, or a non-empty list of ProbeHyperparameters.")
+        raise JukeboxInputError(
+            "A grid must be a name, a dict of value lists, or a non-empty list of ProbeHyperparameters."
+        )
     return configs
 
 
@@ -230,8 +232,14 @@ def cache_embeddings(
     for name, split in splits.items():
         features = split.features.copy()
         features[feature_column] = feature_type
-        out[name] = split.map(embed_batch, batched=True, batch_size=batch_size, features=features,
-                              desc=f"Embedding {name}", load_from_cache_file=False)
+        out[name] = split.map(
+            embed_batch,
+            batched=True,
+            batch_size=batch_size,
+            features=features,
+            desc=f"Embedding {name}",
+            load_from_cache_file=False,
+        )
     result = datasets.DatasetDict(out) if is_dict else out["data"]
     if cache_dir is not None:
         result.save_to_disk(str(cache_dir))
@@ -359,7 +367,9 @@ class ProbeRun:
         return float(self.validation_metrics["primary"])
 
 
-def predict_logits(model: JukeboxProbeForSequenceClassification, features: np.ndarray, *, batch_size: int = 256) -> np.ndarray:
+def predict_logits(
+    model: JukeboxProbeForSequenceClassification, features: np.ndarray, *, batch_size: int = 256
+) -> np.ndarray:
     """Logits `(N, num_labels)` of `model` (eval mode, no gradients) for features `(N, input_dim)`."""
     model.eval()
     device = next(model.parameters()).device
@@ -401,7 +411,12 @@ class ProbeData:
 
     @classmethod
     def from_dataset(
-        cls, dataset, task: str | MirTask, *, layer: int | None = None, feature_column: str = "features",
+        cls,
+        dataset,
+        task: str | MirTask,
+        *,
+        layer: int | None = None,
+        feature_column: str = "features",
         splits: Sequence[str] = ("train", "validation"),
     ) -> ProbeData:
         task = get_task(task)
@@ -415,12 +430,14 @@ class ProbeData:
             song_ids={s: column_values(dataset[s], "song_id") if task.song_level else None for s in splits},
         )
 
-    def evaluate(self, model: JukeboxProbeForSequenceClassification, split: str, *,
-                 aggregation: str | None = None) -> dict[str, Any]:
+    def evaluate(
+        self, model: JukeboxProbeForSequenceClassification, split: str, *, aggregation: str | None = None
+    ) -> dict[str, Any]:
         """All task metrics of `model` on `split` (song-level tasks: `aggregation`, or the best one if `None`)."""
         logits = predict_logits(model, self.features[split])
-        return compute_task_metrics(self.task, logits, self.labels[split], song_ids=self.song_ids[split],
-                                    aggregation=aggregation)
+        return compute_task_metrics(
+            self.task, logits, self.labels[split], song_ids=self.song_ids[split], aggregation=aggregation
+        )
 
 
 def train_probe(
@@ -455,17 +472,24 @@ def train_probe(
     task = get_task(task)
     hparams = hparams or ProbeHyperparameters()
     schedule = schedule or ProbeSchedule()
-    data = dataset if isinstance(dataset, ProbeData) else ProbeData.from_dataset(
-        dataset, task, layer=layer, feature_column=feature_column)
+    data = (
+        dataset
+        if isinstance(dataset, ProbeData)
+        else ProbeData.from_dataset(dataset, task, layer=layer, feature_column=feature_column)
+    )
     if data.task.name != task.name:
         raise JukeboxInputError(f"train_probe: the ProbeData was built for {data.task.name!r}, not {task.name!r}.")
     x_train, y_train = data.features["train"], data.labels["train"]
 
     set_seed(schedule.seed)
     config = JukeboxProbeConfig(
-        input_dim=int(x_train.shape[1]), hidden_size=hparams.hidden_size, dropout=hparams.dropout,
-        standardize=hparams.standardize, problem_type=task.problem_type,
-        id2label=dict(enumerate(task.label_names)), feature_source=feature_source,
+        input_dim=int(x_train.shape[1]),
+        hidden_size=hparams.hidden_size,
+        dropout=hparams.dropout,
+        standardize=hparams.standardize,
+        problem_type=task.problem_type,
+        id2label=dict(enumerate(task.label_names)),
+        feature_source=feature_source,
     )
     model = JukeboxProbeForSequenceClassification(config)
     model.fit_standardization(x_train, enable=hparams.standardize)
@@ -474,19 +498,33 @@ def train_probe(
     eval_steps = schedule.eval_steps or steps_per_epoch
     args = TrainingArguments(
         output_dir=str(output_dir),
-        eval_strategy="steps", eval_steps=eval_steps,
-        save_strategy="steps", save_steps=eval_steps,
-        logging_strategy="steps", logging_steps=eval_steps,
-        load_best_model_at_end=True, metric_for_best_model=task.primary_metric,
-        greater_is_better=task.greater_is_better, save_total_limit=schedule.save_total_limit,
-        num_train_epochs=schedule.max_epochs, max_steps=schedule.max_steps or -1,
-        per_device_train_batch_size=hparams.batch_size, per_device_eval_batch_size=schedule.eval_batch_size,
-        learning_rate=hparams.learning_rate, weight_decay=hparams.weight_decay, lr_scheduler_type="constant",
-        seed=schedule.seed, data_seed=schedule.seed, report_to="none", disable_tqdm=True,
-        dataloader_num_workers=0, use_cpu=not torch.cuda.is_available(),
+        eval_strategy="steps",
+        eval_steps=eval_steps,
+        save_strategy="steps",
+        save_steps=eval_steps,
+        logging_strategy="steps",
+        logging_steps=eval_steps,
+        load_best_model_at_end=True,
+        metric_for_best_model=task.primary_metric,
+        greater_is_better=task.greater_is_better,
+        save_total_limit=schedule.save_total_limit,
+        num_train_epochs=schedule.max_epochs,
+        max_steps=schedule.max_steps or -1,
+        per_device_train_batch_size=hparams.batch_size,
+        per_device_eval_batch_size=schedule.eval_batch_size,
+        learning_rate=hparams.learning_rate,
+        weight_decay=hparams.weight_decay,
+        lr_scheduler_type="constant",
+        seed=schedule.seed,
+        data_seed=schedule.seed,
+        report_to="none",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        use_cpu=not torch.cuda.is_available(),
     )
     trainer = Trainer(
-        model=model, args=args,
+        model=model,
+        args=args,
         train_dataset=_ArrayDataset(x_train, y_train),
         eval_dataset=_ArrayDataset(data.features["validation"], data.labels["validation"]),
         compute_metrics=make_compute_metrics(task, song_ids=data.song_ids["validation"]),
@@ -502,8 +540,12 @@ def train_probe(
     key = f"eval_{task.primary_metric}"
     history = [(int(e["step"]), float(e[key])) for e in trainer.state.log_history if key in e]
     return ProbeRun(
-        model=best, hparams=hparams, layer=layer, validation_metrics=data.evaluate(best, "validation"),
-        best_checkpoint=trainer.state.best_model_checkpoint, global_step=int(trainer.state.global_step),
+        model=best,
+        hparams=hparams,
+        layer=layer,
+        validation_metrics=data.evaluate(best, "validation"),
+        best_checkpoint=trainer.state.best_model_checkpoint,
+        global_step=int(trainer.state.global_step),
         eval_history=history,
     )
 
@@ -515,14 +557,6 @@ def _better(a: float, b: float | None, greater_is_better: bool) -> bool:
     if b is None:
         return True
     return a > b if greater_is_better else a < b
-
-
-def _json_default(value: Any):
-    if isinstance(value, (np.floating, np.integer)):
-        return value.item()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
 def run_probe_grid(
@@ -577,15 +611,28 @@ def run_probe_grid(
             if run_key in state["runs"]:
                 continue
             if data is None:  # read this layer once for all its runs
-                data = ProbeData.from_dataset(dataset, task, layer=index if n_layers > 1 else None,
-                                              feature_column=feature_column)
+                data = ProbeData.from_dataset(
+                    dataset, task, layer=index if n_layers > 1 else None, feature_column=feature_column
+                )
             run_dir = out / "runs" / f"layer-{layer_names[index]}" / hp.run_name
-            run = train_probe(data, task, run_dir, hparams=hp, schedule=schedule,
-                              layer=index if n_layers > 1 else None, feature_source=feature_source)
+            run = train_probe(
+                data,
+                task,
+                run_dir,
+                hparams=hp,
+                schedule=schedule,
+                layer=index if n_layers > 1 else None,
+                feature_source=feature_source,
+            )
             record = {
-                "layer": index, "layer_name": layer_names[index], "hparams": asdict(hp),
-                "validation": run.validation_metrics, "primary": run.primary, "global_step": run.global_step,
-                "best_step": _checkpoint_step(run.best_checkpoint), "eval_history": run.eval_history,
+                "layer": index,
+                "layer_name": layer_names[index],
+                "hparams": asdict(hp),
+                "validation": run.validation_metrics,
+                "primary": run.primary,
+                "global_step": run.global_step,
+                "best_step": _checkpoint_step(run.best_checkpoint),
+                "eval_history": run.eval_history,
             }
             state["runs"][run_key] = record
             best_primary = state["best"]["primary"] if state["best"] else None
@@ -595,9 +642,11 @@ def run_probe_grid(
                 state["best"] = {"run_key": run_key, "primary": run.primary}
             if not keep_checkpoints:
                 shutil.rmtree(run_dir, ignore_errors=True)
-            state_path.write_text(json.dumps(state, indent=1, default=_json_default))
-            say(f"[{done}/{total}] layer {layer_names[index]} {hp.run_name}: validation "
-                f"{task.primary_metric}={run.primary:.4f} (step {record['best_step']}/{run.global_step})")
+            state_path.write_text(json.dumps(state, indent=1, default=json_default))
+            say(
+                f"[{done}/{total}] layer {layer_names[index]} {hp.run_name}: validation "
+                f"{task.primary_metric}={run.primary:.4f} (step {record['best_step']}/{run.global_step})"
+            )
     if not keep_checkpoints:
         for folder in sorted((out / "runs").glob("*"), reverse=True) + [out / "runs"]:
             if folder.is_dir() and not any(folder.iterdir()):
@@ -616,8 +665,9 @@ def run_probe_grid(
     with _quiet_progress_bars():
         best_model = JukeboxProbeForSequenceClassification.from_pretrained(out / "best_probe")
     best_layer = best_record["layer"] if n_layers > 1 else None
-    data = ProbeData.from_dataset(dataset, task, layer=best_layer, feature_column=feature_column,
-                                  splits=("validation", "test"))
+    data = ProbeData.from_dataset(
+        dataset, task, layer=best_layer, feature_column=feature_column, splits=("validation", "test")
+    )
     validation = data.evaluate(best_model, "validation")
     aggregation = validation.get("aggregation")  # song-level tasks: the strategy chosen on validation
     test = data.evaluate(best_model, "test", aggregation=aggregation)
@@ -625,21 +675,27 @@ def run_probe_grid(
     for index in layers:
         layer_runs = [r for k, r in runs.items() if r["layer"] == index]
         top = max(layer_runs, key=lambda r: r["primary"] if task.greater_is_better else -r["primary"])
-        per_layer.append({"layer": index, "layer_name": layer_names[index], "validation_primary": top["primary"],
-                          "hparams": top["hparams"]})
-    results = {
-        "task": task.name,
-        "description": task.description,
-        "feature_source": feature_source,
-        "primary_metric": task.primary_metric,
-        "greater_is_better": task.greater_is_better,
-        "chance_level": task.chance_level,
-        "grid": grid_name,
-        "num_configs": len(configs),
-        "layers": [layer_names[i] for i in layers],
-        "schedule": asdict(schedule),
-        "split_sizes": {name: len(dataset[name]) for name in ("train", "validation", "test")},
-        "best": {
+        per_layer.append(
+            {
+                "layer": index,
+                "layer_name": layer_names[index],
+                "validation_primary": top["primary"],
+                "hparams": top["hparams"],
+            }
+        )
+    results = ProbeResults(
+        task=task.name,
+        description=task.description,
+        feature_source=feature_source,
+        primary_metric=task.primary_metric,
+        greater_is_better=task.greater_is_better,
+        chance_level=dict(task.chance_level),
+        grid=grid_name,
+        num_configs=len(configs),
+        layers=[layer_names[i] for i in layers],
+        schedule=asdict(schedule),
+        split_sizes={name: len(dataset[name]) for name in ("train", "validation", "test")},
+        best={
             "run_key": best_key,
             "layer": best_record["layer"],
             "layer_name": best_record["layer_name"],
@@ -649,18 +705,20 @@ def run_probe_grid(
             "validation": validation,
             "test": test,
         },
-        "jukemir_score": jukemir_task_score(task, test),
-        "per_layer": per_layer,
-        "runs": [dict(run_key=k, **{f: v for f, v in r.items() if f != "eval_history"}) for k, r in runs.items()],
-        "model_dir": str(out / "best_probe"),
-    }
-    (out / "results.json").write_text(json.dumps(results, indent=2, default=_json_default) + "\n")
+        jukemir_score=jukemir_task_score(task, test),
+        per_layer=per_layer,
+        runs=[dict(run_key=k, **{f: v for f, v in r.items() if f != "eval_history"}) for k, r in runs.items()],
+        model_dir=str(out / "best_probe"),
+    )
+    results.write(out)
     (out / "results.md").write_text(results_markdown([results]))
     plot = write_plot(results, runs[best_key].get("eval_history", []), out / "plot.png")
-    results["plot"] = str(plot) if plot else None
-    (out / "results.json").write_text(json.dumps(results, indent=2, default=_json_default) + "\n")
-    say(f"{task.name}: selected {best_key}; test {task.primary_metric}={test['primary']:.4f}; "
-        f"JukeMIR score {results['jukemir_score']:.1f}")
+    results.plot = str(plot) if plot else None
+    results.write(out)
+    say(
+        f"{task.name}: selected {best_key}; test {task.primary_metric}={test['primary']:.4f}; "
+        f"JukeMIR score {results.jukemir_score:.1f}"
+    )
     return results
 
 
@@ -671,96 +729,6 @@ def _checkpoint_step(path: str | None) -> int | None:
         return int(Path(path).name.split("-")[-1])
     except ValueError:
         return None
-
-
-# ----------------------------------------------------------------------------------------------- reports
-
-
-def results_markdown(results: Sequence[dict[str, Any]]) -> str:
-    """Markdown report of one or several `run_probe_grid` results (one row per task).
-
-    The `JukeMIR score` column is each task's number in JukeMIR's "average" (x100: accuracy; mean of
-    ROC-AUC and AP; weighted key score; mean of arousal and valence R^2); `Average` is their mean.
-    """
-    lines = ["# Probe results", ""]
-    lines.append("| task | features | layer | probe | val primary | test metrics | JukeMIR score |")
-    lines.append("|---|---|---|---|---|---|---|")
-    for r in results:
-        best = r["best"]
-        hp = best["hparams"]
-        probe = ("linear" if hp["hidden_size"] is None else f"MLP {hp['hidden_size']}") + (
-            f", {'std' if hp['standardize'] else 'raw'}, bs {hp['batch_size']}, lr {hp['learning_rate']:g}, "
-            f"dropout {hp['dropout']:g}, wd {hp['weight_decay']:g}")
-        test = best["test"]
-        shown = [m for m in (r["primary_metric"], "accuracy", "average_precision", "arousal_r2", "valence_r2")
-                 if m in test and isinstance(test[m], (int, float))]
-        metrics = ", ".join(f"{m} {test[m]:.4f}" for m in dict.fromkeys(shown))
-        if best.get("aggregation"):
-            metrics += f" (song-level, {best['aggregation']})"
-        lines.append(
-            f"| {r['task']} | {r.get('feature_source') or '-'} | {best['layer_name']} | {probe} | "
-            f"{r['primary_metric']} {best['validation']['primary']:.4f} | {metrics} | {r['jukemir_score']:.1f} |"
-        )
-    if len(results) > 1:
-        average = sum(r["jukemir_score"] for r in results) / len(results)
-        lines += ["", f"**Average** (JukeMIR definition, over {len(results)} tasks): {average:.1f}"]
-    for r in results:
-        chance = ", ".join(f"{k} {v:.4f}" for k, v in r["chance_level"].items())
-        plural = "s" if r["num_configs"] != 1 else ""
-        lines += ["", f"## {r['task']}: {r['num_configs']} configuration{plural} ({r['grid']} grid) per layer",
-                  "", f"Chance level: {chance}. Split sizes: "
-                  + ", ".join(f"{k} {v}" for k, v in r["split_sizes"].items()) + ".", "",
-                  f"| layer | best validation {r['primary_metric']} | probe |", "|---|---|---|"]
-        for row in r["per_layer"]:
-            hp = row["hparams"]
-            probe = ("linear" if hp["hidden_size"] is None else f"MLP {hp['hidden_size']}")
-            lines.append(f"| {row['layer_name']} | {row['validation_primary']:.4f} | {probe}, lr {hp['learning_rate']:g}, "
-                         f"dropout {hp['dropout']:g} |")
-    return "\n".join(lines) + "\n"
-
-
-def write_plot(results: dict[str, Any], eval_history: Sequence[Sequence[float]], path: str | Path) -> Path | None:
-    """PNG: validation score per layer (several layers) or the selected run's validation curve (one layer).
-
-    Returns the path, or `None` (with a warning) when matplotlib is not installed.
-    """
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        warnings.warn("matplotlib is not installed: skipping the plot (pip install 'hf-jukebox-mir[plot]').",
-                      stacklevel=2)
-        return None
-    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
-    metric = results["primary_metric"]
-    if len(results["per_layer"]) > 1:
-        names = [row["layer_name"] for row in results["per_layer"]]
-        values = [row["validation_primary"] for row in results["per_layer"]]
-        ax.plot(range(len(names)), values, marker="o")
-        ax.set_xticks(range(len(names)), names, rotation=45 if len(names) > 12 else 0)
-        ax.set_xlabel("layer")
-        ax.set_ylabel(f"best validation {metric}")
-        ax.set_title(f"{results['task']}: validation {metric} per layer")
-    else:
-        steps = [int(s) for s, _ in eval_history]
-        values = [float(v) for _, v in eval_history]
-        ax.plot(steps, values, marker=".")
-        if results["best"].get("best_step") is not None:
-            ax.axvline(results["best"]["best_step"], color="gray", linestyle="--", label="selected checkpoint")
-            ax.legend()
-        ax.set_xlabel("training step")
-        ax.set_ylabel(f"validation {metric}")
-        ax.set_title(f"{results['task']}: validation curve of the selected probe")
-    for name, value in results["chance_level"].items():
-        if name == metric:
-            ax.axhline(value, color="red", linestyle=":", linewidth=1)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
 
 
 __all__ = [
@@ -780,8 +748,6 @@ __all__ = [
     "label_array",
     "num_feature_layers",
     "predict_logits",
-    "results_markdown",
     "run_probe_grid",
     "train_probe",
-    "write_plot",
 ]

@@ -30,17 +30,12 @@ Probing results JSON (:func:`load_probe_results`), the schema this module accept
   listed under `datasets:`), `metric_name`, `pooling`, `source_name` + `source_url`, and at the top level
   `model` / `base_model` / `feature_source` (a Hub id: the probed model, the probe card's `base_model`).
   Other keys are ignored.
-* The `results.json` of `hf_jukebox_mir.probing.training.run_probe_grid` (a `task` with `best.test` metrics), or a list
-  of them, is accepted as well: it becomes one record per reported test metric (dataset = task name, split
-  `test`, layer = the selected layer's name).
+* The `results.json` of a probe run (`probing.reports.ProbeResults`, read by the code that writes it), the object
+  itself, or a list of them, is accepted as well: it becomes one record per reported test metric (dataset = task
+  name, split `test`, layer = the selected layer's name).
 
-`conversion_audit.json`, the keys read (alternatives accepted where noted): `package_version`
-(or `hf_jukebox_mir_version` / `converter_version` / `version`); the source files: `sources` (list of
-`{"file"|"path"|"name", "sha256", "role"?, "size"?}`, or an object role -> such entry), `source_files`
-(object file name -> `{"sha256", "bytes"}`), or `source` / `source_file` + `source_sha256`; `source_format`;
-`key_map` (or `key_mapping`: old -> new name, `null` = dropped; counted); `output_check` (or `output_checks` /
-`checks` / `verification`: scalars, `{"outputs": {name: tensor summary}}` as written by
-`conversion.export.run_output_check`, or one level of nested objects).
+`conversion_audit.json` is read with `conversion.audit.ConversionAudit.read`, the code that writes it (one schema,
+versioned; an audit of another layout is refused with a message saying to convert the folder again).
 """
 
 from __future__ import annotations
@@ -55,7 +50,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from ..conversion.audit import AUDIT_FILE, ConversionAudit
 from ..models.errors import JukeboxCheckpointError, JukeboxInputError
+from ..probing.reports import ProbeResults
 
 # The original weights: OpenAI's "Noncommercial Use License", which its README says "covers both released
 # code and weights" (openai/jukebox, README.md "License" and LICENSE, checked at commit 0361d28).
@@ -417,31 +414,30 @@ _GRID_REPORTED_METRICS = ("accuracy", "weighted_score", "roc_auc", "average_prec
 
 
 def _is_grid_results(data: Any) -> bool:
-    """True for the `results.json` of `hf_jukebox_mir.probing.training.run_probe_grid` (`task` + `best.test` metrics)."""
-    return (
-        isinstance(data, Mapping)
-        and isinstance(data.get("task"), str)
-        and isinstance(data.get("best"), Mapping)
-        and isinstance(data["best"].get("test"), Mapping)
+    """True for a `ProbeResults` or what looks like its `results.json` (`task` + `best`): parsed strictly."""
+    return isinstance(data, ProbeResults) or (
+        isinstance(data, Mapping) and isinstance(data.get("task"), str) and isinstance(data.get("best"), Mapping)
     )
 
 
-def _grid_results_record(data: Mapping[str, Any]) -> dict[str, Any]:
-    """One result record (schema above) from a `run_probe_grid` results dict: its test metrics, best layer."""
-    best, test = data["best"], data["best"]["test"]
+def _grid_results_record(data: ProbeResults | Mapping[str, Any]) -> dict[str, Any]:
+    """One result record (schema above) from a probe run's [`ProbeResults`]: its test metrics, best layer."""
+    results = data if isinstance(data, ProbeResults) else ProbeResults.from_dict(dict(data))
+    best, test = results.best, results.best["test"]
     layer = best.get("layer_name", best.get("layer"))
     if isinstance(layer, str) and layer.isdigit():
         layer = int(layer)
-    primary = data.get("primary_metric")
     metrics = {
         name: value
         for name, value in test.items()
-        if name == primary or name in _GRID_REPORTED_METRICS or name.endswith("_r2")
+        if name == results.primary_metric or name in _GRID_REPORTED_METRICS or name.endswith("_r2")
     }
-    return {"task": data["task"], "dataset": data["task"], "split": "test", "layer": layer, "metrics": metrics}
+    return {"task": results.task, "dataset": results.task, "split": "test", "layer": layer, "metrics": metrics}
 
 
-def load_probe_results(source: str | Path | Mapping[str, Any] | list[Any]) -> list[JukeboxProbeResult]:
+def load_probe_results(
+    source: str | Path | ProbeResults | Mapping[str, Any] | list[Any],
+) -> list[JukeboxProbeResult]:
     """Read and validate a probing results JSON (a path or the parsed object); see the module docstring.
 
     Raises:
@@ -499,6 +495,8 @@ def _results_base_model(source: Any) -> str | None:
             data = json.loads(Path(source).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return None
+    if isinstance(data, ProbeResults):
+        data = {"feature_source": data.feature_source}
     if isinstance(data, Mapping):
         for key in ("base_model", "model", "feature_source"):
             value = data.get(key)
@@ -539,49 +537,11 @@ class JukeboxSourceFile:
         return f"{ORIGINAL_WEIGHTS_URL}{model}/{name}.pth.tar"
 
 
-def _audit_sources(audit: Mapping[str, Any]) -> list[JukeboxSourceFile]:
-    def entry(value: Any, role: str | None) -> JukeboxSourceFile | None:
-        if isinstance(value, str):
-            return JukeboxSourceFile(file=value, role=role)
-        if not isinstance(value, Mapping):
-            return None
-        name = next((value[k] for k in ("file", "path", "filename", "name") if isinstance(value.get(k), str)), None)
-        if name is None:
-            return None
-        size = value.get("size") if _is_number(value.get("size")) else value.get("bytes")
-        if isinstance(value.get("role"), str):
-            role = value["role"]
-        elif role is None:  # original file names say what they hold
-            base = name.replace("\\", "/").rsplit("/", 1)[-1]
-            role = "vqvae" if base.startswith("vqvae") else "prior" if base.startswith("prior_level") else None
-        return JukeboxSourceFile(
-            file=name,
-            sha256=value.get("sha256") if isinstance(value.get("sha256"), str) else None,
-            role=role,
-            size=int(size) if _is_number(size) else None,
-        )
-
-    raw = audit.get("sources", audit.get("source"))
-    found: list[JukeboxSourceFile | None] = []
-    if raw is None and isinstance(audit.get("source_files"), Mapping):  # {file name: {"sha256", "bytes"}}
-        found = [
-            entry({"file": str(name), **info} if isinstance(info, Mapping) else {"file": str(name)}, None)
-            for name, info in audit["source_files"].items()
-        ]
-    elif isinstance(raw, list):
-        found = [entry(v, None) for v in raw]
-    elif isinstance(raw, Mapping) and not any(k in raw for k in ("file", "path", "filename", "name")):
-        found = [entry(v, str(role)) for role, v in raw.items()]
-    elif raw is not None:
-        found = [entry(raw, None)]
-    elif isinstance(audit.get("source_file") or audit.get("source_path"), str):
-        found = [
-            JukeboxSourceFile(
-                file=audit.get("source_file") or audit.get("source_path"),
-                sha256=audit.get("source_sha256") or audit.get("sha256"),
-            )
-        ]
-    return [s for s in found if s is not None]
+def _audit_sources(audit: ConversionAudit | None) -> list[JukeboxSourceFile]:
+    """The source files of a conversion audit, as the card shows them."""
+    if audit is None:
+        return []
+    return [JukeboxSourceFile(file=s.file, sha256=s.sha256, role=s.role, size=s.bytes) for s in audit.sources]
 
 
 def _summary_text(summary: Mapping[str, Any]) -> str | None:
@@ -693,16 +653,11 @@ class JukeboxModelCardData:
         if not isinstance(config, Mapping):
             raise JukeboxCheckpointError(f"config.json in {folder} is not a JSON object.")
         kind = kind_from_model_type(config.get("model_type"))
-        audit: Mapping[str, Any] = {}
-        if (folder / "conversion_audit.json").is_file():
-            loaded = read_json_file(folder / "conversion_audit.json")
-            audit = loaded if isinstance(loaded, Mapping) else {}
+        audit = ConversionAudit.read(folder) if (folder / AUDIT_FILE).is_file() else None
         results = load_probe_results(results_json) if results_json is not None else []
         weights = inspect_weights(folder)
         variant = _variant(kind, config, _audit_sources(audit))
         sources = [replace(source, model_hint=variant) for source in _audit_sources(audit)]
-        sources = _roles_from_parts(sources, audit.get("parts"))
-        key_map = audit.get("key_map", audit.get("key_mapping"))
         # the size of a chain is that of its top prior (the upsamplers come first among the sub-configs)
         sizes = _chain_part(config, "prior_level_2") if kind == "chain" else config
 
@@ -716,13 +671,11 @@ class JukeboxModelCardData:
             pipeline_tag=PIPELINE_TAGS[kind],
             results=results,
             sources=sources,
-            package_version=_package_version(audit),
-            source_format=audit.get("source_format") if isinstance(audit.get("source_format"), str) else None,
-            num_mapped_keys=_count(key_map),
-            num_dropped_keys=_count(key_map, dropped=True) or 0,
-            output_checks=_flatten_checks(
-                next((audit[k] for k in ("output_check", "output_checks", "checks", "verification") if k in audit), {})
-            ),
+            package_version=audit.versions.get("hf-jukebox-mir") if audit else None,
+            source_format=audit.source_format if audit else None,
+            num_mapped_keys=sum(1 for new in audit.key_map.values() if new is not None) if audit else None,
+            num_dropped_keys=sum(1 for new in audit.key_map.values() if new is None) if audit else 0,
+            output_checks=_flatten_checks(audit.output_check if audit else {}),
             num_parameters=weights.num_parameters if not weights.problems else None,
             dtypes=weights.dtypes,
             num_layers=_as_int(_find(sizes, "num_hidden_layers", "num_layers", "prior_depth")),
@@ -820,37 +773,6 @@ class JukeboxModelCardData:
             "lyrics": self.lyrics,
             "top_context_seconds": self.top_context_seconds,
         }
-
-
-def _roles_from_parts(sources: list[JukeboxSourceFile], parts: Any) -> list[JukeboxSourceFile]:
-    """Name each source by the part it was read for, from the audit's `parts` (part -> file name; chain audits)."""
-    if not isinstance(parts, Mapping):
-        return sources
-    by_file = {str(name): str(part) for part, name in parts.items() if isinstance(name, str)}
-    named = []
-    for source in sources:
-        base = source.file.replace("\\", "/").rsplit("/", 1)[-1]
-        named.append(replace(source, role=by_file[base]) if base in by_file else source)
-    return named
-
-
-def _package_version(audit: Mapping[str, Any]) -> str | None:
-    versions = audit.get("versions")
-    if isinstance(versions, Mapping) and isinstance(versions.get("hf-jukebox-mir"), str):
-        return versions["hf-jukebox-mir"]
-    for key in ("package_version", "hf_jukebox_mir_version", "converter_version", "version"):
-        if isinstance(audit.get(key), (str, int, float)):
-            return str(audit[key])
-    return None
-
-
-def _count(key_map: Any, *, dropped: bool = False) -> int | None:
-    """Entries of a key map (old -> new name; None = dropped, e.g. layers beyond the ones kept)."""
-    if isinstance(key_map, Mapping):
-        return sum(1 for new in key_map.values() if (new is None) == dropped)
-    if isinstance(key_map, list):
-        return 0 if dropped else len(key_map)
-    return None
 
 
 def _as_int(value: Any) -> int | None:
@@ -1003,11 +925,13 @@ def _facts(data: JukeboxModelCardData, config: Mapping[str, Any]) -> list[tuple[
         if value is not None and not isinstance(value, Mapping):
             facts.append((label, _format_value(value) if not isinstance(value, list) else str(value)))
     if data.kind == "mir" and "total_length_seconds" in config:
-        facts.append((
-            "conditioning",
-            f"artist {config.get('artist_id', 0)}, genres {config.get('genre_ids', [0])}, total length "
-            f"{_format_value(config['total_length_seconds'])} s (JukeMIR: 0 = unknown, 62 s)",
-        ))
+        facts.append(
+            (
+                "conditioning",
+                f"artist {config.get('artist_id', 0)}, genres {config.get('genre_ids', [0])}, total length "
+                f"{_format_value(config['total_length_seconds'])} s (JukeMIR: 0 = unknown, 62 s)",
+            )
+        )
     if data.labels:
         shown = ", ".join(data.labels[:12]) + (f", ... ({len(data.labels)} in all)" if len(data.labels) > 12 else "")
         facts.append(("labels", shown))
@@ -1080,8 +1004,19 @@ def render_model_card(
     template = environment.from_string(template_path(data.kind, template_dir).read_text(encoding="utf-8"))
     card_data = data.to_card_data()
     yaml_block = card_data.to_yaml(
-        original_order=["license", "license_name", "license_link", "library_name", "pipeline_tag", "tags",
-                        "base_model", "datasets", "metrics", "model_name", "eval_results"]  # fmt: skip
+        original_order=[
+            "license",
+            "license_name",
+            "license_link",
+            "library_name",
+            "pipeline_tag",
+            "tags",
+            "base_model",
+            "datasets",
+            "metrics",
+            "model_name",
+            "eval_results",
+        ]  # fmt: skip
     )
     content = template.render(card_data=yaml_block, **data.template_kwargs())
     return ModelCard(content)

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..conversion.audit import ConversionAudit
 from ..models.errors import JukeboxCheckpointError, JukeboxInputError
 from .cards import (
     CHAIN_PARTS,
@@ -270,7 +271,10 @@ def _inspect_folder(folder: str | Path) -> tuple[list[str], list[str], str | Non
                 "comes from it. Re-run `jukebox-mir convert`."
             )
         else:
-            _load_json_problem(audit, problems)
+            try:
+                ConversionAudit.read(folder)
+            except JukeboxCheckpointError as err:
+                problems.append(str(err))
 
     weights = inspect_weights(folder)
     problems += weights.problems
@@ -406,8 +410,13 @@ def _default_commit_message(kind: str | None) -> str:
         package_version = version("hf-jukebox-mir")
     except Exception:  # not installed as a distribution (e.g. run from a source tree)
         package_version = "unknown"
-    names = {"vqvae": "VQ-VAE", "prior": "prior", "mir": "MIR extraction model", "probe": "probe",
-             "chain": "sampling chain"}
+    names = {
+        "vqvae": "VQ-VAE",
+        "prior": "prior",
+        "mir": "MIR extraction model",
+        "probe": "probe",
+        "chain": "sampling chain",
+    }
     what = names.get(kind or "", "model")
     return f"Upload Jukebox {what} with hf-jukebox-mir {package_version}"
 
@@ -465,7 +474,11 @@ def push_folder(
     if repo_id not in readme:
         logger.warning(
             "The card in %s does not mention %s; its usage examples name another repo. Re-render it with "
-            "`jukebox-mir card %s --repo-id %s` before pushing.", folder, repo_id, folder, repo_id
+            "`jukebox-mir card %s --repo-id %s` before pushing.",
+            folder,
+            repo_id,
+            folder,
+            repo_id,
         )
     present = (str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
     skipped = sorted(name for name in present if name not in files)
