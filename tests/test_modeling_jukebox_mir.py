@@ -193,3 +193,22 @@ def test_convert_cli_combinations(tmp_path, fixtures_dir, capsys):
     assert "--num-layers applies to priors" in capsys.readouterr().err
     assert cli_main(["convert", "--prior", str(tmp_path / "missing.pth.tar"), "--output", str(tmp_path / "z")]) == 1
     assert "does not exist (expected an original .pth.tar file)" in capsys.readouterr().err
+
+
+def test_lean_path_under_inference_mode_only_and_hooks_run_under_no_grad(mir_folder):
+    """Under torch.inference_mode the MIR model runs the prior's lean path (same numbers); under torch.no_grad
+    block hooks still run (the streaming conversion's block-by-block output check loads weights in them)."""
+    model = AutoModel.from_pretrained(mir_folder).eval()
+    audio = torch.randn(1, 8 * 128, generator=torch.Generator().manual_seed(0)) * 0.3
+    calls = []
+    handle = model.prior.layers[0].register_forward_pre_hook(lambda module, args: calls.append(1))
+    try:
+        with torch.no_grad():
+            plain = model(audio).pooler_output
+        assert len(calls) == 1
+        with torch.inference_mode():
+            lean = model(audio).pooler_output
+        assert len(calls) == 1  # the lean path calls the blocks' computations directly
+    finally:
+        handle.remove()
+    assert torch.equal(plain, lean)

@@ -230,9 +230,10 @@ class JukeboxMIRModel(JukeboxMIRPreTrainedModel):
             output_hidden_states (`bool`, defaults to `config.output_hidden_states`, False): also return every
                 block's output. Without it only the last built block's output is kept (`last_hidden_state`,
                 pooled in `pooler_output`): load the model with `num_hidden_layers=36` for JukeMIR's layer 36.
-                Without autograd this runs [`JukeboxPrior.forward_features`], the prior's lean inference path (one
-                block's activations alive at a time; module hooks do not run there: to observe activations with
-                hooks, pass `output_hidden_states=True` or enable autograd).
+                Under `torch.inference_mode()` (what the pipeline and `extract_dataset` use) this runs
+                [`JukeboxPrior.forward_features`], the prior's lean inference path (one block's activations alive at
+                a time; module hooks do not run there). Anywhere else, `torch.no_grad()` included, the prior's
+                `forward` runs, with every module hook.
         """
         config = self.config
         return_dict = return_dict if return_dict is not None else config.return_dict
@@ -256,12 +257,12 @@ class JukeboxMIRModel(JukeboxMIRPreTrainedModel):
             codes, frame_mask = self._encode_unpadded(input_values, attention_mask, top)
         metadata = self.build_metadata(codes.shape[0])
         hidden_states = None
-        if output_hidden_states or torch.is_grad_enabled():
+        if output_hidden_states or not torch.is_inference_mode_enabled():
             out = self.prior(codes, metadata=metadata, output_hidden_states=output_hidden_states, logits_to_keep=1)
             last = out.last_hidden_state  # (logits_to_keep=1: features only, the output head is nearly free)
             if output_hidden_states:
                 hidden_states = out.hidden_states
-        else:  # inference, last block only: the prior's lean path (module hooks do not run there)
+        else:  # torch.inference_mode, last block only: the prior's lean path (module hooks do not run there)
             last = self.prior.forward_features(codes, metadata=metadata)
         # music positions only (the single-sequence lyrics prior puts its lyric tokens first)
         prefix = config.prior_config.prime_length

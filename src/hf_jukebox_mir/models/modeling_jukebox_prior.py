@@ -1021,7 +1021,8 @@ class JukeboxPrior(JukeboxPriorPreTrainedModel):
         and the MLP gate is applied in place, so one block's activations are alive at a time (planned peak for
         the 5b prior at batch 1: 244 MiB here against 675 MiB through `forward`). The blocks' computations are
         called directly, so **module hooks do not run in this path**: observe activations with `forward` (e.g.
-        `output_hidden_states=True`), which never writes into a tensor it hands out.
+        `output_hidden_states=True`), which never writes into a tensor it hands out. `JukeboxMIRModel` takes this
+        path under `torch.inference_mode()` only.
 
         Args:
             input_ids (`torch.LongTensor` of shape `(batch, T)`), metadata, upper_level_codes: as [`forward`].

@@ -324,6 +324,11 @@ class JukeboxFeatureExtractionPipeline(ChunkPipeline):
                 "is_last": k == num - 1,
             }
 
+    def get_inference_context(self):
+        # inference mode, not only no_grad: the MIR model then runs the prior's lean inference path
+        # (`JukeboxPrior.forward_features`), with one block's activations alive at a time
+        return torch.inference_mode
+
     def _forward(self, model_inputs, layers=None, pooling="mean"):
         config = self.model.config
         indices, _ = resolve_layers(layers, config.num_hidden_layers)
