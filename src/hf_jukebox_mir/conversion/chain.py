@@ -92,6 +92,7 @@ def _save(vqvae, priors, output_dir, dtype, overwrite, max_shard_size) -> Path:
         source="the chain's files",
         sources=[spec for part in (vqvae, *priors) for spec in part.sources],
         output_check=chain_output_check,
+        add_files=model.save_vocabularies,  # the tokenizers beside the weights, as save_pretrained writes them
         overwrite=overwrite,
         max_shard_size=max_shard_size,
     )

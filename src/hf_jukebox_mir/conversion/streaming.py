@@ -161,10 +161,9 @@ def atomic_folder(output_dir: str | os.PathLike, *, overwrite: bool) -> Iterator
     try:
         yield tmp_dir
         os.chmod(tmp_dir, 0o777 & ~umask)  # mkdtemp creates 0700
-        for written in tmp_dir.iterdir():
-            if written.is_file():
-                os.chmod(written, 0o666 & ~umask)
-                _fsync(written)  # durable before the rename publishes the folder (shards were synced as written)
+        for written in sorted(tmp_dir.rglob("*"), reverse=True):  # files before the folders that hold them
+            os.chmod(written, (0o666 if written.is_file() else 0o777) & ~umask)
+            _fsync(written)  # durable before the rename publishes the folder (shards were synced as written)
         _fsync(tmp_dir)
         if output_dir.exists():
             backup = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.old-", dir=output_dir.parent))
@@ -423,11 +422,11 @@ def write_plan(
         audit.versions = _versions()
         audit.sources = [entry.result() for entry in source_entries]
         audit.files = {
-            p.name: WrittenFile(
+            p.relative_to(tmp_dir).as_posix(): WrittenFile(
                 sha256=shard_hashes[p.name].result() if p.name in shard_hashes else sha256_file(p),
                 bytes=p.stat().st_size,
             )
-            for p in sorted(tmp_dir.iterdir())
+            for p in sorted(tmp_dir.rglob("*"))
             if p.is_file()
         }
         audit.write(tmp_dir)
