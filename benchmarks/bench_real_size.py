@@ -13,7 +13,7 @@ own process and records its peak resident memory (`ru_maxrss` of that process) a
 | `convert:prior72-fp32` | the whole 72-layer top prior, float32 (20 GB of output) |
 | `convert:upsampler0-fp32` / `convert:vqvae` | the bottom upsampler, the VQ-VAE |
 | `load:bf16` | `from_pretrained(mir folder, num_hidden_layers=36, dtype=torch.bfloat16)` |
-| `extract:auto` | `from_pretrained(mir folder)` (compute dtype chosen for this CPU) + a 5 s clip + one full 23.8 s window |
+| `extract:auto` | `from_pretrained(mir folder)` (compute dtype chosen for this CPU), a 5 s clip, one 23.8 s window |
 
 A watchdog kills a step whose resident memory passes `--rss-limit-gb` (default 8). Needs ~45 GB of free disk
 (`--keep` keeps the files). Opt-in: it takes 20-40 minutes on 2 cores.

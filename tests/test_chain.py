@@ -269,3 +269,12 @@ def test_saved_chain_carries_its_vocabularies_for_names_without_the_package(chai
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["rows"] == expected.tolist() and result["rows"][0][3] > 0  # a known artist id
     assert result["top"] == [1, 8]
+
+
+def test_converted_chain_folder_carries_its_vocabularies(chain_folder):
+    from hf_jukebox_mir.conversion.audit import ConversionAudit
+
+    audit = ConversionAudit.read(chain_folder)
+    for level in (0, 1, 2):
+        assert (chain_folder / f"tokenizer_level_{level}" / "artists.json").is_file()
+        assert f"tokenizer_level_{level}/artists.json" in audit.files

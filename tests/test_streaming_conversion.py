@@ -235,7 +235,7 @@ def test_compute_dtype_fits_the_cpu(fixtures_dir, both_formats, tmp_path, monkey
     out = convert_mir_model(
         fixtures_dir / "vqvae" / "vqvae.pth.tar", both_formats[0], tmp_path / "mir", num_layers=2, dtype=torch.bfloat16
     )
-    monkeypatch.setattr(mir_module, "_has_fast_half_precision", lambda: fast)
+    monkeypatch.setattr(mir_module, "has_fast_half_precision", lambda: fast)
     chosen = JukeboxMIRModel.from_pretrained(out)
     assert chosen.prior.dtype == (torch.bfloat16 if fast else torch.float32)
     assert JukeboxMIRModel.from_pretrained(out, dtype="auto").prior.dtype == chosen.prior.dtype

@@ -49,8 +49,12 @@ def _check_levels(priors: Sequence[PriorSource]) -> None:
 
 
 def _skeleton(vqvae: VQVAESource, priors: Sequence[PriorSource], dtype: torch.dtype | None) -> JukeboxChainModel:
-    config = JukeboxChainConfig(vqvae_config=vqvae.config, prior_level_0_config=priors[0].config,
-                                prior_level_1_config=priors[1].config, prior_level_2_config=priors[2].config)
+    config = JukeboxChainConfig(
+        vqvae_config=vqvae.config,
+        prior_level_0_config=priors[0].config,
+        prior_level_1_config=priors[1].config,
+        prior_level_2_config=priors[2].config,
+    )
     with torch.device("meta"):
         model = JukeboxChainModel(config)
     if dtype is not None:
@@ -69,17 +73,29 @@ def _audit(vqvae: VQVAESource, priors: Sequence[PriorSource]) -> ConversionAudit
     key_map = {f"vqvae:{k}": v and f"vqvae.{v}" for k, v in vqvae.key_map.items()}
     for level, prior in enumerate(priors):
         key_map.update({f"{prior.name}:{k}": v and f"prior_level_{level}.{v}" for k, v in prior.key_map.items()})
-    return ConversionAudit(model_class="JukeboxChainModel", source_format=priors[2].source_format, key_map=key_map,
-                           details={"parts": {"vqvae": vqvae.name, **{f"prior_level_{level}": p.name
-                                                                    for level, p in enumerate(priors)}}})
+    return ConversionAudit(
+        model_class="JukeboxChainModel",
+        source_format=priors[2].source_format,
+        key_map=key_map,
+        details={"parts": {"vqvae": vqvae.name, **{f"prior_level_{level}": p.name for level, p in enumerate(priors)}}},
+    )
 
 
 def _save(vqvae, priors, output_dir, dtype, overwrite, max_shard_size) -> Path:
     _check_levels(priors)
     model = _skeleton(vqvae, priors, dtype)
-    return write_plan(model, _plan(vqvae, priors), output_dir, audit=_audit(vqvae, priors), source="the chain's files",
-                      sources=[spec for part in (vqvae, *priors) for spec in part.sources],
-                      output_check=chain_output_check, overwrite=overwrite, max_shard_size=max_shard_size)
+    return write_plan(
+        model,
+        _plan(vqvae, priors),
+        output_dir,
+        audit=_audit(vqvae, priors),
+        source="the chain's files",
+        sources=[spec for part in (vqvae, *priors) for spec in part.sources],
+        output_check=chain_output_check,
+        add_files=model.save_vocabularies,  # the tokenizers beside the weights, as save_pretrained writes them
+        overwrite=overwrite,
+        max_shard_size=max_shard_size,
+    )
 
 
 def _build(vqvae, priors, dtype) -> JukeboxChainModel:
@@ -92,10 +108,12 @@ def _build(vqvae, priors, dtype) -> JukeboxChainModel:
 def _open_original(vqvae_path, prior_paths) -> tuple[VQVAESource, list[PriorSource]]:
     if len(prior_paths) != 3:
         raise JukeboxCheckpointError(
-            f"Expected 3 prior files (prior_level_0, prior_level_1, prior_level_2, in this order), got {len(prior_paths)}."
+            "Expected 3 prior files (prior_level_0, prior_level_1, prior_level_2, in this order), got "
+            f"{len(prior_paths)}."
         )
     vqvae, priors = open_vqvae_checkpoint(vqvae_path), [open_prior_checkpoint(path) for path in prior_paths]
-    for part, path in zip([vqvae, *priors], [vqvae_path, *prior_paths]):  # 5b/vqvae.pth.tar, 1b_lyrics/prior_...
+    parts: list[VQVAESource | PriorSource] = [vqvae, *priors]
+    for part in parts:  # named with their folder: 5b/vqvae.pth.tar, 1b_lyrics/prior_level_2.pth.tar
         part.sources = [dataclasses.replace(s, name=f"{s.path.parent.name}/{s.path.name}") for s in part.sources]
     return vqvae, priors
 
@@ -135,8 +153,9 @@ def convert_chain_checkpoints(
     return _save(vqvae, priors, output_dir, dtype, overwrite, max_shard_size)
 
 
-def load_chain_checkpoints(vqvae_path: str | os.PathLike, prior_paths: Sequence[str | os.PathLike], *,
-                           dtype: torch.dtype | None = None) -> JukeboxChainModel:
+def load_chain_checkpoints(
+    vqvae_path: str | os.PathLike, prior_paths: Sequence[str | os.PathLike], *, dtype: torch.dtype | None = None
+) -> JukeboxChainModel:
     """The original files of one Jukebox model as a `JukeboxChainModel` in memory."""
     vqvae, priors = _open_original(vqvae_path, prior_paths)
     return _build(vqvae, priors, dtype)
@@ -161,5 +180,10 @@ def load_hf4_chain(folder: str | os.PathLike, *, dtype: torch.dtype | None = Non
     return _build(vqvae, priors, dtype)
 
 
-__all__ = ["chain_output_check", "convert_chain_checkpoints", "convert_hf4_chain", "load_chain_checkpoints",
-           "load_hf4_chain"]
+__all__ = [
+    "chain_output_check",
+    "convert_chain_checkpoints",
+    "convert_hf4_chain",
+    "load_chain_checkpoints",
+    "load_hf4_chain",
+]

@@ -109,8 +109,12 @@ class SourceSpec:
 
     def audit_entry(self) -> SourceFile:
         """The audit's `SourceFile` (reads the file once for its SHA-256)."""
-        return SourceFile(file=self.name or self.path.name, sha256=sha256_file(self.path),
-                          bytes=self.path.stat().st_size, role=self.role)
+        return SourceFile(
+            file=self.name or self.path.name,
+            sha256=sha256_file(self.path),
+            bytes=self.path.stat().st_size,
+            role=self.role,
+        )
 
 
 def source_file(path: str | os.PathLike, *, role: str | None = None, name: str | None = None) -> SourceSpec:
@@ -211,7 +215,7 @@ def load_original_checkpoint(path: str | os.PathLike, *, expected_kind: str | No
                 f"{path}: 'model' must map names to tensors, but entry {key!r} is a {kind_name}."
             )
         # the original loader strips the DistributedDataParallel prefix the same way
-        refs[key[len("module."):] if key.startswith("module.") else key] = value
+        refs[key[len("module.") :] if key.startswith("module.") else key] = value
     kind = checkpoint_kind(refs)
     if expected_kind is not None and kind != expected_kind:
         level = hps.get("level")
@@ -310,9 +314,18 @@ def _hf4_weight_files(folder: Path) -> tuple[str, dict[str, str] | None]:
     )
 
 
-_SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-                       "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
-                       "BOOL": torch.bool}
+_SAFETENSORS_DTYPES = {
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
 
 
 def _inside(folder: Path, name: str, where: Path) -> Path:
@@ -349,9 +362,7 @@ def _open_weight_file(path: Path, kind: str) -> LazyStateDict:
     return LazyStateDict.from_refs(reader, {str(k): v for k, v in root.items()})
 
 
-def load_hf4_folder(
-    path: str | os.PathLike, *, prefixes: Iterable[str] | None = None
-) -> Hf4Checkpoint:
+def load_hf4_folder(path: str | os.PathLike, *, prefixes: Iterable[str] | None = None) -> Hf4Checkpoint:
     """Load a transformers-4.x Jukebox folder (the format of the `openai/jukebox-*` Hub repositories).
 
     Reads `config.json` and the headers of the weight files: sharded `pytorch_model-*.bin` +
@@ -415,7 +426,8 @@ def hf4_sources(checkpoint: Hf4Checkpoint) -> list[SourceSpec]:
     """The sources of a conversion from a transformers-4.x folder: its config and the weight files opened."""
     folder = checkpoint.path
     return [SourceSpec(folder / "config.json", "config")] + [
-        SourceSpec(folder / name, "shard", name) for name in sorted(checkpoint.weight_files)]
+        SourceSpec(folder / name, "shard", name) for name in sorted(checkpoint.weight_files)
+    ]
 
 
 __all__ = [

@@ -22,8 +22,13 @@ def listing(items: list[str]) -> str:
     return shown + (f", ... ({len(items) - _MAX_LISTED} more)" if len(items) > _MAX_LISTED else "")
 
 
-def account_keys(expected: Mapping[str, torch.Size | tuple[int, ...]], given: Mapping[str, tuple[int, ...]], *,
-                 model_name: str, source: str) -> None:
+def account_keys(
+    expected: Mapping[str, torch.Size | tuple[int, ...]],
+    given: Mapping[str, tuple[int, ...]],
+    *,
+    model_name: str,
+    source: str,
+) -> None:
     """Raise `JukeboxCheckpointError` naming EVERY missing, unexpected and mis-shaped key (none: return)."""
     missing = sorted(set(expected) - set(given))
     unexpected = sorted(set(given) - set(expected))
@@ -41,7 +46,8 @@ def account_keys(expected: Mapping[str, torch.Size | tuple[int, ...]], given: Ma
         problems.append(f"{len(mismatched)} shape mismatch(es): {listing(mismatched)}")
     if problems:
         raise JukeboxCheckpointError(
-            f"Cannot load {source} into {model_name}: " + "; ".join(problems)
+            f"Cannot load {source} into {model_name}: "
+            + "; ".join(problems)
             + ". Check that the configuration matches the checkpoint."
         )
 
@@ -59,8 +65,12 @@ def strict_load_state_dict(
         JukeboxCheckpointError: naming every missing, unexpected and mis-shaped key (not only the first).
     """
     expected = model.state_dict()
-    account_keys({k: v.shape for k, v in expected.items()}, {k: tuple(v.shape) for k, v in state_dict.items()},
-                 model_name=type(model).__name__, source=source)
+    account_keys(
+        {k: v.shape for k, v in expected.items()},
+        {k: tuple(v.shape) for k, v in state_dict.items()},
+        model_name=type(model).__name__,
+        source=source,
+    )
     on_meta = any(t.is_meta for t in expected.values())
     converted = {}
     for key, target in expected.items():
@@ -93,9 +103,7 @@ def summarize_tensor(tensor: torch.Tensor) -> dict[str, Any]:
     return summary
 
 
-def run_output_check(
-    model: nn.Module, output_check: OutputCheck, reloaded: nn.Module | None = None
-) -> dict[str, Any]:
+def run_output_check(model: nn.Module, output_check: OutputCheck, reloaded: nn.Module | None = None) -> dict[str, Any]:
     """Run `output_check(model)` (a fixed, deterministic input), require finite outputs, and, if `reloaded` is
     given, require that the reloaded copy reproduces every output exactly. Returns the audit record."""
     with torch.no_grad():

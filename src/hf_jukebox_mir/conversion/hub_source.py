@@ -27,8 +27,14 @@ def looks_like_repo_id(value: str) -> bool:
     return bool(REPO_ID.match(value)) and not Path(value).exists()
 
 
-def fetch_hf4_repo(repo_id: str, prefixes: Sequence[str] | None = None, *, revision: str | None = None,
-                   cache_dir: str | Path | None = None, offline: bool | None = None) -> Path:
+def fetch_hf4_repo(
+    repo_id: str,
+    prefixes: Sequence[str] | None = None,
+    *,
+    revision: str | None = None,
+    cache_dir: str | Path | None = None,
+    offline: bool | None = None,
+) -> Path:
     """Download (or find in the cache) what converting `prefixes` of `repo_id` needs; returns the snapshot folder.
 
     Args:
@@ -44,15 +50,18 @@ def fetch_hf4_repo(repo_id: str, prefixes: Sequence[str] | None = None, *, revis
 
     def get(filename: str, *, required: bool = True) -> Path | None:
         try:
-            return Path(hf_hub_download(repo_id, filename, revision=revision, cache_dir=cache_dir,
-                                        local_files_only=offline))
+            return Path(
+                hf_hub_download(repo_id, filename, revision=revision, cache_dir=cache_dir, local_files_only=offline)
+            )
         except LocalEntryNotFoundError:
             missing.append(filename)
             return None
         except EntryNotFoundError:
             if required:
-                raise JukeboxCheckpointError(f"{repo_id} has no {filename}; is it a transformers-4.x Jukebox "
-                                             "repository (e.g. openai/jukebox-1b-lyrics)?") from None
+                raise JukeboxCheckpointError(
+                    f"{repo_id} has no {filename}; is it a transformers-4.x Jukebox "
+                    "repository (e.g. openai/jukebox-1b-lyrics)?"
+                ) from None
             return None
 
     config = get("config.json")
@@ -70,8 +79,9 @@ def fetch_hf4_repo(repo_id: str, prefixes: Sequence[str] | None = None, *, revis
             raise JukeboxCheckpointError(f"{repo_id} has no weight index nor single weight file.")
     else:
         weight_map = json.loads(index_path.read_text()).get("weight_map", {})
-        wanted = sorted({file for key, file in weight_map.items()
-                         if prefixes is None or key.startswith(tuple(prefixes))})
+        wanted = sorted(
+            {file for key, file in weight_map.items() if prefixes is None or key.startswith(tuple(prefixes))}
+        )
         if not wanted:
             raise JukeboxCheckpointError(f"{repo_id}: no weights start with {list(prefixes or [])}.")
         for name in wanted:

@@ -85,7 +85,8 @@ def convert_keys(keys: Iterable[str], table: KeyMappingTable, *, source: str = "
         problems.append(f"{len(collisions)} new name(s) would be produced by several keys: {_listing(listed)}")
     if problems:
         raise JukeboxCheckpointError(
-            f"Cannot convert the keys of {source}: " + "; ".join(problems)
+            f"Cannot convert the keys of {source}: "
+            + "; ".join(problems)
             + ". The file does not have the expected layout (wrong model kind or a modified checkpoint?)."
         )
     return mapping

@@ -32,7 +32,7 @@ import zipfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import IO, Any, cast
 
 import torch
 
@@ -151,7 +151,7 @@ _SAFE_OBJECTS: dict[str, Any] = {
 class _RestrictedUnpickler(pickle.Unpickler):
     """Rebuilds only allow-listed globals; storages become `StorageRef`s through `make_storage`."""
 
-    def __init__(self, handle: BinaryIO, make_storage=None):
+    def __init__(self, handle: IO[bytes], make_storage=None):
         super().__init__(handle)
         self._make_storage = make_storage
 
@@ -205,7 +205,7 @@ class LazyTorchFile:
             raise JukeboxCheckpointError(f"Checkpoint file not found: {self.path}.")
         self._size = self.path.stat().st_size
         self._zip: zipfile.ZipFile | None = None
-        self._handle: BinaryIO | None = None
+        self._handle: io.BufferedReader | None = None
         try:
             if zipfile.is_zipfile(self.path):
                 self.format = "zip"
@@ -219,8 +219,20 @@ class LazyTorchFile:
         except JukeboxCheckpointError:
             self.close()
             raise
-        except (pickle.UnpicklingError, EOFError, OSError, ValueError, KeyError, IndexError, TypeError,
-                AttributeError, struct.error, zipfile.BadZipFile, RecursionError, MemoryError) as err:
+        except (
+            pickle.UnpicklingError,
+            EOFError,
+            OSError,
+            ValueError,
+            KeyError,
+            IndexError,
+            TypeError,
+            AttributeError,
+            struct.error,
+            zipfile.BadZipFile,
+            RecursionError,
+            MemoryError,
+        ) as err:
             self.close()
             raise _corrupt(self.path, f"{type(err).__name__}: {str(err)[:200]}") from None
 
@@ -245,10 +257,10 @@ class LazyTorchFile:
             return StorageRef(str(key), _storage_dtype(storage_type), int(numel), entry=entry)
 
         with self._zip.open(pickles[0]) as handle:
-            return _RestrictedUnpickler(io.BufferedReader(handle), make_storage).load()  # type: ignore[arg-type]
+            return _RestrictedUnpickler(handle, make_storage).load()
 
     def _open_legacy(self) -> Any:
-        handle = self._handle = open(self.path, "rb")  # noqa: SIM115 (kept open for reads; closed by close())
+        handle = self._handle = open(self.path, "rb")  # kept open for reads; closed by close()
         if _RestrictedUnpickler(handle).load() != _LEGACY_MAGIC:
             raise _corrupt(self.path, "no torch magic number")
         protocol = _RestrictedUnpickler(handle).load()
@@ -306,7 +318,7 @@ class LazyTorchFile:
         buffer = memoryview(flat.view(torch.uint8).numpy()) if storage.numel else memoryview(bytearray())
         if self._zip is not None:
             assert storage.entry is not None
-            with self._zip.open(storage.entry) as handle:
+            with cast(zipfile.ZipExtFile, self._zip.open(storage.entry)) as handle:
                 skip = storage.base_element * storage.dtype.itemsize
                 if skip:
                     handle.seek(skip)
@@ -350,8 +362,13 @@ def _resolve_pending(obj: Any, offsets: Mapping[str, int]) -> Any:
     def fix(value: Any) -> Any:
         if isinstance(value, TensorRef) and isinstance(value.storage, _PendingStorage):
             pending = value.storage
-            storage = StorageRef(pending.root_key, pending.dtype, pending.numel, offset=offsets[pending.root_key],
-                                 base_element=pending.base_element)
+            storage = StorageRef(
+                pending.root_key,
+                pending.dtype,
+                pending.numel,
+                offset=offsets[pending.root_key],
+                base_element=pending.base_element,
+            )
             return TensorRef(storage, value.storage_offset, value.shape, value.stride)
         if isinstance(value, dict):
             if id(value) not in cache:
@@ -386,7 +403,9 @@ class LazyStateDict(Mapping[str, torch.Tensor]):
     again: keep the result if you need it twice).
     """
 
-    def __init__(self, headers: Mapping[str, TensorHeader | TensorRef], loaders: Mapping[str, Callable[[], torch.Tensor]]):
+    def __init__(
+        self, headers: Mapping[str, TensorHeader | TensorRef], loaders: Mapping[str, Callable[[], torch.Tensor]]
+    ):
         if set(headers) != set(loaders):
             raise ValueError("headers and loaders must have the same keys")
         self.headers = dict(headers)
@@ -420,4 +439,12 @@ class LazyStateDict(Mapping[str, torch.Tensor]):
         return len(self.headers)
 
 
-__all__ = ["ALLOWED_GLOBALS", "STORAGE_DTYPES", "LazyStateDict", "LazyTorchFile", "StorageRef", "TensorHeader", "TensorRef"]
+__all__ = [
+    "ALLOWED_GLOBALS",
+    "STORAGE_DTYPES",
+    "LazyStateDict",
+    "LazyTorchFile",
+    "StorageRef",
+    "TensorHeader",
+    "TensorRef",
+]

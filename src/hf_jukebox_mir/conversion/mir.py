@@ -61,16 +61,22 @@ def _mir_skeleton(config: JukeboxMIRConfig, dtype: torch.dtype | None) -> Jukebo
 def mir_plan(model: JukeboxMIRModel, vqvae: VQVAESource, prior: PriorSource) -> ConversionPlan:
     """The MIR model's tensors: the VQ-VAE tensors it keeps (top encoder, codebooks) and the whole prior."""
     wanted = set(model.state_dict())
-    return {**prefixed(vqvae.plan, "vqvae.", keep=lambda key: f"vqvae.{key}" in wanted),
-            **prefixed(prior.plan, "prior.")}
+    return {
+        **prefixed(vqvae.plan, "vqvae.", keep=lambda key: f"vqvae.{key}" in wanted),
+        **prefixed(prior.plan, "prior."),
+    }
 
 
 def _mir_audit(vqvae: VQVAESource, prior: PriorSource) -> ConversionAudit:
     return ConversionAudit(
-        model_class="JukeboxMIRModel", source_format=prior.source_format,
-        key_map={**{f"vqvae:{k}": v and f"vqvae.{v}" for k, v in vqvae.key_map.items()},
-                 **{f"prior:{k}": v and f"prior.{v}" for k, v in prior.key_map.items()}},
-        num_hidden_layers=prior.config.num_hidden_layers, checkpoint_depth=prior.checkpoint_depth,
+        model_class="JukeboxMIRModel",
+        source_format=prior.source_format,
+        key_map={
+            **{f"vqvae:{k}": v and f"vqvae.{v}" for k, v in vqvae.key_map.items()},
+            **{f"prior:{k}": v and f"prior.{v}" for k, v in prior.key_map.items()},
+        },
+        num_hidden_layers=prior.config.num_hidden_layers,
+        checkpoint_depth=prior.checkpoint_depth,
         details=dict(prior.details),
     )
 
@@ -90,7 +96,8 @@ def compose_mir_model(vqvae: JukeboxVQVAE, prior: JukeboxPrior, **config_kwargs)
 
 
 def mir_output_check(model: JukeboxMIRModel) -> dict[str, torch.Tensor]:
-    """Fixed-input check: a chirp of two attention blocks' worth of top-level codes (at most CHECK_MAX_TOKENS) through the whole MIR path."""
+    """Fixed-input check: a chirp of two attention blocks' worth of top-level codes (at most CHECK_MAX_TOKENS)
+    through the whole MIR path."""
     config = model.config
     tokens = min(2 * config.prior_config.block_length, CHECK_MAX_TOKENS)
     n = min(config.window_length, tokens * config.hop_length)
@@ -121,23 +128,45 @@ def _mir_files(config: JukeboxMIRConfig, feature_extractor_kwargs: dict | None) 
     return add_files
 
 
-def save_mir_folder(model: JukeboxMIRModel, output_dir, *, audit: ConversionAudit, overwrite: bool = False,
-                    max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE, feature_extractor_kwargs: dict | None = None) -> Path:
+def save_mir_folder(
+    model: JukeboxMIRModel,
+    output_dir,
+    *,
+    audit: ConversionAudit,
+    overwrite: bool = False,
+    max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE,
+    feature_extractor_kwargs: dict | None = None,
+) -> Path:
     """Save an in-memory MIR model (e.g. the demo's) the same way conversions do: audited, with its feature
     extractor, atomically."""
-    return save_model(model, output_dir, audit=audit, output_check=mir_output_check,
-                      add_files=_mir_files(model.config, feature_extractor_kwargs), overwrite=overwrite,
-                      max_shard_size=max_shard_size)
+    return save_model(
+        model,
+        output_dir,
+        audit=audit,
+        output_check=mir_output_check,
+        add_files=_mir_files(model.config, feature_extractor_kwargs),
+        overwrite=overwrite,
+        max_shard_size=max_shard_size,
+    )
 
 
-def _save_mir(vqvae: VQVAESource, prior: PriorSource, output_dir, *, dtype, overwrite, max_shard_size,
-              feature_extractor_kwargs) -> Path:
+def _save_mir(
+    vqvae: VQVAESource, prior: PriorSource, output_dir, *, dtype, overwrite, max_shard_size, feature_extractor_kwargs
+) -> Path:
     model = _mir_skeleton(mir_config(vqvae.config, prior.config), dtype)
     plan = mir_plan(model, vqvae, prior)
-    return write_plan(model, plan, output_dir, audit=_mir_audit(vqvae, prior), source=f"{vqvae.name} + {prior.name}",
-                      sources=vqvae.sources + prior.sources,
-                      output_check=mir_output_check, add_files=_mir_files(model.config, feature_extractor_kwargs),
-                      overwrite=overwrite, max_shard_size=max_shard_size)
+    return write_plan(
+        model,
+        plan,
+        output_dir,
+        audit=_mir_audit(vqvae, prior),
+        source=f"{vqvae.name} + {prior.name}",
+        sources=vqvae.sources + prior.sources,
+        output_check=mir_output_check,
+        add_files=_mir_files(model.config, feature_extractor_kwargs),
+        overwrite=overwrite,
+        max_shard_size=max_shard_size,
+    )
 
 
 def _build_mir(vqvae: VQVAESource, prior: PriorSource, dtype: torch.dtype | None) -> JukeboxMIRModel:
@@ -162,16 +191,28 @@ def convert_mir_model(
     """Original OpenAI files -> MIR folder, tensor by tensor. `num_layers=36` gives the JukeMIR layer-36 model;
     the blocks above it and the VQ-VAE's decoders and lower encoders are never read. The prior is stored in
     `dtype` (default float32); the encoder stays float32 (exact codes)."""
-    return _save_mir(open_vqvae_checkpoint(vqvae_path), open_prior_checkpoint(prior_path, num_layers=num_layers),
-                     output_dir, dtype=dtype, overwrite=overwrite, max_shard_size=max_shard_size,
-                     feature_extractor_kwargs=feature_extractor_kwargs)
+    return _save_mir(
+        open_vqvae_checkpoint(vqvae_path),
+        open_prior_checkpoint(prior_path, num_layers=num_layers),
+        output_dir,
+        dtype=dtype,
+        overwrite=overwrite,
+        max_shard_size=max_shard_size,
+        feature_extractor_kwargs=feature_extractor_kwargs,
+    )
 
 
-def load_mir_model(vqvae_path: str | os.PathLike, prior_path: str | os.PathLike, *, num_layers: int | None = None,
-                   dtype: torch.dtype | None = None) -> JukeboxMIRModel:
+def load_mir_model(
+    vqvae_path: str | os.PathLike,
+    prior_path: str | os.PathLike,
+    *,
+    num_layers: int | None = None,
+    dtype: torch.dtype | None = None,
+) -> JukeboxMIRModel:
     """Original OpenAI files -> `JukeboxMIRModel` in memory."""
-    return _build_mir(open_vqvae_checkpoint(vqvae_path), open_prior_checkpoint(prior_path, num_layers=num_layers),
-                      dtype)
+    return _build_mir(
+        open_vqvae_checkpoint(vqvae_path), open_prior_checkpoint(prior_path, num_layers=num_layers), dtype
+    )
 
 
 def convert_hf4_mir(
@@ -186,17 +227,33 @@ def convert_hf4_mir(
 ) -> Path:
     """transformers-4.x Jukebox folder -> MIR folder (its VQ-VAE + its top prior `priors.0`), tensor by tensor."""
     checkpoint = load_hf4_folder(folder, prefixes=("vqvae.", "priors.0."))
-    return _save_mir(open_hf4_vqvae(checkpoint), open_hf4_prior(checkpoint, 0, num_layers=num_layers), output_dir,
-                     dtype=dtype, overwrite=overwrite, max_shard_size=max_shard_size,
-                     feature_extractor_kwargs=feature_extractor_kwargs)
+    return _save_mir(
+        open_hf4_vqvae(checkpoint),
+        open_hf4_prior(checkpoint, 0, num_layers=num_layers),
+        output_dir,
+        dtype=dtype,
+        overwrite=overwrite,
+        max_shard_size=max_shard_size,
+        feature_extractor_kwargs=feature_extractor_kwargs,
+    )
 
 
-def load_hf4_mir(folder: str | os.PathLike, *, num_layers: int | None = None,
-                 dtype: torch.dtype | None = None) -> JukeboxMIRModel:
+def load_hf4_mir(
+    folder: str | os.PathLike, *, num_layers: int | None = None, dtype: torch.dtype | None = None
+) -> JukeboxMIRModel:
     """transformers-4.x Jukebox folder -> `JukeboxMIRModel` in memory."""
     checkpoint = load_hf4_folder(folder, prefixes=("vqvae.", "priors.0."))
     return _build_mir(open_hf4_vqvae(checkpoint), open_hf4_prior(checkpoint, 0, num_layers=num_layers), dtype)
 
 
-__all__ = ["compose_mir_model", "convert_hf4_mir", "convert_mir_model", "load_hf4_mir", "load_mir_model",
-           "mir_config", "mir_output_check", "mir_plan", "save_mir_folder"]
+__all__ = [
+    "compose_mir_model",
+    "convert_hf4_mir",
+    "convert_mir_model",
+    "load_hf4_mir",
+    "load_mir_model",
+    "mir_config",
+    "mir_output_check",
+    "mir_plan",
+    "save_mir_folder",
+]

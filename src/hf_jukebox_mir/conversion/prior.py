@@ -53,7 +53,9 @@ def _check_num_layers(num_layers: int | None, depth: int) -> int:
     if num_layers is None:
         return depth
     if not isinstance(num_layers, int) or not 1 <= num_layers <= depth:
-        raise JukeboxCheckpointError(f"num_layers must be an integer in [1, {depth}] for this checkpoint, got {num_layers!r}.")
+        raise JukeboxCheckpointError(
+            f"num_layers must be an integer in [1, {depth}] for this checkpoint, got {num_layers!r}."
+        )
     return num_layers
 
 
@@ -63,14 +65,17 @@ CHECK_MAX_TOKENS = 64
 
 
 def prior_output_check(model: JukeboxPrior) -> dict[str, torch.Tensor]:
-    """Fixed-input check: logits and last hidden state on two attention blocks' worth of tokens (at most CHECK_MAX_TOKENS)."""
+    """Fixed-input check: logits and last hidden state on two attention blocks' worth of tokens (at most
+    CHECK_MAX_TOKENS)."""
     config = model.config
     generator = torch.Generator().manual_seed(0)
     length = min(config.n_ctx, 2 * config.block_length, CHECK_MAX_TOKENS)
     codes = torch.randint(0, config.vocab_size, (1, length), generator=generator)
     metadata = model.build_metadata(batch_size=1)
     if config.n_lyric_tokens:
-        metadata[:, 4 + config.max_genres :] = torch.randint(1, config.lyric_vocab_size, (1, config.n_lyric_tokens), generator=generator)
+        metadata[:, 4 + config.max_genres :] = torch.randint(
+            1, config.lyric_vocab_size, (1, config.n_lyric_tokens), generator=generator
+        )
     upper = None
     if config.is_upsampler:
         # the upper-level codes under the checked tokens only (the conditioner is the costly part at real size)
@@ -117,10 +122,18 @@ def open_prior_checkpoint(path: str | os.PathLike, *, num_layers: int | None = N
     mapping = convert_keys(checkpoint.state_dict, original_prior_key_mapping(config), source=str(path))
     name = Path(path).name
     return PriorSource(
-        config=config, checkpoint_depth=base.num_hidden_layers, key_map=mapping,
+        config=config,
+        checkpoint_depth=base.num_hidden_layers,
+        key_map=mapping,
         plan=plan_from_mapping(checkpoint.state_dict, mapping, source=name, transpose=needs_transpose),
-        sources=[source_file(path, role=f"prior_level_{config.level}")], source_format="openai", name=name,
-        details={"stored_dtypes": sorted({str(h.dtype).replace("torch.", "") for h in checkpoint.state_dict.headers.values()})},
+        sources=[source_file(path, role=f"prior_level_{config.level}")],
+        source_format="openai",
+        name=name,
+        details={
+            "stored_dtypes": sorted(
+                {str(h.dtype).replace("torch.", "") for h in checkpoint.state_dict.headers.values()}
+            )
+        },
     )
 
 
@@ -130,19 +143,35 @@ def build_prior(source: PriorSource, *, dtype: torch.dtype | None = None) -> Juk
     return model.to(dtype) if dtype is not None else model
 
 
-def save_prior(source: PriorSource, output_dir: str | os.PathLike, *, dtype: torch.dtype | None = None,
-               overwrite: bool = False, max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE) -> Path:
+def save_prior(
+    source: PriorSource,
+    output_dir: str | os.PathLike,
+    *,
+    dtype: torch.dtype | None = None,
+    overwrite: bool = False,
+    max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE,
+) -> Path:
     """Write the converted prior folder tensor by tensor (see `streaming.write_plan`)."""
     with torch.device("meta"):
         model = JukeboxPrior(source.config)
     if dtype is not None:
         model.to(dtype)
-    return write_plan(model, source.plan, output_dir, audit=_audit(source, "JukeboxPrior"), source=source.name,
-                      sources=source.sources, output_check=prior_output_check, overwrite=overwrite, max_shard_size=max_shard_size)
+    return write_plan(
+        model,
+        source.plan,
+        output_dir,
+        audit=_audit(source, "JukeboxPrior"),
+        source=source.name,
+        sources=source.sources,
+        output_check=prior_output_check,
+        overwrite=overwrite,
+        max_shard_size=max_shard_size,
+    )
 
 
-def load_prior_checkpoint(path: str | os.PathLike, *, num_layers: int | None = None,
-                          dtype: torch.dtype | None = None) -> JukeboxPrior:
+def load_prior_checkpoint(
+    path: str | os.PathLike, *, num_layers: int | None = None, dtype: torch.dtype | None = None
+) -> JukeboxPrior:
     """An original `prior_level_N.pth.tar` as a `JukeboxPrior` in memory (`num_layers` keeps the first blocks)."""
     return build_prior(open_prior_checkpoint(path, num_layers=num_layers), dtype=dtype)
 
@@ -164,8 +193,13 @@ def convert_prior_checkpoint(
     >>> convert_prior_checkpoint("5b/prior_level_2.pth.tar", "jukebox-5b-prior-36", num_layers=36)  # doctest: +SKIP
     ```
     """
-    return save_prior(open_prior_checkpoint(path, num_layers=num_layers), output_dir, dtype=dtype,
-                      overwrite=overwrite, max_shard_size=max_shard_size)
+    return save_prior(
+        open_prior_checkpoint(path, num_layers=num_layers),
+        output_dir,
+        dtype=dtype,
+        overwrite=overwrite,
+        max_shard_size=max_shard_size,
+    )
 
 
 def prior_config_from_hf4(prior: dict[str, Any], top: dict[str, Any], index: int, **overrides) -> JukeboxPriorConfig:
@@ -176,7 +210,8 @@ def prior_config_from_hf4(prior: dict[str, Any], top: dict[str, Any], index: int
         pattern = prior["attention_pattern"]
         if pattern not in HF4_ATTENTION_ORDERS:
             raise JukeboxCheckpointError(
-                f"Unsupported attention_pattern {pattern!r} in prior_{index}; expected one of {sorted(HF4_ATTENTION_ORDERS)}."
+                f"Unsupported attention_pattern {pattern!r} in prior_{index}; expected one of "
+                f"{sorted(HF4_ATTENTION_ORDERS)}."
             )
         depth = int(prior["num_layers"])
         hop = 1
@@ -233,7 +268,9 @@ def prior_config_from_hf4(prior: dict[str, Any], top: dict[str, Any], index: int
                 encoder_num_layers=enc_depth,
                 encoder_num_heads=int(enc["n_heads"]),
                 encoder_blocks=int(enc["blocks"]),
-                encoder_attention_patterns=attention_layer_types(HF4_ATTENTION_ORDERS[enc["attention_pattern"]], enc_depth),
+                encoder_attention_patterns=attention_layer_types(
+                    HF4_ATTENTION_ORDERS[enc["attention_pattern"]], enc_depth
+                ),
             )
     except KeyError as err:
         raise JukeboxCheckpointError(
@@ -243,11 +280,14 @@ def prior_config_from_hf4(prior: dict[str, Any], top: dict[str, Any], index: int
     return JukeboxPriorConfig(**values)
 
 
-def open_hf4_prior(folder: str | os.PathLike | Hf4Checkpoint, index: int, *,
-                   num_layers: int | None = None) -> PriorSource:
+def open_hf4_prior(
+    folder: str | os.PathLike | Hf4Checkpoint, index: int, *, num_layers: int | None = None
+) -> PriorSource:
     """Open prior `priors.{index}` of a transformers-4.x folder for conversion (0 = top prior, 1 = middle
     upsampler, 2 = bottom upsampler); only the shards holding its keys are opened."""
-    checkpoint = folder if isinstance(folder, Hf4Checkpoint) else load_hf4_folder(folder, prefixes=(f"priors.{index}.",))
+    checkpoint = (
+        folder if isinstance(folder, Hf4Checkpoint) else load_hf4_folder(folder, prefixes=(f"priors.{index}.",))
+    )
     configs = checkpoint.prior_configs
     if not 0 <= index < len(configs):
         raise JukeboxCheckpointError(f"{checkpoint.path} has {len(configs)} priors; index {index} does not exist.")
@@ -261,9 +301,13 @@ def open_hf4_prior(folder: str | os.PathLike | Hf4Checkpoint, index: int, *,
     mapping = convert_keys(state, hf4_prior_key_mapping(config, index), source=str(checkpoint.path))
     name = f"{Path(checkpoint.path).name}:{prefix}"
     return PriorSource(
-        config=config, checkpoint_depth=base.num_hidden_layers, key_map=mapping,
+        config=config,
+        checkpoint_depth=base.num_hidden_layers,
+        key_map=mapping,
         plan=plan_from_mapping(state, mapping, source=name, transpose=needs_transpose),
-        sources=hf4_sources(checkpoint), source_format="transformers-4.x", name=name,
+        sources=hf4_sources(checkpoint),
+        source_format="transformers-4.x",
+        name=name,
         details={"hf4_prior_index": index},
     )
 
@@ -279,16 +323,37 @@ def convert_hf4_prior(
     max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE,
 ) -> Path:
     """Convert prior `priors.{index}` of a transformers-4.x Jukebox folder into a `JukeboxPrior` folder."""
-    return save_prior(open_hf4_prior(folder, index, num_layers=num_layers), output_dir, dtype=dtype,
-                      overwrite=overwrite, max_shard_size=max_shard_size)
+    return save_prior(
+        open_hf4_prior(folder, index, num_layers=num_layers),
+        output_dir,
+        dtype=dtype,
+        overwrite=overwrite,
+        max_shard_size=max_shard_size,
+    )
 
 
-def load_hf4_prior(folder: str | os.PathLike | Hf4Checkpoint, index: int, *, num_layers: int | None = None,
-                   dtype: torch.dtype | None = None) -> JukeboxPrior:
+def load_hf4_prior(
+    folder: str | os.PathLike | Hf4Checkpoint,
+    index: int,
+    *,
+    num_layers: int | None = None,
+    dtype: torch.dtype | None = None,
+) -> JukeboxPrior:
     """Prior `priors.{index}` of a transformers-4.x folder as a `JukeboxPrior` in memory."""
     return build_prior(open_hf4_prior(folder, index, num_layers=num_layers), dtype=dtype)
 
 
-__all__ = ["HF4_ATTENTION_ORDERS", "PriorSource", "build_prior", "convert_hf4_prior", "convert_prior_checkpoint",
-           "load_hf4_prior", "load_prior_checkpoint", "open_hf4_prior", "open_prior_checkpoint",
-           "prior_config_from_hf4", "prior_output_check", "save_prior"]
+__all__ = [
+    "HF4_ATTENTION_ORDERS",
+    "PriorSource",
+    "build_prior",
+    "convert_hf4_prior",
+    "convert_prior_checkpoint",
+    "load_hf4_prior",
+    "load_prior_checkpoint",
+    "open_hf4_prior",
+    "open_prior_checkpoint",
+    "prior_config_from_hf4",
+    "prior_output_check",
+    "save_prior",
+]

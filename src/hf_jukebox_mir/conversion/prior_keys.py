@@ -52,7 +52,9 @@ _BLOCK_INNER = [
 ]
 
 
-def _block_rules(src_prefix: str, dst_prefix: str, attention_patterns: list[str], keep: int) -> list[tuple[str, str | None]]:
+def _block_rules(
+    src_prefix: str, dst_prefix: str, attention_patterns: list[str], keep: int
+) -> list[tuple[str, str | None]]:
     rules: list[tuple[str, str | None]] = []
     for d, kind in enumerate(attention_patterns):
         src = rf"^{re.escape(src_prefix)}{d}\."
@@ -70,7 +72,10 @@ def original_prior_key_mapping(config: JukeboxPriorConfig) -> list[tuple[str, st
     rules: list[tuple[str, str | None]] = [
         (r"^y_emb\.artist_emb\.emb\.weight$", "metadata_embedding.artist_emb.weight"),
         (r"^y_emb\.bow_genre_emb\.emb\.weight$", "metadata_embedding.genre_emb.weight"),
-        (r"^y_emb\.(total_length|absolute_pos|relative_pos)_emb\.emb\.weight$", r"metadata_embedding.\1_emb.emb.weight"),
+        (
+            r"^y_emb\.(total_length|absolute_pos|relative_pos)_emb\.emb\.weight$",
+            r"metadata_embedding.\1_emb.emb.weight",
+        ),
         (r"^conditioner_blocks\.0\.x_emb\.weight$", "upsampler.embed_tokens.weight"),
         (r"^conditioner_blocks\.0\.cond\.model\.0\.(weight|bias)$", r"upsampler.conv_in.\1"),
         (r"^conditioner_blocks\.0\.ln\.(weight|bias)$", r"upsampler.layer_norm.\1"),
@@ -88,14 +93,23 @@ def original_prior_key_mapping(config: JukeboxPriorConfig) -> list[tuple[str, st
     for i in range(1, config.upsampler_down_t + 1):  # decoder stages of the conditioner, 1-based there
         src = rf"^conditioner_blocks\.0\.cond\.model\.{i}\."
         rules += [
-            (src + r"0\.blocks\.(\d+)\.model\.1\.(weight|bias)$", rf"upsampler.stages.{i - 1}.resnet.\1.conv_dilated.\2"),
+            (
+                src + r"0\.blocks\.(\d+)\.model\.1\.(weight|bias)$",
+                rf"upsampler.stages.{i - 1}.resnet.\1.conv_dilated.\2",
+            ),
             (src + r"0\.blocks\.(\d+)\.model\.3\.(weight|bias)$", rf"upsampler.stages.{i - 1}.resnet.\1.conv_out.\2"),
             (src + r"1\.(weight|bias)$", rf"upsampler.stages.{i - 1}.upsample.\1"),
         ]
-    rules += _block_rules("prior.transformer._attn_mods.", "layers.", config.attention_patterns, config.num_hidden_layers)
+    rules += _block_rules(
+        "prior.transformer._attn_mods.", "layers.", config.attention_patterns, config.num_hidden_layers
+    )
     if config.lyrics_mode == "separate_encoder":
-        rules += _block_rules("prime_prior.transformer._attn_mods.", "lyrics_encoder.layers.",
-                              config.encoder_attention_patterns, config.encoder_num_layers)
+        rules += _block_rules(
+            "prime_prior.transformer._attn_mods.",
+            "lyrics_encoder.layers.",
+            config.encoder_attention_patterns,
+            config.encoder_num_layers,
+        )
     return rules
 
 
@@ -109,8 +123,10 @@ def hf4_prior_key_mapping(config: JukeboxPriorConfig, index: int) -> list[tuple[
     rules: list[tuple[str, str | None]] = [
         (p + r"metadata_embedding\.artist_emb\.weight$", "metadata_embedding.artist_emb.weight"),
         (p + r"metadata_embedding\.bow_genre_emb\.weight$", "metadata_embedding.genre_emb.weight"),
-        (p + r"metadata_embedding\.(total_length|absolute_pos|relative_pos)_emb\.emb\.weight$",
-         r"metadata_embedding.\1_emb.emb.weight"),
+        (
+            p + r"metadata_embedding\.(total_length|absolute_pos|relative_pos)_emb\.emb\.weight$",
+            r"metadata_embedding.\1_emb.emb.weight",
+        ),
         (p + r"conditioner_blocks\.embed_tokens\.weight$", "upsampler.embed_tokens.weight"),
         (p + r"conditioner_blocks\.upsampler\.proj_in\.(weight|bias)$", r"upsampler.conv_in.\1"),
         (p + r"conditioner_blocks\.layer_norm\.(weight|bias)$", r"upsampler.layer_norm.\1"),
@@ -127,10 +143,14 @@ def hf4_prior_key_mapping(config: JukeboxPriorConfig, index: int) -> list[tuple[
     for stage in range(config.upsampler_down_t):  # the port flattens (resnet, upsample) pairs: 2s and 2s + 1
         src = p + r"conditioner_blocks\.upsampler\.upsample_block\."
         rules += [
-            (src + rf"{2 * stage}\.resnet_block\.(\d+)\.conv1d_1\.(weight|bias)$",
-             rf"upsampler.stages.{stage}.resnet.\1.conv_dilated.\2"),
-            (src + rf"{2 * stage}\.resnet_block\.(\d+)\.conv1d_2\.(weight|bias)$",
-             rf"upsampler.stages.{stage}.resnet.\1.conv_out.\2"),
+            (
+                src + rf"{2 * stage}\.resnet_block\.(\d+)\.conv1d_1\.(weight|bias)$",
+                rf"upsampler.stages.{stage}.resnet.\1.conv_dilated.\2",
+            ),
+            (
+                src + rf"{2 * stage}\.resnet_block\.(\d+)\.conv1d_2\.(weight|bias)$",
+                rf"upsampler.stages.{stage}.resnet.\1.conv_out.\2",
+            ),
             (src + rf"{2 * stage + 1}\.(weight|bias)$", rf"upsampler.stages.{stage}.upsample.\1"),
         ]
     inner = [
@@ -151,14 +171,20 @@ def hf4_prior_key_mapping(config: JukeboxPriorConfig, index: int) -> list[tuple[
 
     rules += blocks("prior.transformer._attn_mods.", "layers.", config.attention_patterns, config.num_hidden_layers)
     if config.lyrics_mode == "separate_encoder":
-        rules += blocks("encoder.transformer._attn_mods.", "lyrics_encoder.layers.",
-                        config.encoder_attention_patterns, config.encoder_num_layers)
+        rules += blocks(
+            "encoder.transformer._attn_mods.",
+            "lyrics_encoder.layers.",
+            config.encoder_attention_patterns,
+            config.encoder_num_layers,
+        )
     return rules
 
 
 # Our keys whose source tensors are GPT-style Conv1D weights, stored (in, out) in BOTH source formats
 # (the 4.x port renamed them but kept the layout): transposed into nn.Linear (out, in) on conversion.
-TRANSPOSED_KEYS = re.compile(r"(attn\.(qkv_proj|q_proj|kv_proj|out_proj)|mlp\.(fc_in|fc_out))\.weight$|^lyrics_encoder\.proj\.weight$")
+TRANSPOSED_KEYS = re.compile(
+    r"(attn\.(qkv_proj|q_proj|kv_proj|out_proj)|mlp\.(fc_in|fc_out))\.weight$|^lyrics_encoder\.proj\.weight$"
+)
 
 
 def needs_transpose(converted_key: str) -> bool:

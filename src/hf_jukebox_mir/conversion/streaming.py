@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from transformers import PreTrainedModel
 
 from ..models.errors import JukeboxCheckpointError
 from .audit import ConversionAudit, WrittenFile
@@ -60,8 +61,14 @@ def _transposed(load: Callable[[], torch.Tensor]) -> Callable[[], torch.Tensor]:
     return lambda: load().t()
 
 
-def plan_from_mapping(state: LazyStateDict, mapping: Mapping[str, str | None], *, source: str, prefix: str = "",
-                      transpose: Callable[[str], bool] | None = None) -> ConversionPlan:
+def plan_from_mapping(
+    state: LazyStateDict,
+    mapping: Mapping[str, str | None],
+    *,
+    source: str,
+    prefix: str = "",
+    transpose: Callable[[str], bool] | None = None,
+) -> ConversionPlan:
     """Plan the tensors of `state` renamed by `mapping` (`None`: dropped, never read), under `prefix`.
 
     `transpose(new_key)` says which converted tensors are the transpose of their source (2-D only).
@@ -101,8 +108,12 @@ def check_plan(model: nn.Module, plan: ConversionPlan, *, source: str) -> dict[s
     Returns the dtype each converted tensor is stored in (the model's).
     """
     expected = model.state_dict()
-    account_keys({k: v.shape for k, v in expected.items()}, {k: v.shape for k, v in plan.items()},
-                 model_name=type(model).__name__, source=source)
+    account_keys(
+        {k: v.shape for k, v in expected.items()},
+        {k: v.shape for k, v in plan.items()},
+        model_name=type(model).__name__,
+        source=source,
+    )
     bad = sorted(
         f"{key} ({entry.source}: {str(entry.dtype).replace('torch.', '')})"
         for key, entry in plan.items()
@@ -150,10 +161,9 @@ def atomic_folder(output_dir: str | os.PathLike, *, overwrite: bool) -> Iterator
     try:
         yield tmp_dir
         os.chmod(tmp_dir, 0o777 & ~umask)  # mkdtemp creates 0700
-        for written in tmp_dir.iterdir():
-            if written.is_file():
-                os.chmod(written, 0o666 & ~umask)
-                _fsync(written)  # durable before the rename publishes the folder (shards were synced as written)
+        for written in sorted(tmp_dir.rglob("*"), reverse=True):  # files before the folders that hold them
+            os.chmod(written, (0o666 if written.is_file() else 0o777) & ~umask)
+            _fsync(written)  # durable before the rename publishes the folder (shards were synced as written)
         _fsync(tmp_dir)
         if output_dir.exists():
             backup = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.old-", dir=output_dir.parent))
@@ -184,15 +194,21 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def _write_shards(plan: ConversionPlan, dtypes: Mapping[str, torch.dtype], folder: Path,
-                  max_shard_size: int | str, on_written: Callable[[Path], Any] = lambda path: None) -> None:
+def _write_shards(
+    plan: ConversionPlan,
+    dtypes: Mapping[str, torch.dtype],
+    folder: Path,
+    max_shard_size: int | str,
+    on_written: Callable[[Path], Any] = lambda path: None,
+) -> None:
     """Safetensors shards (+ index when more than one), as `save_pretrained` names them; one shard in memory."""
     from huggingface_hub import split_torch_state_dict_into_shards
     from safetensors.torch import save_file
 
     meta = {key: torch.empty(entry.shape, dtype=dtypes[key], device="meta") for key, entry in plan.items()}
-    split = split_torch_state_dict_into_shards(meta, filename_pattern="model{suffix}.safetensors",
-                                               max_shard_size=max_shard_size)
+    split = split_torch_state_dict_into_shards(
+        meta, filename_pattern="model{suffix}.safetensors", max_shard_size=max_shard_size
+    )
     for filename, keys in split.filename_to_tensors.items():
         shard = {key: _materialize(plan[key].load(), dtypes[key]) for key in keys}
         save_file(shard, str(folder / filename), metadata={"format": "pt"})
@@ -202,8 +218,10 @@ def _write_shards(plan: ConversionPlan, dtypes: Mapping[str, torch.dtype], folde
     if split.is_sharded:
         import json
 
-        index = {"metadata": {**split.metadata, "total_parameters": sum(t.numel() for t in meta.values())},
-                 "weight_map": split.tensor_to_filename}
+        index = {
+            "metadata": {**split.metadata, "total_parameters": sum(t.numel() for t in meta.values())},
+            "weight_map": split.tensor_to_filename,
+        }
         (folder / "model.safetensors.index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
 
 
@@ -242,8 +260,8 @@ class _ShardReader:
     def __contains__(self, key: str) -> bool:
         return key in self._where
 
-    def read(self, keys: Sequence[str], dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
-        """The tensors `keys` as owned (copied) tensors of `dtype`."""
+    def read(self, keys: Sequence[str], keep_half: bool = False) -> dict[str, torch.Tensor]:
+        """The tensors `keys`, in float32 (or in their stored half precision with `keep_half`)."""
         from safetensors import safe_open
 
         by_file: dict[str, list[str]] = {}
@@ -253,13 +271,16 @@ class _ShardReader:
         for name, names in by_file.items():
             with safe_open(str(self._folder / name), framework="pt") as handle:
                 for key in names:
-                    tensors[key] = handle.get_tensor(key).to(dtype)
+                    tensor = handle.get_tensor(key)
+                    keep = keep_half and tensor.dtype in (torch.float16, torch.bfloat16)
+                    tensors[key] = tensor if keep or not tensor.is_floating_point() else tensor.float()
         return tensors
 
 
-def _load_block_by_block(model_class: type, folder: Path) -> nn.Module:
-    """The folder's model in float32 with every transformer block left on the meta device; a block's weights are
-    read from the shards when its forward starts and dropped when it ends (forward hooks)."""
+def _load_block_by_block(model_class: type[PreTrainedModel], folder: Path, keep_half: bool) -> nn.Module:
+    """The folder's model (float32, or half-precision weights kept with `keep_half`) with every transformer block
+    left on the meta device; a block's weights are read from the shards when its forward starts and dropped when
+    it ends (forward hooks)."""
     config = model_class.config_class.from_pretrained(folder)
     with torch.device("meta"):
         model = model_class(config)
@@ -269,7 +290,7 @@ def _load_block_by_block(model_class: type, folder: Path) -> nn.Module:
     def in_block(key: str) -> bool:
         return any(key.startswith(name + ".") for name in blocks)
 
-    rest = reader.read([key for key in model.state_dict() if not in_block(key) and key in reader])
+    rest = reader.read([key for key in model.state_dict() if not in_block(key) and key in reader], keep_half)
     model.load_state_dict(rest, strict=False, assign=True)
     model.tie_weights()
     still_meta = [key for key, value in model.state_dict().items() if value.is_meta and not in_block(key)]
@@ -278,8 +299,9 @@ def _load_block_by_block(model_class: type, folder: Path) -> nn.Module:
 
     def fetch(prefix: str):
         def hook(module: nn.Module, args: Any) -> None:
-            state = reader.read([f"{prefix}.{key}" for key in module.state_dict()])
-            module.load_state_dict({key[len(prefix) + 1:]: value for key, value in state.items()}, assign=True)
+            state = reader.read([f"{prefix}.{key}" for key in module.state_dict()], keep_half)
+            module.load_state_dict({key[len(prefix) + 1 :]: value for key, value in state.items()}, assign=True)
+
         return hook
 
     def drop(module: nn.Module, args: Any, output: Any) -> None:
@@ -291,22 +313,35 @@ def _load_block_by_block(model_class: type, folder: Path) -> nn.Module:
     return model.eval()
 
 
-def check_written_folder(model_class: type, folder: Path, output_check: OutputCheck, *,
-                         offload: bool) -> dict[str, Any]:
-    """Load `folder` and run `output_check` on it (float32 compute); outputs must be finite.
+def check_written_folder(
+    model_class: type[PreTrainedModel], folder: Path, output_check: OutputCheck, *, offload: bool
+) -> dict[str, Any]:
+    """Load `folder` and run `output_check` on it; outputs must be finite.
 
-    Without `offload` the folder is loaded as a user loads it (`from_pretrained`). With `offload` (large models)
-    the same shards are read block by block: the transformer blocks run one at a time, each read from the written
-    shards just before it runs, so memory stays at one block. Returns the audit record.
+    Without `offload` the folder is loaded as a user loads it (`from_pretrained`, float32 compute). With `offload`
+    (large models) the same shards are read block by block: the transformer blocks run one at a time, each read
+    from the written shards just before it runs, so memory stays at one block; half-precision weights are computed
+    in their own dtype where this machine computes it fast (as `from_pretrained` of the MIR model chooses), else
+    in float32. Returns the audit record.
     """
+    compute = "float32"
     if offload:
-        loaded = _load_block_by_block(model_class, folder)
+        from ..models.modeling_jukebox_mir import has_fast_half_precision
+
+        stored = str(getattr(model_class.config_class.from_pretrained(folder), "dtype", "float32")).replace(
+            "torch.", ""
+        )
+        keep_half = stored in ("bfloat16", "float16") and has_fast_half_precision()
+        loaded = _load_block_by_block(model_class, folder, keep_half)
+        compute = stored if keep_half else compute
     else:
         loaded = model_class.from_pretrained(folder, dtype=torch.float32).eval()
     try:
         with torch.no_grad():
-            outputs = {name: value.detach().float() if value.is_floating_point() else value.detach()
-                       for name, value in output_check(loaded).items()}
+            outputs = {
+                name: value.detach().float() if value.is_floating_point() else value.detach()
+                for name, value in output_check(loaded).items()
+            }
     finally:
         del loaded
     not_finite = [n for n, v in outputs.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
@@ -315,8 +350,11 @@ def check_written_folder(model_class: type, folder: Path, output_check: OutputCh
             f"Output check failed: the converted model gives NaN or infinite values in {not_finite} on the fixed "
             "check input; the checkpoint may be corrupt or converted with a wrong configuration."
         )
-    how = ("the written shards, transformer blocks read one at a time (float32 compute)" if offload
-           else "the written folder, with from_pretrained (float32 compute)")
+    how = (
+        f"the written shards, transformer blocks read one at a time ({compute} compute)"
+        if offload
+        else "the written folder, with from_pretrained (float32 compute)"
+    )
     return {"loaded_from": how, "outputs": {name: summarize_tensor(value) for name, value in outputs.items()}}
 
 
@@ -368,8 +406,13 @@ def write_plan(
     with atomic_folder(output_dir, overwrite=overwrite) as tmp_dir, ThreadPoolExecutor(max_workers=1) as hasher:
         source_entries = [hasher.submit(spec.audit_entry) for spec in unique]
         shard_hashes: dict[str, Future[str]] = {}
-        _write_shards(plan, dtypes, tmp_dir, max_shard_size,
-                      on_written=lambda path: shard_hashes.setdefault(path.name, hasher.submit(sha256_file, path)))
+        _write_shards(
+            plan,
+            dtypes,
+            tmp_dir,
+            max_shard_size,
+            on_written=lambda path: shard_hashes.setdefault(path.name, hasher.submit(sha256_file, path)),
+        )
         _save_config_and_code(model, tmp_dir)
         if add_files is not None:
             add_files(tmp_dir)
@@ -378,21 +421,44 @@ def write_plan(
             audit.output_check = check_written_folder(type(model), tmp_dir, output_check, offload=offload)
         audit.versions = _versions()
         audit.sources = [entry.result() for entry in source_entries]
-        audit.files = {p.name: WrittenFile(sha256=shard_hashes[p.name].result() if p.name in shard_hashes
-                                           else sha256_file(p), bytes=p.stat().st_size)
-                       for p in sorted(tmp_dir.iterdir()) if p.is_file()}
+        audit.files = {
+            p.relative_to(tmp_dir).as_posix(): WrittenFile(
+                sha256=shard_hashes[p.name].result() if p.name in shard_hashes else sha256_file(p),
+                bytes=p.stat().st_size,
+            )
+            for p in sorted(tmp_dir.rglob("*"))
+            if p.is_file()
+        }
         audit.write(tmp_dir)
     return Path(output_dir)
 
 
-def save_model(model: nn.Module, output_dir: str | os.PathLike, *, audit: ConversionAudit,
-               output_check: OutputCheck | None = None, add_files: Callable[[Path], None] | None = None,
-               max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE, overwrite: bool = False) -> Path:
+def save_model(
+    model: nn.Module,
+    output_dir: str | os.PathLike,
+    *,
+    audit: ConversionAudit,
+    output_check: OutputCheck | None = None,
+    add_files: Callable[[Path], None] | None = None,
+    max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE,
+    overwrite: bool = False,
+) -> Path:
     """Save a model that is already in memory (e.g. the demo's) exactly as conversions save theirs."""
-    plan = {key: PlannedTensor("memory", tuple(t.shape), t.dtype, _constant(t.detach()))
-            for key, t in saved_tensors(model).items()}
-    return write_plan(model, plan, output_dir, audit=audit, source="the in-memory model", output_check=output_check,
-                      add_files=add_files, max_shard_size=max_shard_size, overwrite=overwrite)
+    plan = {
+        key: PlannedTensor("memory", tuple(t.shape), t.dtype, _constant(t.detach()))
+        for key, t in saved_tensors(model).items()
+    }
+    return write_plan(
+        model,
+        plan,
+        output_dir,
+        audit=audit,
+        source="the in-memory model",
+        output_check=output_check,
+        add_files=add_files,
+        max_shard_size=max_shard_size,
+        overwrite=overwrite,
+    )
 
 
 def _constant(tensor: torch.Tensor) -> Callable[[], torch.Tensor]:

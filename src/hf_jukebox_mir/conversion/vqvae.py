@@ -46,8 +46,12 @@ _REQUIRED_HPS = {
     "vqvae_reverse_decoder_dilation": "reverse_decoder_dilation",
 }
 # optional ones, with the value the original code uses when they are absent or None
-_OPTIONAL_HPS = {"hvqvae_multipliers": "multipliers", "m_conv": "m_conv", "dilation_cycle": "dilation_cycle",
-                 "sr": "sampling_rate"}
+_OPTIONAL_HPS = {
+    "hvqvae_multipliers": "multipliers",
+    "m_conv": "m_conv",
+    "dilation_cycle": "dilation_cycle",
+    "sr": "sampling_rate",
+}
 
 # Length of the fixed output-check input: 2 clips of 0.19 s (8192 samples = 64 top-level codes).
 CHECK_NUM_SAMPLES = 8192
@@ -165,8 +169,14 @@ def open_vqvae_checkpoint(path: str | os.PathLike) -> VQVAESource:
     config = vqvae_config_from_hps(checkpoint.hps)
     name = checkpoint.path.name
     key_map = convert_keys(checkpoint.state_dict, VQVAE_KEY_MAPPING, source=str(checkpoint.path))
-    return VQVAESource(config, key_map, plan_from_mapping(checkpoint.state_dict, key_map, source=name),
-                       [source_file(path, role="vqvae")], "openai", name)
+    return VQVAESource(
+        config,
+        key_map,
+        plan_from_mapping(checkpoint.state_dict, key_map, source=name),
+        [source_file(path, role="vqvae")],
+        "openai",
+        name,
+    )
 
 
 def open_hf4_vqvae(folder: str | os.PathLike | Hf4Checkpoint) -> VQVAESource:
@@ -176,8 +186,14 @@ def open_hf4_vqvae(folder: str | os.PathLike | Hf4Checkpoint) -> VQVAESource:
     state = checkpoint.state_dict.select(lambda key: key.startswith("vqvae."))
     name = f"{checkpoint.path.name} (vqvae.*)"
     key_map = convert_keys(state, HF4_VQVAE_KEY_MAPPING, source=str(checkpoint.path))
-    return VQVAESource(config, key_map, plan_from_mapping(state, key_map, source=name), hf4_sources(checkpoint),
-                       "transformers-4.x", name)
+    return VQVAESource(
+        config,
+        key_map,
+        plan_from_mapping(state, key_map, source=name),
+        hf4_sources(checkpoint),
+        "transformers-4.x",
+        name,
+    )
 
 
 def build_vqvae(source: VQVAESource) -> JukeboxVQVAE:
@@ -187,13 +203,27 @@ def build_vqvae(source: VQVAESource) -> JukeboxVQVAE:
     return model
 
 
-def save_vqvae(source: VQVAESource, output_dir: str | os.PathLike, *, overwrite: bool = False,
-               max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE) -> Path:
+def save_vqvae(
+    source: VQVAESource,
+    output_dir: str | os.PathLike,
+    *,
+    overwrite: bool = False,
+    max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE,
+) -> Path:
     """Write the converted VQ-VAE folder tensor by tensor (see `streaming.write_plan`)."""
     with torch.device("meta"):
         model = JukeboxVQVAE(source.config)
-    return write_plan(model, source.plan, output_dir, audit=source.audit(), source=source.name,
-                      sources=source.sources, output_check=vqvae_output_check, overwrite=overwrite, max_shard_size=max_shard_size)
+    return write_plan(
+        model,
+        source.plan,
+        output_dir,
+        audit=source.audit(),
+        source=source.name,
+        sources=source.sources,
+        output_check=vqvae_output_check,
+        overwrite=overwrite,
+        max_shard_size=max_shard_size,
+    )
 
 
 def load_vqvae_checkpoint(path: str | os.PathLike) -> JukeboxVQVAE:
@@ -206,8 +236,13 @@ def load_hf4_vqvae(folder: str | os.PathLike | Hf4Checkpoint) -> JukeboxVQVAE:
     return build_vqvae(open_hf4_vqvae(folder))
 
 
-def convert_vqvae_checkpoint(path: str | os.PathLike, output_dir: str | os.PathLike, *, overwrite: bool = False,
-                             max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE) -> Path:
+def convert_vqvae_checkpoint(
+    path: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    *,
+    overwrite: bool = False,
+    max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE,
+) -> Path:
     """Convert an original OpenAI VQ-VAE checkpoint (e.g. `5b/vqvae.pth.tar`) into a `JukeboxVQVAE` folder.
 
     The file is read safely and tensor by tensor, the config built from its `hps`, the keys renamed with
@@ -221,8 +256,13 @@ def convert_vqvae_checkpoint(path: str | os.PathLike, output_dir: str | os.PathL
     return save_vqvae(open_vqvae_checkpoint(path), output_dir, overwrite=overwrite, max_shard_size=max_shard_size)
 
 
-def convert_hf4_vqvae(folder: str | os.PathLike, output_dir: str | os.PathLike, *, overwrite: bool = False,
-                      max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE) -> Path:
+def convert_hf4_vqvae(
+    folder: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    *,
+    overwrite: bool = False,
+    max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE,
+) -> Path:
     """Convert the VQ-VAE of a transformers-4.x Jukebox folder (e.g. a download of `openai/jukebox-5b-lyrics`).
 
     Only the shards holding `vqvae.*` keys are read. The config comes from `config.json`'s `vqvae_config`.
