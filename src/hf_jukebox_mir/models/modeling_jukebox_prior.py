@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -1324,7 +1325,7 @@ class JukeboxPrior(JukeboxPriorPreTrainedModel):
         graphs = self.__dict__.setdefault("_decode_graphs", {})
         key = (repr(options), device_type)
         if key not in graphs:
-            settings = {"fullgraph": True, "dynamic": False}
+            settings: dict[str, Any] = {"fullgraph": True, "dynamic": False}
             if device_type == "cuda":
                 settings["mode"] = "reduce-overhead"
             elif device_type == "cpu":  # the step as one C++ function: no Python between its loops
