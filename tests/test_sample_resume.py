@@ -106,7 +106,7 @@ def test_interrupted_run_resumes_to_the_same_codes_and_audio(
     assert f"continue with: jukebox-mir sample --output {output} --resume" in err
     assert "Traceback" not in err
     state = sample.SampleRun.read(sample.SampleRun.path_for(output))
-    assert state.settings.seed == 7 and state.settings.n_samples == 2 and state.settings.threads is None
+    assert state.settings.seed == 7 and state.settings.n_samples == 2 and state.settings.threads == 1
     assert state.settings.lyrics == "Hello hello, where are you"
     assert not list(tmp_path.glob("*.wav"))
     monkeypatch.undo()

@@ -306,7 +306,8 @@ def new_settings(args: argparse.Namespace) -> SampleSettings:
             raise JukeboxInputError(f"--lyrics-file: cannot read {args.lyrics_file}: {err}.") from None
     values = {name: getattr(args, name) for name in CODE_SETTINGS if name not in ("lyrics", "seed")}
     seed = args.seed if args.seed is not None else secrets.randbelow(2**63)
-    return SampleSettings(**values, lyrics=lyrics, seed=seed, threads=args.threads, compile=bool(args.compile))
+    threads = args.threads if args.threads is not None else (1 if str(args.device).startswith("cpu") else None)
+    return SampleSettings(**values, lyrics=lyrics, seed=seed, threads=threads, compile=bool(args.compile))
 
 
 def resumed_settings(args: argparse.Namespace, saved: SampleSettings) -> SampleSettings:
@@ -366,9 +367,8 @@ def _sample(args: argparse.Namespace, run_state: SampleRun, state_path: Path) ->
     import torch
 
     settings = run_state.settings
-    threads = settings.threads or (1 if str(settings.device).startswith("cpu") else None)
-    if threads:
-        torch.set_num_threads(threads)
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
     model = load_chain(settings.model, settings.device, settings.dtype)
     sampling_rate = model.sampling_rate
     temperature = settings.temperature

@@ -12,10 +12,14 @@ Three layers, each usable on its own:
   [`JukeboxPrior.decode_step`]; the prior owns every attention path.
 * [`sample_prior`]: ancestral (no prime) or primed sampling inside one window: returns the prime unchanged
   followed by the new codes. Temperature, top-k / top-p ([`filter_logits`], as the original), batch > 1,
-  a seeded `torch.Generator`.
+  a seeded `torch.Generator`; each token drawn by inverting the cumulative distribution with one uniform number
+  per row ([`draw_from_uniform`]). `compile=True`: every token through the prior's compiled static decode step,
+  the draw in the same graph (`JukeboxPrior.decode_step(None, cache, compile=..., draw=...)`).
 * [`sample_level`]: a whole level of any length with overlapping windows (original `sample_level`,
   hop fractions 0.5 / 0.5 / 0.125 for levels 0 / 1 / 2). Each window gets its own labels (offset, window
-  length, lyric window) and, for upsamplers, exactly the codes of the level above that it covers.
+  length, lyric window) and, for upsamplers, exactly the codes of the level above that it covers. With `seed`,
+  every window draws from its own generator ([`window_seed`]), so a level continued from the codes of its
+  finished windows (`on_window` hands them out) equals the uninterrupted level.
 
 Position bookkeeping (original `get_emb`): position p of the transformer consumes the token of position
 p - 1 (the artist/genre embedding `y_cond` at position 0) and its logits score token p. The single-sequence
@@ -293,11 +297,12 @@ def _progress_callback(progress, total: int, desc: str):
     return (lambda n: None), (lambda: None)
 
 
-def _progress_bar(total: int, desc: str):
-    """A tqdm bar counting tokens: rate in tokens/s and the time left (ETA) from the recent rate."""
+def _progress_bar(total: int, desc: str, batch: int = 1):
+    """A tqdm bar counting positions, shown as tokens of all `batch` rows: rate in tokens/s and the time left (ETA)
+    from the recent rate."""
     from transformers.utils.logging import tqdm
 
-    return tqdm(total=total, desc=desc, unit="tok", smoothing=0.1, dynamic_ncols=True)
+    return tqdm(total=total, desc=desc, unit="tok", unit_scale=batch, smoothing=0.1, dynamic_ncols=True)
 
 
 # ---------------------------------------------------------------------------------------------- one window
@@ -617,7 +622,8 @@ def sample_level(
     n_windows = len(plan_windows(total_tokens, config.n_ctx, hop, 0))
     bar = None
     if progress and not callable(progress):
-        bar = _progress_bar(total_tokens - codes.shape[1], f"level {config.level} ({LEVEL_NAMES[config.level]})")
+        desc = f"level {config.level} ({LEVEL_NAMES[config.level]})"
+        bar = _progress_bar(total_tokens - codes.shape[1], desc, batch)
         update, close = bar.update, bar.close
     else:
         update, close = _progress_callback(progress, 0, "")
