@@ -189,7 +189,7 @@ def test_killed_process_resumes_to_the_same_codes_and_audio(chain_folder, uninte
         proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=60)
     if state_path.is_file():  # killed mid-run (a fast machine may have finished: then nothing to resume)
-        resume = [*_argv(chain_folder, output)[:0], "sample", "--output", str(output), "--resume", "--no-progress"]
+        resume = ["sample", "--output", str(output), "--resume", "--no-progress"]
         resume += ["--codes-output", str(output.with_suffix(".codes.pt"))]
         done = subprocess.run([sys.executable, "-m", "hf_jukebox_mir.cli", *resume], env=env, capture_output=True)
         assert done.returncode == 0, done.stderr.decode()[-2000:]
@@ -210,3 +210,30 @@ def test_compiled_chain_equals_eager_chain(chain_folder):
     eager = model.generate_codes(N_TOP * 128 / SR, seed=3, n_samples=2)
     compiled = model.generate_codes(N_TOP * 128 / SR, seed=3, n_samples=2, compile=True)
     assert all(torch.equal(a, b) for a, b in zip(compiled.audio_codes, eager.audio_codes))
+
+
+@pytest.mark.slow
+def test_ctrl_c_saves_and_says_how_to_resume(chain_folder, uninterrupted, tmp_path):
+    output = tmp_path / "song.wav"
+    state_path = sample.SampleRun.path_for(output)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
+    command = [sys.executable, "-m", "hf_jukebox_mir.cli", *_argv(chain_folder, output)]
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None and not state_path.is_file():
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    if proc.returncode == 0:  # finished before the signal arrived: nothing to check
+        pytest.skip("the run finished before Ctrl-C")
+    assert proc.returncode == 130, err[-2000:]
+    assert "Traceback" not in err
+    assert f"continue with: jukebox-mir sample --output {output} --resume" in err
+    resume = ["sample", "--output", str(output), "--resume", "--no-progress"]
+    resume += ["--codes-output", str(output.with_suffix(".codes.pt"))]
+    done = subprocess.run([sys.executable, "-m", "hf_jukebox_mir.cli", *resume], env=env, capture_output=True)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    codes, wavs = _result(output)
+    whole_codes, whole_wavs = uninterrupted
+    assert all(torch.equal(codes[k], whole_codes[k]) for k in whole_codes)
+    assert wavs == whole_wavs
