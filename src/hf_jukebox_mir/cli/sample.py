@@ -55,6 +55,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                              "the top prior's minimum duration)")
     parser.add_argument("--chunk-size", type=int, help="positions per prefill chunk (default: the model's, 32)")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
+                        help="torch CPU threads (default: OMP_NUM_THREADS, else at most 4; on a shared machine 1 is "
+                             "often fastest)")
     parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32",
                         help="weights/activations dtype of the priors (float32 on CPU)")
     parser.add_argument("--codes-output", metavar="CODES.pt", help="also save the codes of every level (torch.save)")
@@ -115,6 +118,9 @@ def write_wav_atomic(path: str | os.PathLike, audio, sampling_rate: int) -> Path
     os.close(handle)
     try:
         soundfile.write(tmp, data, sampling_rate, subtype="PCM_16", format="WAV")
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600: the WAV gets the user's umask like any other file
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -142,6 +148,9 @@ def run(args: argparse.Namespace) -> int:
         except OSError as err:
             raise JukeboxInputError(f"--lyrics-file: cannot read {args.lyrics_file}: {err}.") from None
 
+    from ..extraction.engine import set_threads
+
+    threads = set_threads(args.threads)
     model = load_chain(args.model, args.device, args.dtype)
     sampling_rate = model.sampling_rate
     prime = load_prime(args.prime, sampling_rate) if args.prime else None
@@ -161,7 +170,8 @@ def run(args: argparse.Namespace) -> int:
     ]
     for path, samples in zip(paths, audio):
         write_wav_atomic(path, samples, sampling_rate)
-        print(f"wrote {path} ({samples.shape[0] / sampling_rate:.2f} s at {sampling_rate} Hz)")
+        print(f"wrote {path} ({samples.shape[0] / sampling_rate:.2f} s at {sampling_rate} Hz, {threads} CPU "
+              f"thread{'s' if threads > 1 else ''})")
     if args.codes_output:
         codes_path = Path(args.codes_output)
         tmp = codes_path.with_name(f".{codes_path.name}.tmp")

@@ -902,6 +902,7 @@ def extract_dataset(
     max_duration: float = Limits.max_duration,
     max_windows: int = Limits.max_windows,
     threads: int | None = None,
+    verify: bool = False,
 ) -> ExtractionResult:
     """Extract Jukebox representations of many inputs into a `datasets` dataset in `output_dir`.
 
@@ -930,6 +931,7 @@ def extract_dataset(
         max_duration: seconds of audio per input (default 7200); a longer input fails with a clear error, checked
             from the file header before decoding, and no more than this is ever decoded.
         max_windows: model windows per input (default 400); more fail with a clear error.
+        verify: check the model folder's files against its `conversion_audit.json` SHA-256 sums before loading.
         threads: torch CPU threads of this process (default: `default_threads()`, 1 per process when several
             processes share the machine); recorded in `extraction.json` as `threads`.
 
@@ -949,6 +951,10 @@ def extract_dataset(
     layer_ids, _ = resolve_layers(layers, depth)
     pooling = _default_pooling(pooling, frame_rate)
     pooling, _ = check_options(pooling, frame_rate, None, native_rate)
+    if verify:
+        from ..conversion.audit import check_folder
+
+        check_folder(model_path)
     items = list_inputs(inputs, audio_column=audio_column, id_column=id_column, split=split)
     wants_cpu = not torch.cuda.is_available() or (device is not None and resolve_device(device).type == "cpu")
     shard, num_shards, state = _shard_setup(num_shards, shard_index, cpu=wants_cpu)
