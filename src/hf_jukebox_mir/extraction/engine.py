@@ -40,13 +40,13 @@ import filelock
 import numpy as np
 import torch
 
-from ..models.errors import JukeboxInputError, JukeboxRunError
+from ..models.errors import JukeboxCheckpointError, JukeboxInputError, JukeboxRunError
 from ..models.pipeline_jukebox import (
     JukeboxFeatureExtractionPipeline,
     check_options,
     resolve_layers,
 )
-from .guard import Limits, check_regular_file, read_audio
+from .guard import Limits, check_regular_file, printable, read_audio
 from .locks import RunLock, is_lock_file
 
 logger = logging.getLogger(__name__)
@@ -148,7 +148,7 @@ def _file_problem(path: Path) -> str | None:
     try:
         check_regular_file(os.fspath(path))
     except JukeboxInputError as err:
-        return str(err).replace(os.fspath(path), _printable(os.fspath(path)))
+        return str(err)
     return None
 
 
@@ -376,12 +376,30 @@ class JukeboxExtractor:
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         # only the blocks up to the deepest requested layer are read, straight to the device in the dtype
-        model = AutoModel.from_pretrained(str(model_dir), dtype=self.dtype, device_map=str(self.device),
-                                          num_hidden_layers=max(1, max(self.layer_ids)))
+        try:
+            model = AutoModel.from_pretrained(str(model_dir), dtype=self.dtype, device_map=str(self.device),
+                                              num_hidden_layers=max(1, max(self.layer_ids)))
+        except ValueError:  # already one of ours (a config or weights check), with its fix
+            raise
+        except Exception as err:  # noqa: BLE001 - a damaged folder surfaces as many library errors
+            raise JukeboxCheckpointError(
+                f"Could not load the model in '{model_dir}' ({type(err).__name__}: {str(err).splitlines()[0][:300]}). "
+                "The folder is damaged, incomplete or not a converted Jukebox MIR folder: check it with "
+                f"`jukebox-mir verify {model_dir}`, then copy or convert it again (`jukebox-mir convert --vqvae ... "
+                "--prior ...`)."
+            ) from err
         if compile:  # torch.compile of the prior's forward (in place: the model keeps its structure)
             model.prior.compile()
         self.compiled = bool(compile)
-        feature_extractor = AutoFeatureExtractor.from_pretrained(str(model_dir))
+        try:
+            feature_extractor = AutoFeatureExtractor.from_pretrained(str(model_dir))
+        except ValueError:
+            raise
+        except Exception as err:  # noqa: BLE001
+            raise JukeboxCheckpointError(
+                f"Could not load the feature extractor in '{model_dir}' ({type(err).__name__}: {err}); its "
+                "preprocessor_config.json is damaged. Copy or convert the folder again."
+            ) from err
         self.pipeline = JukeboxFeatureExtractionPipeline(model=model.eval(), feature_extractor=feature_extractor,
                                                          device=self.device)
         self.options = {"layers": list(self.layer_ids), "pooling": self.pooling, "frame_rate": frame_rate,
@@ -531,7 +549,7 @@ class JukeboxExtractor:
         return out
 
 
-@dataclass
+@dataclass(eq=False)
 class Prepared:
     """One decoded input: the normalised mono waveform at the model's rate, its window starts, a decode warning."""
 
@@ -566,9 +584,7 @@ def _check_finite(result: Any) -> None:
             )
 
 
-def _printable(name: str) -> str:
-    """A file name as text that can be stored and printed: undecodable bytes become `\\xNN` escapes."""
-    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+_printable = printable
 
 
 def _collate(windows: list[dict]) -> dict:
@@ -694,9 +710,18 @@ def _write_chunk(chunks: Path, shard: int, rows: list[dict], features) -> Path:
     tag = uuid.uuid4().hex[:8]
     tmp = chunks / f".tmp-{shard:03d}-{tag}"
     final = chunks / f"chunk-{rows[0]['_index']:08d}-{shard:03d}-{tag}"
-    with _quiet_datasets():
-        datasets.Dataset.from_dict(columns, features=features).save_to_disk(str(tmp))
-    (tmp / "ids.json").write_text(json.dumps([row["id"] for row in rows]), encoding="utf-8")
+    try:
+        with _quiet_datasets():
+            datasets.Dataset.from_dict(columns, features=features).save_to_disk(str(tmp))
+        (tmp / "ids.json").write_text(json.dumps([row["id"] for row in rows]), encoding="utf-8")
+    except OSError as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise JukeboxRunError(
+                f"The disk filled up while saving results in '{chunks}' ({err.strerror}); the partial chunk was "
+                "removed and earlier chunks are kept. Free some space and run the same command again to resume."
+            ) from err
+        raise
     os.replace(tmp, final)
     return final
 
@@ -731,7 +756,7 @@ def _prepare_output(output_dir: Path, settings: dict, *, resume: bool, overwrite
     if output_dir.exists() and not output_dir.is_dir():
         raise JukeboxInputError(f"Output '{output_dir}' is a file; pass a folder path.")
     ours = settings_path.is_file()
-    if output_dir.is_dir() and any(not is_lock_file(e.name) for e in output_dir.iterdir()) and not ours:
+    if output_dir.is_dir() and any(not _unstarted_entry(e) for e in output_dir.iterdir()) and not ours:
         raise JukeboxInputError(
             f"Output folder '{output_dir}' is not empty and was not written by `jukebox-mir extract`; pass an empty "
             "or new folder."
@@ -767,10 +792,23 @@ def _prepare_output(output_dir: Path, settings: dict, *, resume: bool, overwrite
                 "same settings (pass the same --dtype on another device), use another output folder, or pass "
                 "overwrite=True (CLI: --overwrite) to start again."
             )
+        if write:
+            (output_dir / CHUNKS_DIR).mkdir(exist_ok=True)
         return
     if write:
-        (output_dir / CHUNKS_DIR).mkdir(parents=True, exist_ok=True)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        for entry in output_dir.iterdir():  # what a run killed before writing its settings left
+            if not is_lock_file(entry.name):
+                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
         _write_json(settings_path, settings)
+        (output_dir / CHUNKS_DIR).mkdir(exist_ok=True)
+
+
+def _unstarted_entry(entry: Path) -> bool:
+    """What a run leaves before its settings file exists: locks, a temporary settings file, an empty chunks folder."""
+    if is_lock_file(entry.name) or entry.name.startswith(f".{SETTINGS_FILE}."):
+        return True
+    return entry.name == CHUNKS_DIR and entry.is_dir() and not any(entry.iterdir())
 
 
 def _merge(output_dir: Path, items: list[ExtractionInput], features, failures: list[dict]) -> int:
@@ -860,6 +898,40 @@ def _clean_merge_leftovers(output_dir: Path) -> None:
             path.unlink(missing_ok=True)
 
 
+def _launcher_processes() -> int | None:
+    """`--num_processes N` of the `accelerate launch` that started this process (its parent), if readable."""
+    try:
+        raw = Path(f"/proc/{os.getppid()}/cmdline").read_bytes()
+    except OSError:
+        return None
+    args = [a.decode("utf-8", "replace") for a in raw.split(b"\0") if a]
+    if not any("accelerate" in a for a in args[:3]):
+        return None
+    for k, arg in enumerate(args):
+        for flag in ("--num_processes", "--num-processes"):
+            if arg == flag and k + 1 < len(args) and args[k + 1].isdigit():
+                return int(args[k + 1])
+            if arg.startswith(flag + "=") and arg.split("=", 1)[1].isdigit():
+                return int(arg.split("=", 1)[1])
+    return None
+
+
+def _refuse_single_process_launch() -> None:
+    """`accelerate launch --num_processes N` without a distributed mode (on CPUs, or without --multi_gpu) starts ONE
+    process that would silently do all the work: refuse it with the command that really shards."""
+    if "ACCELERATE_MIXED_PRECISION" not in os.environ or int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return
+    asked = _launcher_processes()
+    if asked is not None and asked > 1:
+        raise JukeboxInputError(
+            f"`accelerate launch --num_processes {asked}` started only ONE process here (accelerate starts several "
+            "only in a distributed mode: --multi_gpu on GPUs; on CPUs it runs one). Nothing was extracted. To shard "
+            f"over {asked} processes run `torchrun --nproc_per_node {asked} -m hf_jukebox_mir.cli extract ...` (same "
+            f"arguments), `accelerate launch --multi_gpu --num_processes {asked} ...` on GPUs, or {asked} independent "
+            f"jobs with --num-shards {asked} --shard-index K."
+        )
+
+
 def _shard_setup(num_shards: int | None, shard_index: int | None, cpu: bool):
     """(shard_index, num_shards, accelerate state or None); `cpu` lets accelerate use gloo for CPU processes."""
     if (num_shards is None) != (shard_index is None):
@@ -869,6 +941,7 @@ def _shard_setup(num_shards: int | None, shard_index: int | None, cpu: bool):
         if isinstance(shard_index, bool) or not isinstance(shard_index, (int, np.integer)) or not 0 <= shard_index < num_shards:
             raise JukeboxInputError(f"shard_index must be in 0..{num_shards - 1}, got {shard_index!r}.")
         return int(shard_index), num_shards, None
+    _refuse_single_process_launch()
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # launched by accelerate / torchrun
         from accelerate import PartialState
 

@@ -47,22 +47,28 @@ class Limits:
             raise JukeboxInputError(f"max_windows must be a positive integer, got {self.max_windows!r}.")
 
 
+def printable(name: str) -> str:
+    """A file name as text that can be stored and printed: undecodable bytes become `\\xNN` escapes."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def check_regular_file(path: str) -> None:
     """Refuse what is not a regular file before opening it: a named pipe would block forever."""
+    shown = printable(path)
     try:
         mode = os.stat(path).st_mode
     except FileNotFoundError:
         if os.path.islink(path):
             raise JukeboxInputError(
-                f"'{path}' is a broken symbolic link (to '{os.readlink(path)}'); fix or remove the link."
+                f"'{shown}' is a broken symbolic link (to '{printable(os.readlink(path))}'); fix or remove the link."
             ) from None
-        raise JukeboxInputError(f"Audio file '{path}' does not exist; pass the path of a local audio file.") from None
+        raise JukeboxInputError(f"Audio file '{shown}' does not exist; pass the path of a local audio file.") from None
     if stat.S_ISREG(mode):
         return
     kind = ("a named pipe (FIFO)" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
             else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a folder" if stat.S_ISDIR(mode)
             else "not a regular file")
-    raise JukeboxInputError(f"'{path}' is {kind}, not an audio file; only regular files are read (copy the audio "
+    raise JukeboxInputError(f"'{shown}' is {kind}, not an audio file; only regular files are read (copy the audio "
                             "to a file first).")
 
 
@@ -75,7 +81,7 @@ def read_audio(source: str | bytes, name: str, limits: Limits) -> tuple[np.ndarr
     """
     if isinstance(source, str):
         check_regular_file(source)
-        opened: Any = source
+        opened: Any = os.fsencode(source)  # bytes: soundfile cannot encode a name that is not valid UTF-8
     else:
         opened = io.BytesIO(source)
     try:
@@ -166,4 +172,4 @@ def _wav_declared_frames(head: bytes, total: int) -> int | None:
     return None
 
 
-__all__ = ["Limits", "MAX_RATE", "MIN_RATE", "check_regular_file", "read_audio"]
+__all__ = ["Limits", "MAX_RATE", "MIN_RATE", "check_regular_file", "printable", "read_audio"]

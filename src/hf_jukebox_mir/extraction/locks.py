@@ -78,7 +78,9 @@ class RunLock:
             return None
 
     def _write_info(self) -> None:
-        tmp = self.info_path.with_name(f".{self.info_path.name}.{os.getpid()}")
+        for stale in self.path.parent.glob(f"{self.info_path.name}.*.tmp"):  # left by a holder killed mid-write
+            stale.unlink(missing_ok=True)
+        tmp = self.info_path.with_name(f"{self.info_path.name}.{os.getpid()}.tmp")
         tmp.write_text(json.dumps(self._info()), encoding="utf-8")
         os.replace(tmp, self.info_path)
 
