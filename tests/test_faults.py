@@ -23,7 +23,6 @@ import datasets
 import numpy as np
 import pytest
 import soundfile as sf
-from test_pipeline_jukebox import build_mir_folder
 
 from hf_jukebox_mir.extraction import engine
 from hf_jukebox_mir.extraction.engine import extract_dataset
@@ -36,6 +35,7 @@ from hf_jukebox_mir.models.errors import (
     JukeboxRunError,
 )
 from hf_jukebox_mir.models.feature_extraction_jukebox import JukeboxFeatureExtractor
+from test_pipeline_jukebox import build_mir_folder
 
 SR = 44100
 WINDOW = 4096

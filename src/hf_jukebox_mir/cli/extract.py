@@ -142,8 +142,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--max-duration", type=float, default=7200.0, metavar="SECONDS",
                         help="longest input decoded, checked from the header first (default: 7200); longer inputs "
                              "fail with a clear error")
-    parser.add_argument("--max-windows", type=int, default=400, metavar="N",
-                        help="most model windows per input (default: 400)")
+    parser.add_argument("--max-windows", type=int, default=None, metavar="N",
+                        help="most model windows per input (default: as many as --max-duration needs)")
     parser.add_argument("--threads", type=int, default=None, metavar="N",
                         help="torch CPU threads per process (default: OMP_NUM_THREADS, else 1 per process under a "
                              "multi-process launch, else at most 4; recorded in OUT/extraction.json)")

@@ -364,7 +364,9 @@ class JukeboxExtractor:
     def __init__(self, model_dir: str | os.PathLike, *, layers: Any = None, pooling: str | None = None,
                  frame_rate: float | None = None, batch_size: int = 1, device: str | torch.device | None = None,
                  dtype: str | torch.dtype | None = None, compile: bool = False, limits: Limits | None = None):
-        from transformers import AutoFeatureExtractor, AutoModel
+        # the explicit classes (a MIR folder is checked above): no Auto registration or remote code needed
+        from ..models.feature_extraction_jukebox import JukeboxFeatureExtractor
+        from ..models.modeling_jukebox_mir import JukeboxMIRModel
 
         model_dir = _check_model_dir(model_dir)
         depth, native_rate = _built_layers(model_dir)
@@ -377,7 +379,7 @@ class JukeboxExtractor:
         self.dtype = resolve_dtype(dtype, self.device)
         # only the blocks up to the deepest requested layer are read, straight to the device in the dtype
         try:
-            model = AutoModel.from_pretrained(str(model_dir), dtype=self.dtype, device_map=str(self.device),
+            model = JukeboxMIRModel.from_pretrained(str(model_dir), dtype=self.dtype, device_map=str(self.device),
                                               num_hidden_layers=max(1, max(self.layer_ids)))
         except ValueError:  # already one of ours (a config or weights check), with its fix
             raise
@@ -392,7 +394,7 @@ class JukeboxExtractor:
             model.prior.compile()
         self.compiled = bool(compile)
         try:
-            feature_extractor = AutoFeatureExtractor.from_pretrained(str(model_dir))
+            feature_extractor = JukeboxFeatureExtractor.from_pretrained(str(model_dir))
         except ValueError:
             raise
         except Exception as err:  # noqa: BLE001
@@ -454,7 +456,7 @@ class JukeboxExtractor:
                 f"{self.limits.max_duration:g} s (max_duration=, CLI: --max-duration)."
             )
         offsets = _window_offsets(len(waveform), fe)
-        if len(offsets) > self.limits.max_windows:
+        if self.limits.max_windows is not None and len(offsets) > self.limits.max_windows:
             raise JukeboxInputError(
                 f"The audio needs {len(offsets)} windows of {fe.window_length / fe.sampling_rate:.2f} s; inputs are "
                 f"limited to {self.limits.max_windows} windows (max_windows=, CLI: --max-windows)."
@@ -973,7 +975,7 @@ def extract_dataset(
     progress: bool = True,
     callback: Callable[[dict], None] | None = None,
     max_duration: float = Limits.max_duration,
-    max_windows: int = Limits.max_windows,
+    max_windows: int | None = None,
     threads: int | None = None,
     verify: bool = False,
 ) -> ExtractionResult:
@@ -1003,7 +1005,8 @@ def extract_dataset(
         callback: called with `{"chunk": path, "done": n, "total": n}` after each saved chunk.
         max_duration: seconds of audio per input (default 7200); a longer input fails with a clear error, checked
             from the file header before decoding, and no more than this is ever decoded.
-        max_windows: model windows per input (default 400); more fail with a clear error.
+        max_windows: model windows per input (default None: as many as `max_duration` needs); more fail with a
+            clear error.
         verify: check the model folder's files against its `conversion_audit.json` SHA-256 sums before loading.
         threads: torch CPU threads of this process (default: `default_threads()`, 1 per process when several
             processes share the machine); recorded in `extraction.json` as `threads`.

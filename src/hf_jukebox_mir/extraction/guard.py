@@ -34,15 +34,19 @@ class Limits:
 
     Attributes:
         max_duration: seconds of audio decoded per input (default 2 hours); longer inputs fail with a clear error.
-        max_windows: model windows per input (default 400, 2.6 hours of 23.78 s windows).
+        max_windows: model windows per input (default None: as many as `max_duration` of audio needs, e.g. 303
+            windows of 23.78 s for 2 hours).
     """
 
     max_duration: float = 7200.0
-    max_windows: int = 400
+    max_windows: int | None = None
 
     def __post_init__(self):
-        if not (isinstance(self.max_duration, (int, float)) and self.max_duration > 0):
+        if isinstance(self.max_duration, bool) or not (isinstance(self.max_duration, (int, float))
+                                                       and self.max_duration > 0):
             raise JukeboxInputError(f"max_duration must be a positive number of seconds, got {self.max_duration!r}.")
+        if self.max_windows is None:
+            return
         if isinstance(self.max_windows, bool) or not isinstance(self.max_windows, int) or self.max_windows < 1:
             raise JukeboxInputError(f"max_windows must be a positive integer, got {self.max_windows!r}.")
 
