@@ -126,10 +126,9 @@ SOURCES: list[tuple[tuple[str, ...], Callable[[argparse.Namespace], Path]]] = [
 
 def run(args: argparse.Namespace) -> int:
     """Dispatch to the handler of the source options that were given; write the card; print a summary."""
-    if getattr(args, "threads", None) is not None:
-        from ..extraction.engine import set_threads
+    from ..extraction.engine import default_threads, set_threads
 
-        set_threads(args.threads)
+    set_threads(args.threads if getattr(args, "threads", None) is not None else default_threads())
     given = tuple(dest for dest in ("vqvae", "prior", "hf4") if getattr(args, dest, None) is not None)
     handlers = {dests: handler for dests, handler in SOURCES}
     if given not in handlers:

@@ -39,6 +39,12 @@ def _layers(values: list[str] | None):
         ) from None
 
 
+def _default_threads() -> int:
+    from ..extraction.engine import default_threads
+
+    return default_threads()
+
+
 def run(args: argparse.Namespace) -> int:
     """Check every path and option, then extract; prints a summary and the failed inputs."""
     from ..extraction.engine import extract_dataset
@@ -70,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         max_duration=args.max_duration,
         max_windows=args.max_windows,
-        threads=args.threads,
+        threads=args.threads if args.threads is not None else _default_threads(),
         verify=args.verify,
     )
     output = Path(args.output)

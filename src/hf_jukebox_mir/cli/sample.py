@@ -148,9 +148,9 @@ def run(args: argparse.Namespace) -> int:
         except OSError as err:
             raise JukeboxInputError(f"--lyrics-file: cannot read {args.lyrics_file}: {err}.") from None
 
-    from ..extraction.engine import set_threads
+    from ..extraction.engine import default_threads, set_threads
 
-    threads = set_threads(args.threads)
+    threads = set_threads(args.threads if args.threads is not None else default_threads())
     model = load_chain(args.model, args.device, args.dtype)
     sampling_rate = model.sampling_rate
     prime = load_prime(args.prime, sampling_rate) if args.prime else None

@@ -292,8 +292,11 @@ def default_threads() -> int:
 
 
 def set_threads(threads: int | None) -> int:
-    """Set torch's CPU thread count (`threads`, else `default_threads()`) and return it."""
-    threads = default_threads() if threads is None else _positive_int("threads", threads)
+    """Set torch's CPU thread count to `threads` and return it; None leaves it as it is (the CLI passes
+    `default_threads()`), and returns the current count."""
+    if threads is None:
+        return torch.get_num_threads()
+    threads = _positive_int("threads", threads)
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
     return threads
@@ -767,7 +770,7 @@ def _prepare_output(output_dir: Path, settings: dict, *, resume: bool, overwrite
         if not write:
             return
         others = [RunLock(p, what=f"Output folder '{output_dir}'") for p in output_dir.glob(".lock-[0-9]*")
-                  if p.suffix != ".json" and not p.name.endswith(".held") and p != own]
+                  if p.name[len(".lock-"):].isdigit() and p != own]
         held = []
         try:
             for other in others:  # another shard still running: clearing would destroy its work
@@ -799,10 +802,10 @@ def _prepare_output(output_dir: Path, settings: dict, *, resume: bool, overwrite
         return
     if write:
         output_dir.mkdir(parents=True, exist_ok=True)
-        for entry in output_dir.iterdir():  # what a run killed before writing its settings left
-            if not is_lock_file(entry.name):
-                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
-        _write_json(settings_path, settings)
+        if settings_path.is_file():  # another shard started at the same moment: same checks as a resume
+            _prepare_output(output_dir, settings, resume=True, overwrite=False, write=True, own=own)
+            return
+        _write_json(settings_path, settings)  # a temporary settings file of a killed run is left to the merge
         (output_dir / CHUNKS_DIR).mkdir(exist_ok=True)
 
 
@@ -1008,8 +1011,9 @@ def extract_dataset(
         max_windows: model windows per input (default None: as many as `max_duration` needs); more fail with a
             clear error.
         verify: check the model folder's files against its `conversion_audit.json` SHA-256 sums before loading.
-        threads: torch CPU threads of this process (default: `default_threads()`, 1 per process when several
-            processes share the machine); recorded in `extraction.json` as `threads`.
+        threads: torch CPU threads of this process (default: as torch is set; the CLI's default is
+            `default_threads()`, 1 per process when several processes share the machine); recorded in
+            `extraction.json` as `threads`.
 
     A second run on the same output folder (and shard) is refused with a message naming the first; a killed run
     leaves no lock behind. When every input fails, no dataset is written (`merged` is False).
