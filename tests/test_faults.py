@@ -477,6 +477,27 @@ def test_odd_inputs_are_reported_not_hung_or_lost(model_dir, tmp_path, capsys):
     assert "warning: cut.wav:" in out and "is truncated: its header declares 0.45 s but only 0.23 s" in out
 
 
+@pytest.mark.parametrize(("fmt", "message"), [
+    ("WAV", r"'x' is truncated: its header declares 3.00 s but only 1.50 s could be decoded"),
+    ("FLAC", r"'x' is damaged or truncated: decoding stopped after 1.\d\d s \(.*lost sync"),
+    ("OGG", r"'x' is truncated \(its last Ogg page is not marked end-of-stream\); only 0.\d\d s were decoded"),
+])
+def test_truncated_files_decode_what_is_there_with_a_warning(fmt, message, tmp_path):
+    """Point 8: truncated Ogg/WAV decoded partially with no warning (and a cut FLAC failed as a whole)."""
+    sf.write(tmp_path / "whole", _signal(3 * SR, 5), SR, format=fmt)
+    data = (tmp_path / "whole").read_bytes()
+    for source in (data[: len(data) // 2], str(_write(tmp_path / "cut", data[: len(data) // 2]))):
+        waveform, rate, warning = read_audio(source, "'x'", Limits())
+        assert rate == SR and 0.5 * SR < len(waveform) <= 1.5 * SR
+        assert warning is not None and __import__("re").search(message, warning), warning
+    assert read_audio(data, "'x'", Limits())[2] is None
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test_exotic_tensors_are_read_or_refused_clearly():
     """Point 8: sparse, float8, meta, quantized and nested tensors raised raw TypeError/NotImplementedError/..."""

@@ -108,7 +108,14 @@ def read_audio(source: str | bytes, name: str, limits: Limits) -> tuple[np.ndarr
                     f"{limits.max_duration:g} s. Cut it into parts, or raise the limit (max_duration=, CLI: "
                     "--max-duration) if you have the memory (about 0.7 GB per hour of 44.1 kHz audio)."
                 )
-            data = f.read(frames=cap + 1, dtype="float32", always_2d=True)  # (frames, channels), bounded
+            try:
+                data = f.read(frames=cap + 1, dtype="float32", always_2d=True)  # (frames, channels), bounded
+                stopped = None
+            except (soundfile.SoundFileError, RuntimeError) as err:  # e.g. a cut FLAC: "decoder lost sync"
+                reopened = io.BytesIO(source) if isinstance(source, bytes) else opened
+                data, stopped = _read_until_error(reopened, cap), err
+                if not len(data):
+                    raise
     except JukeboxInputError:
         raise
     except (soundfile.SoundFileError, RuntimeError, TypeError, EOFError, ValueError) as err:
@@ -122,8 +129,29 @@ def read_audio(source: str | bytes, name: str, limits: Limits) -> tuple[np.ndarr
             "are limited to that length. Cut it into parts or raise max_duration (CLI: --max-duration)."
         )
     warning = _truncation(source, name, data.shape[0], rate, channels)
+    if stopped is not None:
+        warning = (f"{name} is damaged or truncated: decoding stopped after {data.shape[0] / rate:.2f} s "
+                   f"({str(stopped).strip()}); the decoded part was used.")
     waveform = data[:, 0] if data.shape[1] == 1 else np.ascontiguousarray(data.T)
     return waveform, rate, warning
+
+
+def _read_until_error(source: Any, cap: int, block: int = 4096) -> np.ndarray:
+    """Decode block by block up to the first decoding error (or `cap + 1` frames): the readable part of a damaged
+    file."""
+    parts, total = [], 0
+    with soundfile.SoundFile(source) as f:
+        while total <= cap:
+            try:
+                part = f.read(frames=min(block, cap + 1 - total), dtype="float32", always_2d=True)
+            except (soundfile.SoundFileError, RuntimeError):
+                break
+            if not len(part):
+                break
+            parts.append(part)
+            total += len(part)
+        channels = f.channels
+    return np.concatenate(parts) if parts else np.zeros((0, channels), dtype=np.float32)
 
 
 def _head_and_tail(source: str | bytes, size: int = 1 << 16) -> tuple[bytes, bytes, int]:
