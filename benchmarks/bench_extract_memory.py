@@ -165,12 +165,12 @@ def main(argv: list[str] | None = None) -> int:
     bombs = [run_child("bomb", str(work), str(size)) for size in (4096, 200 * 1024)]
 
     diff = many["peak_rss_mb"] - one["peak_rss_mb"]
-    print(f"\n| case | peak RSS MB | peak over start MB | wall s |\n|---|---|---|---|")
+    print("\n| case | peak RSS MB | peak over start MB | wall s |\n|---|---|---|---|")
     for name, r in ((f"1 x {args.minutes:g} min", one), (f"{args.files} x {args.minutes:g} min", many)):
         print(f"| extract {name} | {r['peak_rss_mb']:.0f} | {r['peak_over_start_mb']:.0f} | {r['wall_s']:.1f} |")
     print(f"\n{args.files} files vs 1: +{diff:.0f} MB peak RSS (acceptance: within 1536 MB) -> "
           f"{'PASS' if diff <= 1536 else 'FAIL'}")
-    print(f"\n| header bomb (claims 1 Hz) | time to error ms | memory over start MB | error |\n|---|---|---|---|")
+    print("\n| header bomb (claims 1 Hz) | time to error ms | memory over start MB | error |\n|---|---|---|---|")
     for r in bombs:
         print(f"| {r['bytes'] // 1024} KB WAV | {1000 * r['wall_s']:.2f} | {r['peak_over_start_mb']:.1f} | "
               f"{(r['error'] or 'NO ERROR')[:70]}... |")
