@@ -48,6 +48,19 @@ def _signal(n: int, seed: int) -> np.ndarray:
     return (0.4 * np.sin(2 * np.pi * (200 + 30 * seed) * t) + 0.1 * rng.standard_normal(n)).astype(np.float32)
 
 
+#: the same command for the reference and every rerun (batch size and threads change the last bits of float sums)
+RUN = {"chunk_size": 2, "batch_size": 3, "threads": 1, "progress": False}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _restore_threads():
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def converted_dir(tmp_path_factory, fixtures_dir) -> Path:
     """The converted parity MIR folder, untouched (its audit matches)."""
@@ -76,7 +89,7 @@ def music(tmp_path_factory) -> Path:
 def reference(tmp_path_factory, music, model_dir) -> dict:
     """The dataset of an undisturbed run, as a dict of columns."""
     out = tmp_path_factory.mktemp("faults_ref") / "out"
-    extract_dataset(music, model_dir, out, chunk_size=2, batch_size=3, progress=False)
+    extract_dataset(music, model_dir, out, **RUN)
     return _columns(out)
 
 
@@ -125,9 +138,9 @@ def test_killed_at_any_rename_then_rerun_gives_the_identical_dataset(kill_at, mu
 
     monkeypatch.setattr(engine.os, "replace", replace)
     with pytest.raises(_Killed):
-        extract_dataset(music, model_dir, out, chunk_size=2, batch_size=3, progress=False)
+        extract_dataset(music, model_dir, out, **RUN)
     monkeypatch.setattr(engine.os, "replace", real_replace)
-    again = extract_dataset(music, model_dir, out, chunk_size=2, batch_size=3, progress=False)
+    again = extract_dataset(music, model_dir, out, **RUN)
     assert again.merged and again.num_done == 5 and not again.failures
     _same(out, reference)
     assert _leftovers(out) == []
@@ -145,10 +158,10 @@ def test_a_merge_lock_left_by_a_killed_run_does_not_block_the_next(music, model_
 
     monkeypatch.setattr(engine, "_merge", killed_merge)
     with pytest.raises(_Killed):
-        extract_dataset(music, model_dir, out, chunk_size=2, progress=False)
+        extract_dataset(music, model_dir, out, **RUN)
     monkeypatch.undo()
     assert (out / ".merge.lock").exists() and not (out / "state.json").exists()
-    again = extract_dataset(music, model_dir, out, chunk_size=2, progress=False)
+    again = extract_dataset(music, model_dir, out, **RUN)
     assert again.merged and again.num_computed == 0
     _same(out, reference)
 
@@ -227,10 +240,10 @@ def test_disk_full_during_the_merge_leaves_nothing_partial_and_a_rerun_succeeds(
     monkeypatch.setattr(datasets.Dataset, "save_to_disk", full_disk)
     for _ in range(2):  # retries while the disk is full add nothing
         with pytest.raises(JukeboxRunError, match=r"The disk filled up while writing the dataset .* nothing partial"):
-            extract_dataset(music, model_dir, out, chunk_size=2, progress=False)
+            extract_dataset(music, model_dir, out, **RUN)
         assert _leftovers(out) == [] and not list(out.glob("data-*.arrow")) and not (out / "state.json").exists()
     monkeypatch.undo()  # space freed
-    again = extract_dataset(music, model_dir, out, chunk_size=2, progress=False)
+    again = extract_dataset(music, model_dir, out, **RUN)
     assert again.merged and again.num_computed == 0
     _same(out, reference)
 
@@ -602,8 +615,8 @@ _KILL_AT = textwrap.dedent(
         return real(src, dst)
 
     engine.os.replace = replace
-    engine.extract_dataset(sys.argv[1], sys.argv[2], sys.argv[3], chunk_size=2, batch_size=3, progress=False,
-                           device="cpu")
+    engine.extract_dataset(sys.argv[1], sys.argv[2], sys.argv[3], chunk_size=2, batch_size=3, threads=1,
+                           progress=False, device="cpu")
     """
 )
 
@@ -620,7 +633,7 @@ def test_real_kills_at_random_renames_then_rerun(music, model_dir, reference, tm
     for kill_at in rng.integers(1, 12, size=4):
         subprocess.run([sys.executable, str(script), str(music), str(model_dir), str(out), str(kill_at)], env=env,
                        capture_output=True, timeout=300, check=False)
-    again = extract_dataset(music, model_dir, out, chunk_size=2, batch_size=3, progress=False)
+    again = extract_dataset(music, model_dir, out, **RUN)
     assert again.merged and again.num_done == 5
     _same(out, reference)
     assert _leftovers(out) == []
