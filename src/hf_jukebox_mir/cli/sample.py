@@ -73,6 +73,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--chunk-size", type=int, help="positions per prefill chunk (default: the model's, 32)")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
     parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        metavar="N",
+        help="torch CPU threads (default: OMP_NUM_THREADS, else at most 4; on a shared machine 1 is often fastest)",
+    )
+    parser.add_argument(
         "--dtype",
         choices=("float32", "bfloat16", "float16"),
         default="float32",
@@ -136,6 +143,9 @@ def write_wav_atomic(path: str | os.PathLike, audio, sampling_rate: int) -> Path
     os.close(handle)
     try:
         soundfile.write(tmp, data, sampling_rate, subtype="PCM_16", format="WAV")
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600: the WAV gets the user's umask like any other file
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -163,6 +173,9 @@ def run(args: argparse.Namespace) -> int:
         except OSError as err:
             raise JukeboxInputError(f"--lyrics-file: cannot read {args.lyrics_file}: {err}.") from None
 
+    from ..extraction.engine import default_threads, set_threads
+
+    threads = set_threads(args.threads if args.threads is not None else default_threads())
     model = load_chain(args.model, args.device, args.dtype)
     sampling_rate = model.sampling_rate
     prime = load_prime(args.prime, sampling_rate) if args.prime else None
@@ -194,7 +207,10 @@ def run(args: argparse.Namespace) -> int:
     )
     for path, samples in zip(paths, audio):
         write_wav_atomic(path, samples, sampling_rate)
-        print(f"wrote {path} ({samples.shape[0] / sampling_rate:.2f} s at {sampling_rate} Hz)")
+        print(
+            f"wrote {path} ({samples.shape[0] / sampling_rate:.2f} s at {sampling_rate} Hz, {threads} CPU "
+            f"thread{'s' if threads > 1 else ''})"
+        )
     if args.codes_output:
         codes_path = Path(args.codes_output)
         tmp = codes_path.with_name(f".{codes_path.name}.tmp")
