@@ -13,6 +13,7 @@ own process and records its peak resident memory (`ru_maxrss` of that process) a
 | `convert:prior72-fp32` | the whole 72-layer top prior, float32 (20 GB of output) |
 | `convert:upsampler0-fp32` / `convert:vqvae` | the bottom upsampler, the VQ-VAE |
 | `load:bf16` | `from_pretrained(mir folder, num_hidden_layers=36, dtype=torch.bfloat16)` |
+| `extract:bf16` | the same load, then a 5 s clip through the 36 bfloat16 blocks |
 | `extract:auto` | `from_pretrained(mir folder)` (compute dtype chosen for this CPU), a 5 s clip, one 23.8 s window |
 
 A watchdog kills a step whose resident memory passes `--rss-limit-gb` (default 8). Needs ~45 GB of free disk
@@ -61,6 +62,7 @@ STEPS = [
     "convert:upsampler0-fp32",
     "convert:vqvae",
     "load:bf16",
+    "extract:bf16",
     "extract:auto",
 ]
 
@@ -321,6 +323,8 @@ def main() -> None:
                 shutil.rmtree(out[name], ignore_errors=True)  # 20 GB / 4 GB: free the disk for the next steps
         elif kind == "load":
             results[step] = extract_step(out["mir36-bf16"], args.threads, "bfloat16", [], args.rss_limit_gb)
+        elif step == "extract:bf16":
+            results[step] = extract_step(out["mir36-bf16"], args.threads, "bfloat16", [("clip_5s", 5.0)], 16.0)
         elif kind == "extract":
             results[step] = extract_step(
                 out["mir36-bf16"], args.threads, None, [("clip_5s", 5.0), ("window_23_8s", 8192 * 128 / 44100)], 16.0

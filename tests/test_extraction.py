@@ -323,7 +323,10 @@ def test_cli_checks_everything_before_loading_the_model(
     def no_model(*args, **kwargs):
         raise AssertionError("the model was loaded before the options were checked")
 
+    from hf_jukebox_mir.models.modeling_jukebox_mir import JukeboxMIRModel
+
     monkeypatch.setattr(transformers.AutoModel, "from_pretrained", no_model)
+    monkeypatch.setattr(JukeboxMIRModel, "from_pretrained", no_model)
     monkeypatch.chdir(tmp_path)
     fill = {"model": str(model_dir), "out": str(tmp_path / "out"), "audio": str(audio_folder)}
     status = _cli(["extract", *[a.format(**fill) for a in argv]])

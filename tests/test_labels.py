@@ -96,3 +96,43 @@ def test_tokenizer_saves_and_loads_its_vocabularies_without_the_packaged_files(t
         tokenization_jukebox._load_ids.cache_clear()
     with pytest.raises(JukeboxInputError, match="holds no Jukebox tokenizer: tokenizer_config.json"):
         JukeboxTokenizer.from_pretrained(tmp_path / "absent")
+
+
+# ------------------------------------------------------------------------------ exact parity (issue 17, point 10)
+
+
+def test_lyrics_are_transliterated_as_the_original_unidecode_does():
+    """openai/jukebox cleans lyrics with `unidecode` (a dependency now), not an NFKD approximation."""
+    from hf_jukebox_mir.models.tokenization_jukebox import _to_ascii
+
+    assert _to_ascii("Don\u2019t \u2014 \u201cx\u201d \u00df") == 'Don\'t -- "x" ss'
+    tokenizer = JukeboxTokenizer(version=3, n_lyric_tokens=0)
+    assert (
+        tokenizer.decode_lyrics(tokenizer.tokenize_lyrics("Don\u2019t \u2014 \u201cx\u201d \u00df"))
+        == 'Don\'t -- "x" ss'
+    )
+
+
+def test_lyrics_without_unidecode_are_refused_not_changed(monkeypatch):
+    import builtins
+
+    from hf_jukebox_mir.models.tokenization_jukebox import _to_ascii
+
+    real_import = builtins.__import__
+
+    def no_unidecode(name, *args, **kwargs):
+        if name == "unidecode":
+            raise ImportError("hidden")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_unidecode)
+    assert _to_ascii("plain ASCII") == "plain ASCII"
+    with pytest.raises(JukeboxInputError, match=r"need the `unidecode` package"):
+        _to_ascii("Don\u2019t")
+
+
+def test_a_name_listed_twice_keeps_its_last_id_as_in_the_original():
+    from hf_jukebox_mir.models.tokenization_jukebox import parse_ids
+
+    assert JukeboxTokenizer(version=3).artist_id("speaker") == 7896  # v3_artist_ids.txt lists it as 3675 and 7896
+    assert parse_ids("A;1\nb;2\na;3\n") == {"a": 3, "b": 2}

@@ -129,6 +129,9 @@ SOURCES: list[tuple[tuple[str, ...], Callable[[argparse.Namespace], Path]]] = [
 
 def run(args: argparse.Namespace) -> int:
     """Dispatch to the handler of the source options that were given; write the card; print a summary."""
+    from ..extraction.engine import default_threads, set_threads
+
+    set_threads(args.threads if getattr(args, "threads", None) is not None else default_threads())
     given = tuple(dest for dest in ("vqvae", "prior", "hf4") if getattr(args, dest, None) is not None)
     handlers = {dests: handler for dests, handler in SOURCES}
     if given not in handlers:
@@ -215,6 +218,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--dtype", choices=sorted(_DTYPES), help="dtype of the saved weights (default: float32)")
     parser.add_argument("--no-card", action="store_true", help="do not write the README.md model card")
     parser.add_argument("--output", metavar="DIR", required=True, help="output folder (must be empty or new)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        metavar="N",
+        help="torch CPU threads for the output check (default: OMP_NUM_THREADS, else at most 4)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
     parser.add_argument(
         "--max-shard-size",

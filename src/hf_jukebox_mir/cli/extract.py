@@ -9,7 +9,8 @@ Examples:
 
 The output loads with `datasets.load_from_disk(OUT)`: columns id, path, duration, n_windows, layer_<i>.
 Run the same command again after an interruption: finished inputs are skipped. Inputs that fail (corrupt
-files) are listed at the end and in OUT/failures.json; the exit status is then 3.
+files) are listed at the end and in OUT/failures.json; the exit status is then 3 (4 when every input failed:
+no dataset is written). Ctrl-C keeps the finished chunks: run the same command again to resume.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from ..models.errors import JukeboxInputError
 
 #: exit status when the run finished but some inputs failed
 EXIT_SOME_FAILED = 3
+#: exit status when every input failed (no dataset is written)
+EXIT_ALL_FAILED = 4
 
 
 def _layers(values: list[str] | None):
@@ -34,6 +37,12 @@ def _layers(values: list[str] | None):
         raise JukeboxInputError(
             f"--layers expects block numbers (e.g. --layers 36 or --layers 12 24 36) or 'all', got {' '.join(values)}."
         ) from None
+
+
+def _default_threads() -> int:
+    from ..extraction.engine import default_threads
+
+    return default_threads()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -72,8 +81,26 @@ def run(args: argparse.Namespace) -> int:
         audio_column=args.audio_column,
         split=args.split,
         progress=not args.quiet,
+        max_duration=args.max_duration,
+        max_windows=args.max_windows,
+        threads=args.threads if args.threads is not None else _default_threads(),
+        verify=args.verify,
     )
     output = Path(args.output)
+    for warning in result.warnings[:20]:
+        print(f"warning: {warning['id']}: {warning['warning']}")
+    if (
+        result.failures
+        and result.num_done == 0
+        and result.num_computed == 0
+        and result.num_inputs == len(result.failures)
+    ):
+        print(
+            f"All {result.num_inputs} input(s) failed; no dataset was written (listed in {output / 'failures.json'}):"
+        )
+        for failure in result.failures[:20]:
+            print(f"  {failure['id']}: {failure['error']}")
+        return EXIT_ALL_FAILED
     if result.merged:
         print(
             f"Extracted {result.num_done} of {result.num_inputs} inputs into {output} "
@@ -173,9 +200,37 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="independent jobs: process every N-th input (with --shard-index); not needed with accelerate launch",
     )
     parser.add_argument("--shard-index", type=int, default=None, metavar="K", help="this job's shard, 0..N-1")
+    parser.add_argument(
+        "--max-duration",
+        type=float,
+        default=7200.0,
+        metavar="SECONDS",
+        help="longest input decoded, checked from the header first (default: 7200); longer inputs "
+        "fail with a clear error",
+    )
+    parser.add_argument(
+        "--max-windows",
+        type=int,
+        default=None,
+        metavar="N",
+        help="most model windows per input (default: as many as --max-duration needs)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        metavar="N",
+        help="torch CPU threads per process (default: OMP_NUM_THREADS, else 1 per process under a "
+        "multi-process launch, else at most 4; recorded in OUT/extraction.json)",
+    )
+    parser.add_argument(
+        "--verify",
+        action="store_true",
+        help="check the model folder's files against its conversion_audit.json before loading",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
     return parser
 
 
-__all__ = ["EXIT_SOME_FAILED", "add_parser", "run"]
+__all__ = ["EXIT_ALL_FAILED", "EXIT_SOME_FAILED", "add_parser", "run"]

@@ -97,7 +97,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--threads",
         type=int,
         metavar="N",
-        help="CPU threads of torch (default 1 on a CPU device: the fastest for the small per-token steps)",
+        help="torch CPU threads (default 1 on a CPU device: the fastest for the small per-token steps of sampling; "
+        "recorded with the run)",
     )
     parser.add_argument(
         "--compile",
@@ -167,6 +168,9 @@ def write_wav_atomic(path: str | os.PathLike, audio, sampling_rate: int) -> Path
     os.close(handle)
     try:
         soundfile.write(tmp, data, sampling_rate, subtype="PCM_16", format="WAV")
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600: the WAV gets the user's umask like any other file
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -366,9 +370,10 @@ def run(args: argparse.Namespace) -> int:
 def _sample(args: argparse.Namespace, run_state: SampleRun, state_path: Path) -> int:
     import torch
 
+    from ..extraction.engine import set_threads
+
     settings = run_state.settings
-    if settings.threads:
-        torch.set_num_threads(settings.threads)
+    threads = set_threads(settings.threads)
     model = load_chain(settings.model, settings.device, settings.dtype)
     sampling_rate = model.sampling_rate
     temperature = settings.temperature
@@ -419,7 +424,10 @@ def _sample(args: argparse.Namespace, run_state: SampleRun, state_path: Path) ->
     )
     for path, samples in zip(paths, audio):
         write_wav_atomic(path, samples, sampling_rate)
-        print(f"wrote {path} ({samples.shape[0] / sampling_rate:.2f} s at {sampling_rate} Hz)")
+        print(
+            f"wrote {path} ({samples.shape[0] / sampling_rate:.2f} s at {sampling_rate} Hz, {threads} CPU "
+            f"thread{'s' if threads > 1 else ''})"
+        )
     if args.codes_output:
         codes_path = Path(args.codes_output)
         tmp = codes_path.with_name(f".{codes_path.name}.tmp")

@@ -6,6 +6,7 @@ so the card, the CLI summary and `verify` see one schema. Version 1 of the file 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass, field, fields
@@ -113,4 +114,85 @@ class ConversionAudit:
         return path
 
 
-__all__ = ["AUDIT_FILE", "SCHEMA_VERSION", "ConversionAudit", "SourceFile", "WrittenFile"]
+@dataclass
+class VerifyReport:
+    """What `verify_folder` found: `problems` (a file missing, resized or changed: the folder is not what was
+    converted) and `notes` (files the audit does not list, e.g. a README.md written later by `jukebox-mir card`)."""
+
+    folder: str
+    checked: int
+    problems: list[str]
+    notes: list[str]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify_folder(folder: str | os.PathLike) -> VerifyReport:
+    """Recompute the SHA-256 and size of every file listed in the folder's `conversion_audit.json`."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise JukeboxCheckpointError(f"'{folder}' is not a folder; pass a folder made by `jukebox-mir convert`.")
+    audit = ConversionAudit.read(folder)
+    if not audit.files:
+        raise JukeboxCheckpointError(
+            f"{folder / AUDIT_FILE} lists no files (written before checksums were recorded); nothing can be verified. "
+            "Convert the folder again to get them."
+        )
+    problems: list[str] = []
+    for name, expected in sorted(audit.files.items()):
+        path = folder / name
+        if Path(name).is_absolute() or ".." in Path(name).parts:
+            problems.append(f"{name}: the audit names a file outside the folder")
+            continue
+        if not path.is_file():
+            problems.append(f"{name}: missing")
+            continue
+        size = path.stat().st_size
+        if size != expected.bytes:
+            problems.append(f"{name}: {size} bytes, the audit says {expected.bytes}")
+            continue
+        digest = _sha256(path)
+        if digest != expected.sha256:
+            problems.append(f"{name}: SHA-256 {digest[:16]}..., the audit says {expected.sha256[:16]}... (changed)")
+    listed = set(audit.files) | {AUDIT_FILE}
+    notes = sorted(
+        p.relative_to(folder).as_posix()
+        for p in folder.rglob("*")
+        if p.is_file()
+        and p.relative_to(folder).as_posix() not in listed
+        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    )
+    return VerifyReport(folder=str(folder), checked=len(audit.files), problems=problems, notes=notes)
+
+
+def check_folder(folder: str | os.PathLike) -> None:
+    """`verify_folder`, raising `JukeboxCheckpointError` (one paragraph, with the fix) on any problem."""
+    report = verify_folder(folder)
+    if report.problems:
+        raise JukeboxCheckpointError(
+            f"'{folder}' does not match its conversion_audit.json: {'; '.join(report.problems[:5])}"
+            f"{f' and {len(report.problems) - 5} more' if len(report.problems) > 5 else ''}. The files were changed "
+            "or damaged after conversion (a bad copy or download, or an edit); copy or convert the folder again."
+        )
+
+
+__all__ = [
+    "AUDIT_FILE",
+    "SCHEMA_VERSION",
+    "ConversionAudit",
+    "SourceFile",
+    "VerifyReport",
+    "WrittenFile",
+    "check_folder",
+    "verify_folder",
+]

@@ -23,6 +23,7 @@ numerics.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -35,15 +36,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import filelock
 import numpy as np
 import torch
 
-from ..models.errors import JukeboxInputError
+from ..models.errors import JukeboxCheckpointError, JukeboxInputError, JukeboxRunError
 from ..models.pipeline_jukebox import (
     JukeboxFeatureExtractionPipeline,
     check_options,
     resolve_layers,
 )
+from .guard import Limits, check_regular_file, printable, read_audio
+from .locks import RunLock, is_lock_file
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +72,10 @@ SETTINGS_FILE = "extraction.json"
 FAILURES_FILE = "failures.json"
 CHUNKS_DIR = "chunks"
 FORMAT_VERSION = 1
+#: seconds a shard waits for another shard's merge of the same folder
+MERGE_LOCK_TIMEOUT = 3600.0
+#: tests: use the fallback lock files instead of OS locks
+_SOFT_LOCKS = False
 
 _DTYPES = {
     "float32": torch.float32,
@@ -94,6 +102,7 @@ class ExtractionInput:
     dataset: Any = field(default=None, repr=False)
     row: int | None = None
     audio_column: str = "audio"
+    problem: str | None = None  # known before loading (a broken link, a pipe): reported as its failure
 
     def load(self) -> Any:
         """The audio source for the feature extractor: a file path or a `datasets` audio value."""
@@ -117,7 +126,8 @@ class ExtractionResult:
         num_done: inputs with a row in the output (all shards, this and earlier runs).
         num_computed: inputs computed by this process in this run.
         failures: `{"id", "path", "error"}` for each input that failed (this process, or all when merged).
-        merged: whether this call wrote the final dataset.
+        merged: whether this call wrote the final dataset (False when no input succeeded: no dataset is written).
+        warnings: `{"id", "path", "warning"}` for inputs that were used with a warning (truncated files).
     """
 
     output_dir: Path
@@ -126,6 +136,7 @@ class ExtractionResult:
     num_computed: int
     failures: list[dict[str, str]]
     merged: bool
+    warnings: list[dict[str, str]] = field(default_factory=list)
 
     def load(self):
         """The output as a `datasets.Dataset`."""
@@ -142,14 +153,25 @@ def _is_saved_dataset(path: Path) -> bool:
 
 
 def _audio_files(folder: Path) -> list[Path]:
+    """Audio files under `folder`, hidden entries skipped. Broken links and non-regular entries (named pipes,
+    sockets) with an audio extension are listed too: they become reported failures, never silent skips."""
     files = [
         p
         for p in folder.rglob("*")
-        if p.is_file()
-        and p.suffix.lower() in AUDIO_EXTENSIONS
+        if p.suffix.lower() in AUDIO_EXTENSIONS
+        and not p.is_dir()
         and not any(part.startswith(".") for part in p.relative_to(folder).parts)
     ]
     return sorted(files, key=lambda p: p.relative_to(folder).as_posix())
+
+
+def _file_problem(path: Path) -> str | None:
+    """Why `path` cannot be read as an audio file (a broken link, a pipe, ...), checked without opening it."""
+    try:
+        check_regular_file(os.fspath(path))
+    except JukeboxInputError as err:
+        return str(err)
+    return None
 
 
 def _open_dataset(source: Any, name: str, split: str | None, audio_column: str):
@@ -219,8 +241,10 @@ def list_inputs(
             )
         given = Path(source).as_posix()
         path = Path(source)
-        if not path.exists():
-            raise JukeboxInputError(f"Input '{given}' does not exist; pass audio files, folders or a saved dataset.")
+        if not path.exists() and not path.is_symlink():
+            raise JukeboxInputError(
+                f"Input '{_printable(given)}' does not exist; pass audio files, folders or a saved dataset."
+            )
         if _is_saved_dataset(path):
             ds = _open_dataset(path, f"'{given}'", split, audio_column)
             items.extend(_dataset_items(ds, f"'{given}'", given, several, audio_column, id_column))
@@ -231,12 +255,24 @@ def list_inputs(
                     f"Folder '{given}' holds no audio files (searched recursively for {', '.join(AUDIO_EXTENSIONS)})."
                 )
             for file in files:
-                rel = file.relative_to(path).as_posix()
+                rel = _printable(file.relative_to(path).as_posix())
                 items.append(
-                    ExtractionInput(id=f"{given}/{rel}" if several else rel, path=str(file.resolve()), file=str(file))
+                    ExtractionInput(
+                        id=f"{_printable(given)}/{rel}" if several else rel,
+                        path=_printable(str(file.resolve())),
+                        file=str(file),
+                        problem=_file_problem(file),
+                    )
                 )
         else:
-            items.append(ExtractionInput(id=given, path=str(path.resolve()), file=str(path)))
+            items.append(
+                ExtractionInput(
+                    id=_printable(given),
+                    path=_printable(str(path.resolve())),
+                    file=str(path),
+                    problem=_file_problem(path),
+                )
+            )
     unique: dict[str, ExtractionInput] = {}
     for item in items:
         other = unique.get(item.id)
@@ -276,6 +312,29 @@ def _dataset_items(ds, name: str, prefix: str, several: bool, audio_column: str,
 
 
 # --------------------------------------------------------------------------------------------- model + engine
+
+
+def default_threads() -> int:
+    """Torch CPU threads per process: `OMP_NUM_THREADS` when set, else 1 under a multi-process launch, else
+    torch's default capped at 4 (on a machine shared with other work more threads are often slower: measured 4-7x
+    slower with 2 threads than with 1 on a busy 2-core machine)."""
+    env = os.environ.get("OMP_NUM_THREADS")
+    if env and env.isdigit() and int(env) > 0:
+        return int(env)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return 1
+    return max(1, min(4, torch.get_num_threads()))
+
+
+def set_threads(threads: int | None) -> int:
+    """Set torch's CPU thread count to `threads` and return it; None leaves it as it is (the CLI passes
+    `default_threads()`), and returns the current count."""
+    if threads is None:
+        return torch.get_num_threads()
+    threads = _positive_int("threads", threads)
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    return threads
 
 
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
@@ -353,8 +412,11 @@ class JukeboxExtractor:
         device: str | torch.device | None = None,
         dtype: str | torch.dtype | None = None,
         compile: bool = False,
+        limits: Limits | None = None,
     ):
-        from transformers import AutoFeatureExtractor, AutoModel
+        # the explicit classes (a MIR folder is checked above): no Auto registration or remote code needed
+        from ..models.feature_extraction_jukebox import JukeboxFeatureExtractor
+        from ..models.modeling_jukebox_mir import JukeboxMIRModel
 
         model_dir = _check_model_dir(model_dir)
         depth, native_rate = _built_layers(model_dir)
@@ -366,13 +428,34 @@ class JukeboxExtractor:
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         # only the blocks up to the deepest requested layer are read, straight to the device in the dtype
-        model = AutoModel.from_pretrained(
-            str(model_dir), dtype=self.dtype, device_map=str(self.device), num_hidden_layers=max(1, max(self.layer_ids))
-        )
+        try:
+            model = JukeboxMIRModel.from_pretrained(
+                str(model_dir),
+                dtype=self.dtype,
+                device_map=str(self.device),
+                num_hidden_layers=max(1, max(self.layer_ids)),
+            )
+        except ValueError:  # already one of ours (a config or weights check), with its fix
+            raise
+        except Exception as err:  # noqa: BLE001 - a damaged folder surfaces as many library errors
+            raise JukeboxCheckpointError(
+                f"Could not load the model in '{model_dir}' ({type(err).__name__}: {str(err).splitlines()[0][:300]}). "
+                "The folder is damaged, incomplete or not a converted Jukebox MIR folder: check it with "
+                f"`jukebox-mir verify {model_dir}`, then copy or convert it again (`jukebox-mir convert --vqvae ... "
+                "--prior ...`)."
+            ) from err
         if compile:  # torch.compile of the prior's forward (in place: the model keeps its structure)
             model.prior.compile()
         self.compiled = bool(compile)
-        feature_extractor = AutoFeatureExtractor.from_pretrained(str(model_dir))
+        try:
+            feature_extractor = JukeboxFeatureExtractor.from_pretrained(str(model_dir))
+        except ValueError:
+            raise
+        except Exception as err:  # noqa: BLE001
+            raise JukeboxCheckpointError(
+                f"Could not load the feature extractor in '{model_dir}' ({type(err).__name__}: {err}); its "
+                "preprocessor_config.json is damaged. Copy or convert the folder again."
+            ) from err
         self.pipeline = JukeboxFeatureExtractionPipeline(
             model=model.eval(), feature_extractor=feature_extractor, device=self.device
         )
@@ -384,6 +467,8 @@ class JukeboxExtractor:
         }
         self.hidden_size = model.config.hidden_size
         self.sampling_rate = feature_extractor.sampling_rate
+        self.window_length = feature_extractor.window_length
+        self.limits = limits if limits is not None else Limits()
 
     @property
     def model(self):
@@ -393,57 +478,130 @@ class JukeboxExtractor:
     def feature_extractor(self):
         return self.pipeline.feature_extractor
 
-    def prepare(self, source: Any) -> list[dict]:
-        """Decode and window one input (the pipeline's `preprocess`)."""
-        params = {k: v for k, v in self.options.items() if v is not None}
-        return list(self.pipeline.preprocess(source, **params))
+    def prepare(self, source: Any) -> Prepared:
+        """Decode one input within `self.limits` (mono, at the model's rate, normalised) and plan its windows.
 
-    def run(self, prepared: Sequence[tuple[Any, list[dict] | None, BaseException | None]]):
-        """Run windows of several prepared inputs through the model in batches of `batch_size` windows.
-
-        Args:
-            prepared: `(key, windows, error)` per input, from `prepare` (`windows=None` when it failed).
-
-        Returns:
-            `[(key, result, error)]`: the pipeline's result `(n_layers, dim)` / `(n_layers, frames, dim)`, or the
-            error of an input that failed (a failing batch is retried window by window).
+        Only the waveform is kept; windows are cut from it as the model takes them (`stream`), so memory does not
+        grow with the number of windows.
         """
-        flat = [(k, w) for k, (_, windows, _) in enumerate(prepared) if windows for w in windows]
-        outputs: list[list[dict]] = [[] for _ in prepared]
-        errors: dict[int, BaseException] = {k: err for k, (_, windows, err) in enumerate(prepared) if windows is None}
+        fe = self.feature_extractor
+        warning = None
+        if isinstance(source, (str, os.PathLike)):
+            name = f"'{_printable(os.fspath(source))}'"
+            data, rate, warning = read_audio(os.fspath(source), name, self.limits)
+            source = {"array": data, "sampling_rate": rate}
+        elif isinstance(source, dict) and source.get("array") is None and source.get("raw") is None:
+            name = f"'{_printable(source['path'])}'" if source.get("path") else "<bytes>"
+            if source.get("bytes") is not None:
+                data, rate, warning = read_audio(bytes(source["bytes"]), name, self.limits)
+            elif source.get("path"):
+                data, rate, warning = read_audio(os.fspath(source["path"]), name, self.limits)
+            else:
+                raise JukeboxInputError("A dataset row has neither audio bytes nor a path.")
+            source = {"array": data, "sampling_rate": rate}
+        elif isinstance(source, dict):
+            array = source.get("array", source.get("raw"))
+            rate = source.get("sampling_rate")
+            length = np.shape(array)[-1] if np.ndim(array) else 0
+            if rate and length / float(rate) > self.limits.max_duration:
+                raise JukeboxInputError(
+                    f"The audio is {length / float(rate):.1f} s long; inputs are limited to "
+                    f"{self.limits.max_duration:g} s (max_duration=, CLI: --max-duration)."
+                )
+        waveform = fe.prepare_waveform(source)
+        if len(waveform) > self.limits.max_duration * fe.sampling_rate + fe.sampling_rate:
+            raise JukeboxInputError(
+                f"The audio is {len(waveform) / fe.sampling_rate:.1f} s long once resampled; inputs are limited to "
+                f"{self.limits.max_duration:g} s (max_duration=, CLI: --max-duration)."
+            )
+        offsets = _window_offsets(len(waveform), fe)
+        if self.limits.max_windows is not None and len(offsets) > self.limits.max_windows:
+            raise JukeboxInputError(
+                f"The audio needs {len(offsets)} windows of {fe.window_length / fe.sampling_rate:.2f} s; inputs are "
+                f"limited to {self.limits.max_windows} windows (max_windows=, CLI: --max-windows)."
+            )
+        return Prepared(waveform=waveform, offsets=offsets, warning=warning)
+
+    def _window(self, prepared: Prepared, k: int) -> dict:
+        """Window `k` of an input as the pipeline's `preprocess` yields it (padded, with its mask)."""
+        fe = self.feature_extractor
+        start = int(prepared.offsets[k])
+        chunk = prepared.waveform[start : start + fe.window_length]
+        values = torch.full((1, fe.window_length), float(fe.padding_value), dtype=torch.float32)
+        values[0, : len(chunk)] = torch.from_numpy(chunk)
+        mask = torch.zeros((1, fe.window_length), dtype=torch.int32)
+        mask[0, : len(chunk)] = 1
+        return {
+            "input_values": values,
+            "attention_mask": mask,
+            "window_offset": start,
+            "is_last": k == len(prepared.offsets) - 1,
+        }
+
+    def stream(self, prepared: Iterable[tuple[Any, Prepared | None, BaseException | None]]):
+        """Run the windows of prepared inputs through the model, `batch_size` windows at a time (windows of
+        consecutive inputs share batches), and yield `(key, result, error)` per input, in order, as each one
+        finishes. Only the current batch of windows exists at any time.
+
+        A failing batch is retried window by window, so one bad window fails only its input; a result with NaN or
+        infinite values is an error of its input (never a row).
+        """
         forward_params = {"layers": self.options["layers"], "pooling": self.pooling}
-        for start in range(0, len(flat), self.batch_size):
-            batch = [(k, w) for k, w in flat[start : start + self.batch_size] if k not in errors]
-            if not batch:
-                continue
-            try:
-                out = self.pipeline.forward(_collate([w for _, w in batch]), **forward_params)
-                parts = _uncollate(out, len(batch))
-            except Exception as err:  # noqa: BLE001 - retry alone, so one bad window fails only its input
-                if len(batch) == 1:
-                    errors[batch[0][0]] = err
-                    continue
-                parts = []
-                for k, w in batch:
-                    try:
-                        parts.append(self.pipeline.forward(_collate([w]), **forward_params))
-                    except Exception as single_err:  # noqa: BLE001
-                        errors[k] = single_err
-                        parts.append(None)
-            for (k, _), part in zip(batch, parts):
-                if part is not None:
-                    outputs[k].append(part)
         post = {k: v for k, v in self.options.items() if v is not None}
-        results = []
-        for k, (key, _windows, _) in enumerate(prepared):
-            if k in errors:
-                results.append((key, None, errors[k]))
-                continue
+        open_inputs: list[list] = []  # [key, prepared, outputs, error, windows, windows done], in input order
+        batch: list[tuple[list, int]] = []
+
+        def flush():
+            live = [(entry, k) for entry, k in batch if entry[3] is None]
+            for entry, _ in batch:
+                entry[5] += 1
+            batch.clear()
+            if not live:
+                return
+            windows = [self._window(entry[1], k) for entry, k in live]
             try:
-                results.append((key, self.pipeline.postprocess(outputs[k], **post), None))
-            except Exception as err:  # noqa: BLE001
-                results.append((key, None, err))
-        return results
+                parts = _uncollate(self.pipeline.forward(_collate(windows), **forward_params), len(live))
+            except Exception as err:  # noqa: BLE001 - retry alone
+                parts = []
+                for (entry, _), window in zip(live, windows):
+                    try:
+                        parts.append(self.pipeline.forward(_collate([window]), **forward_params))
+                    except Exception as single_err:  # noqa: BLE001
+                        entry[3] = single_err if len(live) > 1 else err
+                        parts.append(None)
+            for (entry, _), part in zip(live, parts):
+                if part is not None and entry[3] is None:
+                    entry[2].append(part)
+
+        def finished():
+            while open_inputs and (open_inputs[0][3] is not None or open_inputs[0][5] == open_inputs[0][4]):
+                key, _, outputs, error, _, _ = open_inputs.pop(0)
+                if error is not None:
+                    yield key, None, error
+                    continue
+                try:
+                    result = self.pipeline.postprocess(outputs, **post)
+                    _check_finite(result)
+                except Exception as err:  # noqa: BLE001
+                    yield key, None, err
+                    continue
+                yield key, result, None
+
+        for key, prep, err in prepared:
+            entry = [key, prep, [], err, 0 if prep is None else len(prep.offsets), 0]
+            open_inputs.append(entry)
+            for k in range(entry[4]):
+                batch.append((entry, k))
+                if len(batch) == self.batch_size:
+                    flush()
+                    yield from finished()
+            yield from finished()
+        flush()
+        yield from finished()
+
+    def run(self, prepared: Sequence[tuple[Any, Prepared | None, BaseException | None]]):
+        """`list(stream(prepared))`: `[(key, result, error)]` in order."""
+        return list(self.stream(prepared))
 
     def embed(self, sources: Sequence[Any]) -> list[np.ndarray]:
         """Results for several inputs; raises the first error."""
@@ -454,6 +612,44 @@ class JukeboxExtractor:
                 raise err
             out.append(result)
         return out
+
+
+@dataclass(eq=False)
+class Prepared:
+    """One decoded input: the normalised mono waveform at the model's rate, its window starts, a decode warning."""
+
+    waveform: np.ndarray
+    offsets: np.ndarray
+    warning: str | None = None
+
+    @property
+    def num_samples(self) -> int:
+        return int(len(self.waveform))
+
+
+def _window_offsets(length: int, fe) -> np.ndarray:
+    """Window starts, as `audio_jukebox.split_into_windows` places them (same tail rule and `max_windows`)."""
+    hop, window = fe.effective_window_hop, fe.window_length
+    num = 1 + (max(0, length - window) + hop - 1) // hop
+    if num > 1 and length - (num - 1) * hop < fe.effective_min_length:
+        num -= 1
+    if fe.max_windows is not None:
+        num = min(num, fe.max_windows)
+    return np.arange(num, dtype=np.int64) * hop
+
+
+def _check_finite(result: Any) -> None:
+    arrays = result if isinstance(result, list) else [result]
+    for array in arrays:
+        if not np.isfinite(np.asarray(array)).all():
+            raise JukeboxInputError(
+                "The model gave NaN or infinite values for this input, so no row was written. Finite audio gives "
+                "finite features with sound weights: check the model folder (`jukebox-mir verify MODEL`) and, on "
+                "GPU, try --dtype float32."
+            )
+
+
+_printable = printable
 
 
 def _collate(windows: list[dict]) -> dict:
@@ -595,9 +791,18 @@ def _write_chunk(chunks: Path, shard: int, rows: list[dict], features) -> Path:
     tag = uuid.uuid4().hex[:8]
     tmp = chunks / f".tmp-{shard:03d}-{tag}"
     final = chunks / f"chunk-{rows[0]['_index']:08d}-{shard:03d}-{tag}"
-    with _quiet_datasets():
-        datasets.Dataset.from_dict(columns, features=features).save_to_disk(str(tmp))
-    (tmp / "ids.json").write_text(json.dumps([row["id"] for row in rows]), encoding="utf-8")
+    try:
+        with _quiet_datasets():
+            datasets.Dataset.from_dict(columns, features=features).save_to_disk(str(tmp))
+        (tmp / "ids.json").write_text(json.dumps([row["id"] for row in rows]), encoding="utf-8")
+    except OSError as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise JukeboxRunError(
+                f"The disk filled up while saving results in '{chunks}' ({err.strerror}); the partial chunk was "
+                "removed and earlier chunks are kept. Free some space and run the same command again to resume."
+            ) from err
+        raise
     os.replace(tmp, final)
     return final
 
@@ -621,7 +826,9 @@ def _write_json(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
-def _prepare_output(output_dir: Path, settings: dict, *, resume: bool, overwrite: bool, write: bool = True) -> None:
+def _prepare_output(
+    output_dir: Path, settings: dict, *, resume: bool, overwrite: bool, write: bool = True, own: Path | None = None
+) -> None:
     """Check the output folder, and (`write=True`, the main process) create it or clear it for `overwrite`.
 
     Every process runs the checks, so that a refused folder stops all of them instead of leaving the others
@@ -631,7 +838,7 @@ def _prepare_output(output_dir: Path, settings: dict, *, resume: bool, overwrite
     if output_dir.exists() and not output_dir.is_dir():
         raise JukeboxInputError(f"Output '{output_dir}' is a file; pass a folder path.")
     ours = settings_path.is_file()
-    if output_dir.is_dir() and any(output_dir.iterdir()) and not ours:
+    if output_dir.is_dir() and any(not _unstarted_entry(e) for e in output_dir.iterdir()) and not ours:
         raise JukeboxInputError(
             f"Output folder '{output_dir}' is not empty and was not written by `jukebox-mir extract`; pass an empty "
             "or new folder."
@@ -639,8 +846,21 @@ def _prepare_output(output_dir: Path, settings: dict, *, resume: bool, overwrite
     if ours and overwrite:
         if not write:
             return
-        for entry in output_dir.iterdir():
-            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+        others = [
+            RunLock(p, what=f"Output folder '{output_dir}'")
+            for p in output_dir.glob(".lock-[0-9]*")
+            if p.name[len(".lock-") :].isdigit() and p != own
+        ]
+        held = []
+        try:
+            for other in others:  # another shard still running: clearing would destroy its work
+                held.append(other.acquire())
+            for entry in output_dir.iterdir():
+                if not is_lock_file(entry.name):
+                    shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+        finally:
+            for other in held:
+                other.release()
         ours = False
     if ours:
         if not resume:
@@ -659,48 +879,145 @@ def _prepare_output(output_dir: Path, settings: dict, *, resume: bool, overwrite
                 "same settings (pass the same --dtype on another device), use another output folder, or pass "
                 "overwrite=True (CLI: --overwrite) to start again."
             )
+        if write:
+            (output_dir / CHUNKS_DIR).mkdir(exist_ok=True)
         return
     if write:
-        (output_dir / CHUNKS_DIR).mkdir(parents=True, exist_ok=True)
-        _write_json(settings_path, settings)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        if settings_path.is_file():  # another shard started at the same moment: same checks as a resume
+            _prepare_output(output_dir, settings, resume=True, overwrite=False, write=True, own=own)
+            return
+        _write_json(settings_path, settings)  # a temporary settings file of a killed run is left to the merge
+        (output_dir / CHUNKS_DIR).mkdir(exist_ok=True)
+
+
+def _unstarted_entry(entry: Path) -> bool:
+    """What a run leaves before its settings file exists: locks, a temporary settings file, an empty chunks folder."""
+    if is_lock_file(entry.name) or entry.name.startswith(f".{SETTINGS_FILE}."):
+        return True
+    return entry.name == CHUNKS_DIR and entry.is_dir() and not any(entry.iterdir())
 
 
 def _merge(output_dir: Path, items: list[ExtractionInput], features, failures: list[dict]) -> int:
-    """Rebuild the dataset in `output_dir` from all chunks, in input order; returns the number of rows."""
+    """Rebuild the dataset in `output_dir` from all chunks, in input order; returns the number of rows.
+
+    Atomic and idempotent: the new data files get names of their own (`data-<tag>-*.arrow`) and `state.json`,
+    which names them, is replaced last, so a kill at any point leaves either the previous dataset or the new
+    one. Leftovers of a killed or failed merge are deleted first; the free space is checked before writing; a
+    disk that fills up anyway gives a `JukeboxRunError` and leaves nothing partial. With no row at all, no
+    dataset is written (an empty one could not describe its frame-level columns).
+    """
     import datasets
 
     chunks = output_dir / CHUNKS_DIR
+    _clean_merge_leftovers(output_dir)
+    chunk_dirs = _chunk_dirs(chunks)
     with _quiet_datasets():
-        parts = [datasets.load_from_disk(str(d)) for d in _chunk_dirs(chunks)]
-        table = (
-            datasets.concatenate_datasets(parts)
-            if parts
-            else datasets.Dataset.from_dict({name: [] for name in features}, features=features)
-        )
-        first_row: dict[str, int] = {}
-        for row, key in enumerate(table["id"]):
-            first_row.setdefault(key, row)
-        order = [first_row[item.id] for item in items if item.id in first_row]
-        stale = len(first_row) - len(order)
-        if stale:
-            logger.warning("%d rows in %s belong to inputs not given in this run; they are left out.", stale, chunks)
-        final = table.select(order)
-        tmp = output_dir / f".merge-{uuid.uuid4().hex[:8]}"
-        final.save_to_disk(str(tmp))
-    state_names = ("dataset_info.json", "state.json")
-    old_data = {p.name for p in output_dir.glob("data-*.arrow")}
-    new_files = sorted(p.name for p in tmp.iterdir())
-    for name in new_files:
-        if name not in state_names:
-            os.replace(tmp / name, output_dir / name)
-    for name in state_names:  # state.json last: it names the data files
-        os.replace(tmp / name, output_dir / name)
-    for name in old_data - set(new_files):
-        (output_dir / name).unlink(missing_ok=True)
-    shutil.rmtree(tmp, ignore_errors=True)
-    done = set(first_row)
+        parts = [datasets.load_from_disk(str(d)) for d in chunk_dirs]
+        done: set[str] = set()
+        order: list[int] = []
+        if parts:
+            table = datasets.concatenate_datasets(parts)
+            first_row: dict[str, int] = {}
+            for row, key in enumerate(table["id"]):
+                first_row.setdefault(key, row)
+            order = [first_row[item.id] for item in items if item.id in first_row]
+            done = set(first_row)
+            stale = len(first_row) - len(order)
+            if stale:
+                logger.warning(
+                    "%d rows in %s belong to inputs not given in this run; they are left out.", stale, chunks
+                )
+        if order:
+            needed = sum(f.stat().st_size for d in chunk_dirs for f in d.glob("*.arrow")) + (16 << 20)
+            free = shutil.disk_usage(output_dir).free
+            if free < needed:
+                raise JukeboxRunError(
+                    f"Not enough free disk space to write the dataset in '{output_dir}': it needs about "
+                    f"{needed / 2**20:.0f} MB and {free / 2**20:.0f} MB are free. Free some space (the extracted "
+                    "chunks are kept) and run the same command again: it only merges."
+                )
+            tag = uuid.uuid4().hex[:8]
+            tmp = output_dir / f".merge-{tag}"
+            moved: list[Path] = []
+            try:
+                table.select(order).save_to_disk(str(tmp))
+                state = json.loads((tmp / "state.json").read_text(encoding="utf-8"))
+                for entry in state["_data_files"]:
+                    name = f"data-{tag}-{entry['filename'].removeprefix('data-')}"
+                    os.replace(tmp / entry["filename"], output_dir / name)
+                    moved.append(output_dir / name)
+                    entry["filename"] = name
+                (tmp / "state.json").write_text(json.dumps(state, indent=2, sort_keys=True), encoding="utf-8")
+                os.replace(tmp / "dataset_info.json", output_dir / "dataset_info.json")
+                os.replace(tmp / "state.json", output_dir / "state.json")  # the commit point
+            except OSError as err:
+                for path in moved:
+                    path.unlink(missing_ok=True)
+                if err.errno in (errno.ENOSPC, errno.EDQUOT):
+                    raise JukeboxRunError(
+                        f"The disk filled up while writing the dataset in '{output_dir}' ({err.strerror}); nothing "
+                        "partial was kept. Free some space (the extracted chunks are kept) and run the same command "
+                        "again: it only merges."
+                    ) from err
+                raise
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+            _clean_merge_leftovers(output_dir)  # the previous dataset's data files
     _write_json(output_dir / FAILURES_FILE, [f for f in failures if f["id"] not in done])
     return len(order)
+
+
+def _clean_merge_leftovers(output_dir: Path) -> None:
+    """Delete what a killed or failed merge (or an earlier merge) left: `.merge-*` folders, temporary JSON
+    files, and data files that `state.json` does not name."""
+    for entry in output_dir.iterdir():
+        if entry.name.startswith(".merge-") and entry.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)
+        elif entry.name.startswith(".") and ".json." in entry.name and not is_lock_file(entry.name):
+            entry.unlink(missing_ok=True)
+    try:
+        state = json.loads((output_dir / "state.json").read_text(encoding="utf-8"))
+        named = {entry["filename"] for entry in state["_data_files"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        named = set()
+    for path in output_dir.glob("data-*.arrow"):
+        if path.name not in named:
+            path.unlink(missing_ok=True)
+
+
+def _launcher_processes() -> int | None:
+    """`--num_processes N` of the `accelerate launch` that started this process (its parent), if readable."""
+    try:
+        raw = Path(f"/proc/{os.getppid()}/cmdline").read_bytes()
+    except OSError:
+        return None
+    args = [a.decode("utf-8", "replace") for a in raw.split(b"\0") if a]
+    if not any("accelerate" in a for a in args[:3]):
+        return None
+    for k, arg in enumerate(args):
+        for flag in ("--num_processes", "--num-processes"):
+            if arg == flag and k + 1 < len(args) and args[k + 1].isdigit():
+                return int(args[k + 1])
+            if arg.startswith(flag + "=") and arg.split("=", 1)[1].isdigit():
+                return int(arg.split("=", 1)[1])
+    return None
+
+
+def _refuse_single_process_launch() -> None:
+    """`accelerate launch --num_processes N` without a distributed mode (on CPUs, or without --multi_gpu) starts ONE
+    process that would silently do all the work: refuse it with the command that really shards."""
+    if "ACCELERATE_MIXED_PRECISION" not in os.environ or int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return
+    asked = _launcher_processes()
+    if asked is not None and asked > 1:
+        raise JukeboxInputError(
+            f"`accelerate launch --num_processes {asked}` started only ONE process here (accelerate starts several "
+            "only in a distributed mode: --multi_gpu on GPUs; on CPUs it runs one). Nothing was extracted. To shard "
+            f"over {asked} processes run `torchrun --nproc_per_node {asked} -m hf_jukebox_mir.cli extract ...` (same "
+            f"arguments), `accelerate launch --multi_gpu --num_processes {asked} ...` on GPUs, or {asked} independent "
+            f"jobs with --num-shards {asked} --shard-index K."
+        )
 
 
 def _shard_setup(num_shards: int | None, shard_index: int | None, cpu: bool):
@@ -716,6 +1033,7 @@ def _shard_setup(num_shards: int | None, shard_index: int | None, cpu: bool):
         ):
             raise JukeboxInputError(f"shard_index must be in 0..{num_shards - 1}, got {shard_index!r}.")
         return int(shard_index), num_shards, None
+    _refuse_single_process_launch()
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # launched by accelerate / torchrun
         from accelerate import PartialState
 
@@ -746,6 +1064,10 @@ def extract_dataset(
     split: str | None = None,
     progress: bool = True,
     callback: Callable[[dict], None] | None = None,
+    max_duration: float = Limits.max_duration,
+    max_windows: int | None = None,
+    threads: int | None = None,
+    verify: bool = False,
 ) -> ExtractionResult:
     """Extract Jukebox representations of many inputs into a `datasets` dataset in `output_dir`.
 
@@ -771,18 +1093,35 @@ def extract_dataset(
         audio_column, id_column, split: for dataset inputs.
         progress: show a tqdm progress bar.
         callback: called with `{"chunk": path, "done": n, "total": n}` after each saved chunk.
+        max_duration: seconds of audio per input (default 7200); a longer input fails with a clear error, checked
+            from the file header before decoding, and no more than this is ever decoded.
+        max_windows: model windows per input (default None: as many as `max_duration` needs); more fail with a
+            clear error.
+        verify: check the model folder's files against its `conversion_audit.json` SHA-256 sums before loading.
+        threads: torch CPU threads of this process (default: as torch is set; the CLI's default is
+            `default_threads()`, 1 per process when several processes share the machine); recorded in
+            `extraction.json` as `threads`.
+
+    A second run on the same output folder (and shard) is refused with a message naming the first; a killed run
+    leaves no lock behind. When every input fails, no dataset is written (`merged` is False).
 
     Returns:
         [`ExtractionResult`]. Every path and option is checked before the model is loaded.
     """
     # ---- checks before anything heavy
     batch_size = _positive_int("batch_size", batch_size)
+    limits = Limits(max_duration=max_duration, max_windows=max_windows)
+    threads = set_threads(threads)
     chunk_size = _positive_int("chunk_size", chunk_size)
     model_path = _check_model_dir(model_dir)
     depth, native_rate = _built_layers(model_path)
     layer_ids, _ = resolve_layers(layers, depth)
     pooling = _default_pooling(pooling, frame_rate)
     pooling, _ = check_options(pooling, frame_rate, None, native_rate)
+    if verify:
+        from ..conversion.audit import check_folder
+
+        check_folder(model_path)
     items = list_inputs(inputs, audio_column=audio_column, id_column=id_column, split=split)
     wants_cpu = not torch.cuda.is_available() or (device is not None and resolve_device(device).type == "cpu")
     shard, num_shards, state = _shard_setup(num_shards, shard_index, cpu=wants_cpu)
@@ -802,16 +1141,78 @@ def extract_dataset(
         "frame_rate": frame_rate,
         "dtype": str(torch_dtype).replace("torch.", ""),
         "columns": ["id", "path", "duration", "n_windows", *[f"layer_{i}" for i in layer_ids]],
+        "threads": threads,
+        "max_duration": limits.max_duration,
+        "max_windows": limits.max_windows,
     }
     is_main = state is None or state.is_main_process
-    chunks = output_dir / CHUNKS_DIR
-    _prepare_output(output_dir, settings, resume=resume, overwrite=overwrite, write=is_main)
-    if is_main and (num_shards == 1 or state is not None):  # no other writer yet: a killed run's partial chunks
-        _remove_tmp(chunks)
+    _prepare_output(output_dir, settings, resume=resume, overwrite=overwrite, write=False)  # checks only
+    lock = RunLock(
+        output_dir / f".lock-{shard:03d}",
+        what=f"Output folder '{output_dir}' (shard {shard})" if num_shards > 1 else f"Output folder '{output_dir}'",
+        soft=_SOFT_LOCKS,
+    )
+    if is_main:
+        lock.acquire()  # before anything is written or cleared: a second run stops here
+        try:
+            _prepare_output(output_dir, settings, resume=resume, overwrite=overwrite, write=True, own=lock.path)
+        except BaseException:
+            lock.release()
+            raise
     if state is not None:
         state.wait_for_everyone()
-    elif num_shards > 1:  # independent jobs: only this shard's partial chunks are known to be dead
-        _remove_tmp(chunks, shard)
+    if not is_main:
+        lock.acquire()
+    try:
+        return _locked_run(
+            lock,
+            items,
+            model_path,
+            output_dir,
+            settings,
+            layer_ids,
+            pooling,
+            frame_rate,
+            batch_size,
+            torch_device,
+            torch_dtype,
+            compile,
+            shard,
+            num_shards,
+            state,
+            chunk_size,
+            progress,
+            callback,
+            limits,
+        )
+    finally:
+        lock.release()
+
+
+def _locked_run(
+    lock,
+    items,
+    model_path,
+    output_dir,
+    settings,
+    layer_ids,
+    pooling,
+    frame_rate,
+    batch_size,
+    torch_device,
+    torch_dtype,
+    compile,
+    shard,
+    num_shards,
+    state,
+    chunk_size,
+    progress,
+    callback,
+    limits,
+):
+    is_main = state is None or state.is_main_process
+    chunks = output_dir / CHUNKS_DIR
+    _remove_tmp(chunks, shard)  # partial chunks of a killed run of this shard (its lock is ours now)
     marker = chunks / f"done-{shard:03d}-of-{num_shards:03d}.json"
     marker.unlink(missing_ok=True)
 
@@ -819,6 +1220,7 @@ def extract_dataset(
     done = _done_ids(chunks)
     pending = [item for item in items if item.index % num_shards == shard and item.id not in done]
     failures: list[dict] = []
+    warnings: list[dict] = []
     computed = 0
     if pending:
         extractor = JukeboxExtractor(
@@ -830,12 +1232,24 @@ def extract_dataset(
             device=torch_device,
             dtype=torch_dtype,
             compile=compile,
+            limits=limits,
         )
         features = _features(layer_ids, extractor.hidden_size, pooling == "none")
         computed, failures = _run_pending(
-            extractor, pending, chunks, shard, num_shards, features, chunk_size, progress, callback, len(done)
+            extractor,
+            pending,
+            chunks,
+            shard,
+            num_shards,
+            features,
+            chunk_size,
+            progress,
+            callback,
+            len(done),
+            lock=lock,
+            warnings_out=warnings,
         )
-    _write_json(marker, {"failures": failures, "computed": computed})
+    _write_json(marker, {"failures": failures, "computed": computed, "warnings": warnings})
 
     # ---- merge
     merged = False
@@ -843,13 +1257,15 @@ def extract_dataset(
         state.wait_for_everyone()
     markers = [chunks / f"done-{k:03d}-of-{num_shards:03d}.json" for k in range(num_shards)]
     if is_main and all(m.is_file() for m in markers):
-        all_failures = [f for m in markers for f in json.loads(m.read_text(encoding="utf-8"))["failures"]]
+        reports = [json.loads(m.read_text(encoding="utf-8")) for m in markers]
+        all_failures = [f for r in reports for f in r["failures"]]
+        warnings = [w for r in reports for w in r.get("warnings", [])]
         features = _features(layer_ids, _config_hidden_size(model_path), pooling == "none")
-        with _merge_lock(output_dir) as acquired:
-            if acquired:
-                _merge(output_dir, items, features, all_failures)
-                merged = True
-                failures = all_failures
+        # shards that finish together merge one after the other (the merge is idempotent)
+        with filelock.FileLock(str(output_dir / ".merge.lock"), timeout=MERGE_LOCK_TIMEOUT):
+            rows = _merge(output_dir, items, features, all_failures)
+        merged = rows > 0
+        failures = all_failures
     if state is not None:
         state.wait_for_everyone()
     num_done = len(_done_ids(chunks) & {item.id for item in items})
@@ -864,6 +1280,7 @@ def extract_dataset(
         num_computed=computed,
         failures=failures,
         merged=merged,
+        warnings=warnings,
     )
 
 
@@ -873,32 +1290,14 @@ def _config_hidden_size(model_dir: Path) -> int:
     return JukeboxMIRConfig.from_pretrained(str(model_dir)).hidden_size
 
 
-@contextmanager
-def _merge_lock(output_dir: Path):
-    """An exclusive lock file, so two shards finishing together do not merge at the same time."""
-    lock = output_dir / ".merge.lock"
-    try:
-        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-    except FileExistsError:
-        logger.warning("Another process is merging %s (or left %s behind); not merging here.", output_dir, lock)
-        yield False
-        return
-    try:
-        os.write(fd, str(os.getpid()).encode())
-        os.close(fd)
-        yield True
-    finally:
-        lock.unlink(missing_ok=True)
-
-
 def _remove_tmp(chunks: Path, shard: int | None = None) -> None:
     """Delete partial chunks left by a killed run (of `shard`, or of every shard)."""
     if not chunks.is_dir():
         return
-    prefix = ".tmp-" if shard is None else f".tmp-{shard:03d}-"
+    prefixes = (".tmp-", ".done-") if shard is None else (f".tmp-{shard:03d}-", f".done-{shard:03d}-")
     for entry in chunks.iterdir():
-        if entry.name.startswith(prefix):
-            shutil.rmtree(entry, ignore_errors=True)
+        if entry.name.startswith(prefixes):
+            shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
 
 
 def _run_pending(
@@ -912,58 +1311,86 @@ def _run_pending(
     progress: bool,
     callback,
     done_before: int,
+    lock: RunLock | None = None,
+    warnings_out: list[dict] | None = None,
 ):
+    """Decode inputs one at a time (the next one in a background thread while the model runs), stream their
+    windows through the model, and save a chunk every `chunk_size` finished inputs. At most two decoded inputs
+    and one batch of windows are in memory, whatever the chunk size and the file lengths."""
     from tqdm.auto import tqdm
 
     failures: list[dict] = []
     computed = 0
-    groups = [pending[i : i + chunk_size] for i in range(0, len(pending), chunk_size)]
     desc = "Extracting" if num_shards == 1 else f"Extracting (shard {shard + 1}/{num_shards})"
     bar = tqdm(
         total=len(pending), desc=desc, unit="file", disable=not progress, position=shard if num_shards > 1 else None
     )
+    sampling_rate = extractor.feature_extractor.sampling_rate
 
-    def prepare(group: list[ExtractionInput]):
-        out = []
-        for item in group:
-            try:
-                out.append((item, extractor.prepare(item.load()), None))
-            except Exception as err:  # noqa: BLE001 - reported per input
-                out.append((item, None, err))
-        return out
+    def prepare(item: ExtractionInput):
+        if item.problem is not None:
+            return item, None, JukeboxInputError(item.problem)
+        try:
+            return item, extractor.prepare(item.load()), None
+        except Exception as err:  # noqa: BLE001 - reported per input
+            return item, None, err
 
-    fe = extractor.feature_extractor
-    with bar, ThreadPoolExecutor(max_workers=1) as pool:  # decode the next chunk while the model runs
-        future = pool.submit(prepare, groups[0])
-        for g in range(len(groups)):
-            prepared = future.result()
-            if g + 1 < len(groups):
-                future = pool.submit(prepare, groups[g + 1])
-            rows = []
-            for item, result, err in extractor.run(prepared):
-                if err is not None:
-                    failures.append({"id": item.id, "path": item.path, "error": f"{type(err).__name__}: {err}"})
-                    logger.warning("Failed on %s: %s", item.id, err)
-                    continue
-                windows = next(w for it, w, _ in prepared if it is item)
-                last = windows[-1]
-                samples = last["window_offset"] + int(last["attention_mask"].sum())
+    def prepared_inputs():
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            future = pool.submit(prepare, pending[0])
+            for k in range(len(pending)):
+                item, prep, err = future.result()
+                future = pool.submit(prepare, pending[k + 1]) if k + 1 < len(pending) else None
+                if prep is not None and prep.warning:
+                    logger.warning("%s", prep.warning)
+                    if warnings_out is not None:
+                        warnings_out.append({"id": item.id, "path": item.path, "warning": prep.warning})
+                covered = (
+                    0
+                    if prep is None
+                    else (
+                        int(prep.offsets[-1]) + min(len(prep.waveform) - int(prep.offsets[-1]), extractor.window_length)
+                    )
+                )
+                yield (item, 0 if prep is None else len(prep.offsets), covered), prep, err
+                del item, prep, err
+
+    rows: list[dict] = []
+
+    def save():
+        nonlocal computed
+        if not rows:
+            return
+        path = _write_chunk(chunks, shard, rows, features)
+        computed += len(rows)
+        rows.clear()
+        if lock is not None:
+            lock.touch()
+        if callback is not None:
+            callback({"chunk": path, "done": done_before + computed, "total": len(pending) + done_before})
+
+    seen = 0
+    with bar:
+        for (item, n_windows, samples), result, err in extractor.stream(prepared_inputs()):
+            seen += 1
+            bar.update(1)
+            if err is not None:
+                failures.append({"id": item.id, "path": item.path, "error": f"{type(err).__name__}: {err}"})
+                logger.warning("Failed on %s: %s", item.id, err)
+            else:
                 row = {
                     "_index": item.index,
                     "id": item.id,
                     "path": item.path,
-                    "duration": samples / fe.sampling_rate,
-                    "n_windows": len(windows),
+                    "duration": samples / sampling_rate,
+                    "n_windows": n_windows,
                 }
                 for j, layer in enumerate(extractor.layer_ids):
                     row[f"layer_{layer}"] = result[j]
                 rows.append(row)
-            if rows:
-                path = _write_chunk(chunks, shard, rows, features)
-                computed += len(rows)
-                if callback is not None:
-                    callback({"chunk": path, "done": done_before + computed, "total": len(pending) + done_before})
-            bar.update(len(prepared))
+            if seen % chunk_size == 0:
+                save()
+        save()
     return computed, failures
 
 

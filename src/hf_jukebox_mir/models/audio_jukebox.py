@@ -85,9 +85,22 @@ def _to_numpy(data: Any) -> np.ndarray:
                 f"Expected real-valued audio, got a complex tensor of dtype {tensor.dtype}; "
                 "pass the real signal (e.g. x.real) instead."
             )
-        if tensor.dtype in (torch.float16, torch.bfloat16):
-            tensor = tensor.to(torch.float32)
-        return tensor.cpu().numpy()
+        if tensor.is_meta or getattr(tensor, "is_nested", False) or tensor.is_quantized:
+            kind = "a meta" if tensor.is_meta else "a nested" if getattr(tensor, "is_nested", False) else "a quantized"
+            raise JukeboxInputError(
+                f"Expected audio data, got {kind} tensor ({tensor.dtype}); pass a plain dense tensor of floats "
+                "(e.g. x.dequantize() for a quantized one, or one waveform per entry of a list for a nested one)."
+            )
+        if tensor.layout != torch.strided:  # sparse layouts: the samples are all there, densify them
+            tensor = tensor.to_dense()
+        if tensor.is_floating_point() and tensor.dtype not in (torch.float32, torch.float64):
+            tensor = tensor.to(torch.float32)  # float16, bfloat16, float8 variants
+        try:
+            return tensor.cpu().numpy()
+        except (TypeError, RuntimeError) as err:
+            raise JukeboxInputError(
+                f"Could not read a tensor of dtype {tensor.dtype} as audio ({err}); pass a float32 tensor."
+            ) from None
     if isinstance(data, np.ndarray):
         return data
     try:

@@ -52,6 +52,19 @@ class JukeboxMIRConfig(PreTrainedConfig):
             self.num_hidden_layers = num_hidden_layers
         self._validate_mir()
 
+    @classmethod
+    def from_dict(cls, config_dict: dict, **kwargs):
+        """`PreTrainedConfig.from_dict`, refusing a saved config without its sub-configs: the 5b defaults would
+        build a ~20 GB model for weights of another shape (a config read from a file never falls back to them)."""
+        missing = [key for key in ("vqvae_config", "prior_config") if not isinstance(config_dict.get(key), dict)]
+        if missing and config_dict.get("model_type", cls.model_type) == cls.model_type:
+            raise JukeboxConfigError(
+                f"This Jukebox MIR config.json has no {' and no '.join(missing)}; a converted folder always has both "
+                "(without them the full-size 5b defaults would be built, ~20 GB, for weights of another shape). The "
+                "folder is damaged or hand-edited: convert it again with `jukebox-mir convert --vqvae ... --prior ...`."
+            )
+        return super().from_dict(config_dict, **kwargs)
+
     def _validate_mir(self) -> None:
         if self.prior_config.level != 2:
             raise JukeboxConfigError(

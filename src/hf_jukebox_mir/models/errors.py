@@ -20,4 +20,9 @@ class JukeboxConfigError(ValueError):
     """An invalid configuration value."""
 
 
-__all__ = ["JukeboxInputError", "JukeboxCheckpointError", "JukeboxConfigError"]
+class JukeboxRunError(ValueError):
+    """A run that cannot go on for a reason outside its inputs: its output folder is used by another run, the disk
+    is full, it was interrupted. The message names the cause and what to do (usually: fix it and run again)."""
+
+
+__all__ = ["JukeboxInputError", "JukeboxCheckpointError", "JukeboxConfigError", "JukeboxRunError"]

@@ -131,6 +131,11 @@ class JukeboxFeatureExtractor(SequenceFeatureExtractor):
         # minimum at the input's own rate, rounded up so the resampled audio is long enough
         min_in = -(-self.effective_min_length * rate // self.sampling_rate)
         check_length(waveform.shape[-1], min_in, rate)
+        peak = float(np.abs(waveform).max())
+        if self.normalize == "peak" and peak > _SAFE_PEAK:
+            # far beyond full scale: downmixing or resampling could overflow float32 (inf, then NaN); a positive
+            # scale changes nothing once peak-normalised
+            waveform = waveform / np.float32(peak)
         waveform = to_mono(waveform)  # (samples,)
         waveform = resample(waveform, rate, self.sampling_rate)
         if self.normalize == "peak":
@@ -205,6 +210,11 @@ class JukeboxFeatureExtractor(SequenceFeatureExtractor):
             data["window_index"] = np.concatenate(all_index)
             data["window_offset"] = np.concatenate(all_offsets)
         return BatchFeature(data=data, tensor_type=return_tensors)
+
+
+#: peak above which audio is scaled down before downmixing and resampling (full scale is 1; float32 overflows near
+#: 3.4e38, and a resampler's overshoot or a sum of channels reaches it first)
+_SAFE_PEAK = 1e30
 
 
 def _check_positive_int(name: str, value: Any) -> None:

@@ -21,7 +21,7 @@ from transformers import PreTrainedModel
 from transformers.utils import ModelOutput, logging
 
 from .configuration_jukebox_mir import JukeboxMIRConfig
-from .errors import JukeboxInputError
+from .errors import JukeboxCheckpointError, JukeboxInputError
 from .modeling_jukebox_prior import JukeboxPrior
 from .modeling_jukebox_vqvae import JukeboxVQVAEEncoderModel
 
@@ -118,6 +118,26 @@ def has_fast_half_precision() -> bool:
     return best[torch.bfloat16] <= 1.25 * best[torch.float32]
 
 
+def check_loading_info(name: str, source, info: dict) -> None:
+    """Refuse a model whose weights did not all load: transformers would initialise the missing ones at random
+    (with only a log line) and give wrong features without an error."""
+    missing = sorted(info.get("missing_keys") or [])
+    unexpected = sorted(info.get("unexpected_keys") or [])
+    mismatched = [k if isinstance(k, str) else k[0] for k in (info.get("mismatched_keys") or [])]
+    if not (missing or unexpected or mismatched):
+        return
+    parts = []
+    for what, keys in (("missing", missing), ("unexpected", unexpected), ("of the wrong shape", mismatched)):
+        if keys:
+            shown = ", ".join(keys[:5]) + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
+            parts.append(f"{len(keys)} weight(s) {what} ({shown})")
+    raise JukeboxCheckpointError(
+        f"{name} weights in '{source}' do not match the model: {'; '.join(parts)}. A converted folder holds every "
+        "weight; refusing to initialise the rest at random. The folder is damaged or incomplete: check it with "
+        "`jukebox-mir verify FOLDER` and convert it again."
+    )
+
+
 class JukeboxMIRPreTrainedModel(PreTrainedModel):
     config_class = JukeboxMIRConfig
     base_model_prefix = "jukebox_mir"
@@ -148,7 +168,10 @@ class JukeboxMIRPreTrainedModel(PreTrainedModel):
                 "Computing in float32: this machine has no GPU and its CPU runs bfloat16 matmuls slower than "
                 "float32 (pass dtype=torch.bfloat16 to keep half precision)."
             )
-        return super().from_pretrained(*args, **kwargs)
+        wants_info = kwargs.pop("output_loading_info", False)
+        model, info = super().from_pretrained(*args, output_loading_info=True, **kwargs)
+        check_loading_info(cls.__name__, args[0] if args else kwargs.get("pretrained_model_name_or_path"), info)
+        return (model, info) if wants_info else model
 
     def _init_weights(self, module):
         # sub-models initialise their own modules

@@ -265,6 +265,20 @@ class JukeboxFeatureExtractionPipeline(ChunkPipeline):
                 f"The feature extractor cuts windows of {fe_window} samples but the model's context holds "
                 f"{config.window_length}; use the feature extractor saved with the model."
             )
+        fe_rate = getattr(self.feature_extractor, "sampling_rate", None)
+        model_rate = getattr(getattr(config, "vqvae_config", None), "sampling_rate", None)
+        if fe_rate is not None and model_rate is not None and int(fe_rate) != int(model_rate):
+            raise JukeboxInputError(
+                f"The feature extractor resamples audio to {fe_rate} Hz but the model was trained at {model_rate} Hz "
+                "(its config.json); every feature would be computed on audio at the wrong speed. Use the "
+                f"preprocessor_config.json saved with the model (sampling_rate {model_rate})."
+            )
+        fe_hop = getattr(self.feature_extractor, "hop_length", None)
+        if fe_hop is not None and int(fe_hop) != int(config.hop_length):
+            raise JukeboxInputError(
+                f"The feature extractor's hop_length {fe_hop} differs from the model's top-level hop "
+                f"{config.hop_length}; use the preprocessor_config.json saved with the model."
+            )
 
     def _sanitize_parameters(
         self, layers=None, pooling=None, frame_rate=None, window_aggregation=None, sampling_rate=None, **kwargs
@@ -395,6 +409,9 @@ def save_pipeline_files(output_dir: str | os.PathLike) -> None:
     fd, tmp = tempfile.mkstemp(dir=output_dir, prefix=".config.json.")
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.write(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600: give the file the user's umask like any other
     os.replace(tmp, config_path)
     custom_object_save(JukeboxFeatureExtractionPipeline, output_dir)
 

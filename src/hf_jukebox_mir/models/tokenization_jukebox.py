@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import unicodedata
 import warnings
 from collections.abc import Sequence
 from functools import lru_cache
@@ -72,24 +71,36 @@ def _load_ids(filename: str) -> dict[str, int]:
             "without it): load the tokenizer saved with the model, JukeboxTokenizer.from_pretrained(folder), or "
             "install hf-jukebox-mir."
         )
+    return parse_ids(path.read_text(encoding="utf-8"))
+
+
+def parse_ids(text: str) -> dict[str, int]:
+    """`name;id` lines -> `{name.lower(): id}` as openai/jukebox reads them: a name listed twice keeps its LAST id
+    (the v3 artist `speaker` is listed as 3675 and 7896; the original's dict assignment keeps 7896)."""
     table: dict[str, int] = {}
-    text = path.read_text(encoding="utf-8")
     for line in text.splitlines():
         if not line.strip():
             continue
-        name, _, idx = line.rpartition(";")
-        table.setdefault(name, int(idx))
+        name, _, idx = line.strip().rpartition(";")
+        table[name.lower()] = int(idx)
     return table
 
 
 def _to_ascii(text: str) -> str:
-    """Closest ASCII spelling (NFKD, accents dropped); stands in for `unidecode` when it is absent."""
-    try:  # pragma: no cover - optional dependency
+    """ASCII transliteration with `unidecode`, exactly as openai/jukebox's `TextProcessor.clean` does (a dependency
+    of hf-jukebox-mir; GPL-2.0-or-later). Pure ASCII text needs nothing. Without `unidecode`, non-ASCII lyrics are
+    refused rather than transliterated differently (other lyric tokens would silently change the conditioning)."""
+    if text.isascii():
+        return text
+    try:
         from unidecode import unidecode
-
-        return unidecode(text)
-    except ImportError:
-        return unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
+    except ImportError:  # a remote-code user without the package's dependencies
+        raise JukeboxInputError(
+            "Lyrics with non-ASCII characters need the `unidecode` package to be transliterated as the original "
+            "Jukebox does (other spellings give other lyric tokens); install it with `pip install Unidecode`, or "
+            "pass ASCII lyrics."
+        ) from None
+    return unidecode(text)
 
 
 def lyric_window(full_tokens: Sequence[int], n_tokens: int, total_length: int, offset: int, duration: int) -> list[int]:
