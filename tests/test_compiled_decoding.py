@@ -141,3 +141,32 @@ def test_compiled_level_equals_eager_level(converted):
     eager = sample_level(prior, None, 512, generator=torch.Generator().manual_seed(1), **kwargs)
     compiled = sample_level(prior, None, 512, generator=torch.Generator().manual_seed(1), compile=True, **kwargs)
     assert torch.equal(compiled, eager)
+
+
+@pytest.mark.parametrize("preset, layers", [("prior_5b", 6), ("prior_1b_lyrics", 12)])
+def test_static_step_equals_eager_step_at_real_contexts(preset, layers):
+    # the real n_ctx and block lengths (5b: 8192 / 64; 1b_lyrics: 6144 / 102 with a 384-token lyric prefix), width 32
+    from hf_jukebox_mir import JukeboxPrior, JukeboxPriorConfig
+
+    torch.manual_seed(0)
+    config = JukeboxPriorConfig.from_preset(preset, hidden_size=32, num_hidden_layers=layers, num_attention_heads=2)
+    prior = JukeboxPrior(config).eval()
+    conditioning = prior.get_conditioning(prior.build_metadata(total_length=200 * 44100, batch_size=1), None, 1)
+    tokens = torch.randint(0, 2048, (1, config.prime_length + 900)) + config.music_token_shift
+    if config.prime_length:
+        tokens[:, : config.prime_length] = conditioning.lyric_tokens.long()
+    n_prefill = config.prime_length + 700
+    eager, static = JukeboxPriorCache(layers), JukeboxPriorCache(layers)
+    eager.conditioning = static.conditioning = conditioning
+    with torch.no_grad():
+        for cache in (eager, static):
+            for begin in range(0, n_prefill, 97):
+                prior.decode_step(tokens[:, begin : min(begin + 97, n_prefill)], cache, return_logits=False)
+        limit = prior.decode_max_positions(static)
+        buffers = JukeboxDecodeBuffers(prior, 1, limit, conditioning.x_cond.shape[1]).load(prior, static)
+        for pos in range(n_prefill, tokens.shape[1]):
+            expected = prior.decode_step(None, eager)
+            buffers.token.copy_(tokens[:, pos - 1 : pos])
+            buffers.position.fill_(pos)
+            assert (prior.static_decode(buffers) - expected).abs().max().item() <= 1e-6, pos
+            eager.last_token = tokens[:, pos : pos + 1]
