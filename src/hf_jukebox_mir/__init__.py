@@ -32,6 +32,10 @@ _PUBLIC: dict[str, str] = {
     "JukeboxPriorCache": ".models.modeling_jukebox_prior",
     "JukeboxMIRConfig": ".models.configuration_jukebox_mir",
     "JukeboxMIRModel": ".models.modeling_jukebox_mir",
+    "JukeboxMIRClassifierConfig": ".models.configuration_jukebox_mir_classifier",
+    "JukeboxMIRForAudioClassification": ".models.modeling_jukebox_mir_classifier",
+    "JukeboxAudioClassificationPipeline": ".models.pipeline_jukebox_classification",
+    "save_audio_classifier": ".probing.classifier",
     "JukeboxFeatureExtractionPipeline": ".models.pipeline_jukebox",
     "jukebox_feature_extraction_pipeline": ".models.pipeline_jukebox",
     "JukeboxProbeConfig": ".models.configuration_jukebox_probe",
@@ -79,7 +83,11 @@ if TYPE_CHECKING:  # the names above, for type checkers and IDEs
     from .models.feature_extraction_jukebox import JukeboxFeatureExtractor
     from .models.generation_jukebox import sample_prior
     from .models.modeling_jukebox_chain import JukeboxChainModel
+    from .models.configuration_jukebox_mir_classifier import JukeboxMIRClassifierConfig
     from .models.modeling_jukebox_mir import JukeboxMIRModel
+    from .models.modeling_jukebox_mir_classifier import JukeboxMIRForAudioClassification
+    from .models.pipeline_jukebox_classification import JukeboxAudioClassificationPipeline
+    from .probing.classifier import save_audio_classifier
     from .models.modeling_jukebox_prior import JukeboxPrior, JukeboxPriorCache
     from .models.modeling_jukebox_probe import JukeboxProbeForSequenceClassification
     from .models.modeling_jukebox_vqvae import JukeboxVQVAE, JukeboxVQVAEEncoderModel

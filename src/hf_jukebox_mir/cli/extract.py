@@ -65,6 +65,8 @@ def run(args: argparse.Namespace) -> int:
         audio_column=args.audio_column,
         split=args.split,
         progress=not args.quiet,
+        max_windows=args.max_windows,
+        window_hop=args.window_hop,
     )
     output = Path(args.output)
     if result.merged:
@@ -105,6 +107,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         help="pooling over time: mean (default, JukeMIR), max, or none (frame-level, 344.5 Hz)")
     parser.add_argument("--frame-rate", type=float, metavar="HZ",
                         help="frame-level features averaged to this rate, e.g. 15 (implies --pool none)")
+    parser.add_argument("--max-windows", type=int, default=None, metavar="N",
+                        help="keep only the first N windows of each input (1 = JukeMIR: the first 23.78 s; default: "
+                             "every window, averaged with weights proportional to their real frames)")
+    parser.add_argument("--window-hop", type=int, default=None, metavar="SAMPLES",
+                        help="samples between window starts at 44.1 kHz, a multiple of 128 (default: the window "
+                             "length, no overlap)")
     parser.add_argument("--batch-size", type=int, default=1, metavar="N",
                         help="windows per forward pass (default: 1)")
     parser.add_argument("--device", default=None, help="e.g. cuda, cuda:1, cpu (default: cuda if available)")

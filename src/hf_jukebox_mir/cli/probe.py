@@ -32,7 +32,7 @@ def _import_make_embed_fn():
 
 
 def _load_embed_fn(model_dir: str, *, layers: list[int] | None = None, device: str | None = None,
-                   batch_size: int | None = None):
+                   batch_size: int | None = None, max_windows: int | None = None, window_hop: int | None = None):
     """The Jukebox `embed_fn` of a converted model folder, from `hf_jukebox_mir.extraction.engine.make_embed_fn`.
 
     Imported lazily so that `probe` works (with `--features chroma`) when the extraction code is absent.
@@ -48,7 +48,48 @@ def _load_embed_fn(model_dir: str, *, layers: list[int] | None = None, device: s
         kwargs["device"] = device
     if batch_size is not None:
         kwargs["batch_size"] = batch_size
+    if max_windows is not None:
+        kwargs["max_windows"] = max_windows
+    if window_hop is not None:
+        kwargs["window_hop"] = window_hop
     return make_embed_fn(model_dir, **kwargs)
+
+
+#: `--recipe jukemir`: the paper's protocol (Castellon et al. 2021): layer 36, the first 23.78 s window only,
+#: the 216-configuration grid, evaluation every 8 steps with patience 256, selection on validation.
+JUKEMIR_RECIPE = {"grid": "jukemir", "schedule": "jukemir", "max_windows": 1, "layer": 36}
+
+
+def apply_recipe(args: argparse.Namespace) -> list[str]:
+    """Fill `args` from `--recipe` (refusing options that contradict it); returns what was set, for the log."""
+    if args.recipe is None:
+        args.grid = args.grid or "small"
+        args.schedule = args.schedule or "epochs"
+        return []
+    recipe = JUKEMIR_RECIPE
+    for name in ("grid", "schedule", "max_windows"):
+        given = getattr(args, name)
+        if given is not None and given != recipe[name]:
+            option = "--" + name.replace("_", "-")
+            raise JukeboxInputError(
+                f"--recipe jukemir sets {option} {recipe[name]} (the paper's protocol); drop {option} {given} or drop "
+                "--recipe."
+            )
+    if args.window_hop is not None:
+        raise JukeboxInputError("--recipe jukemir uses the first window only; drop --window-hop.")
+    args.grid, args.schedule = recipe["grid"], recipe["schedule"]
+    notes = [f"grid {recipe['grid']} (216 configurations)", "schedule jukemir (eval every 8 steps, patience 256)"]
+    if args.model is not None:
+        args.max_windows = recipe["max_windows"]
+        notes.append("the first window of each clip only (max_windows=1)")
+        if args.layers is None:
+            from ..models.configuration_jukebox_mir import JukeboxMIRConfig
+
+            depth = JukeboxMIRConfig.from_pretrained(str(args.model)).num_hidden_layers
+            args.layers = [min(recipe["layer"], depth)]
+            notes.append(f"layer {args.layers[0]}" + ("" if depth >= recipe["layer"] else
+                                                       f" (the folder keeps {depth} blocks; JukeMIR uses 36)"))
+    return notes
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -69,10 +110,21 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     source.add_argument("--model", help="converted Jukebox model folder to extract embeddings with")
     parser.add_argument("--layers", type=int, nargs="+", help="prior layers to extract with --model (1-indexed, "
                         "e.g. 36); each one is probed")
-    parser.add_argument("--grid", default="small", choices=["small", "jukemir"],
-                        help="probe grid: 'small' (4 configurations) or 'jukemir' (216, as in the paper)")
-    parser.add_argument("--schedule", default="epochs", choices=["epochs", "jukemir"],
-                        help="'epochs': evaluate every epoch, patience 10; 'jukemir': every 8 steps, patience 256")
+    parser.add_argument("--recipe", choices=["jukemir"], default=None,
+                        help="'jukemir': the paper's protocol exactly: layer 36, first 23.78 s window only, 216-config "
+                             "grid, its schedule, selection on validation")
+    parser.add_argument("--grid", default=None, choices=["small", "jukemir"],
+                        help="probe grid: 'small' (4 configurations, the default) or 'jukemir' (216, as in the paper)")
+    parser.add_argument("--schedule", default=None, choices=["epochs", "jukemir"],
+                        help="'epochs' (default): evaluate every epoch, patience 10; 'jukemir': every 8 steps, "
+                             "patience 256")
+    parser.add_argument("--max-windows", type=int, default=None, metavar="N",
+                        help="with --model: keep only the first N windows of each clip (1 = JukeMIR; default: every "
+                             "window, averaged with weights proportional to their real frames)")
+    parser.add_argument("--window-hop", type=int, default=None, metavar="SAMPLES",
+                        help="with --model: samples between window starts (multiple of 128; default: no overlap)")
+    parser.add_argument("--seeds", type=int, default=1, metavar="N",
+                        help="retrain the selected configuration with N seeds and report the mean and spread")
     parser.add_argument("--max-epochs", type=float, default=None, help="upper bound on training epochs per probe")
     parser.add_argument("--patience", type=int, default=None, help="evaluations without improvement before stopping")
     parser.add_argument("--seed", type=int, default=0)
@@ -103,6 +155,12 @@ def run(args: argparse.Namespace) -> int:
         raise JukeboxInputError(f"--model {args.model} is not a folder (expected a converted Jukebox model).")
     if args.layers is not None and args.model is None:
         raise JukeboxInputError("--layers selects Jukebox prior layers; it needs --model.")
+    if (args.max_windows is not None or args.window_hop is not None) and args.model is None:
+        raise JukeboxInputError("--max-windows / --window-hop window the audio for --model; they need --model.")
+    if args.seeds < 1:
+        raise JukeboxInputError(f"--seeds must be >= 1, got {args.seeds}.")
+    for note in apply_recipe(args):
+        print(f"--recipe {args.recipe}: {note}")
     if args.model is not None:
         _import_make_embed_fn()  # fail before any data work when extraction is unavailable
     if args.patience is not None and args.patience < 1:
@@ -112,7 +170,7 @@ def run(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(max(1, args.threads))
 
-    from ..probing.mir_datasets import load_benchmark
+    from ..probing.mir_datasets import dataset_coverage, load_benchmark
     from ..probing.training import JUKEMIR_SCHEDULE, ProbeSchedule, cache_embeddings, run_probe_grid
 
     if args.force and (output / "results.json").is_file():
@@ -126,9 +184,14 @@ def run(args: argparse.Namespace) -> int:
     else:
         dataset = load_benchmark(task, data, allow_missing=args.allow_missing)
     print(", ".join(f"{name}: {len(split)} clips" for name, split in dataset.items()))
+    coverage = dataset_coverage(task, dataset)
+    if not coverage["complete"]:
+        print("WARNING: incomplete dataset (found/expected: " + ", ".join(
+            f"{k} {v['found']}/{v['expected']}" for k, v in coverage["splits"].items()) + "); results say so.")
 
     if args.model is not None:
-        embed_fn = _load_embed_fn(args.model, layers=args.layers, device=args.device)
+        embed_fn = _load_embed_fn(args.model, layers=args.layers, device=args.device, max_windows=args.max_windows,
+                                  window_hop=args.window_hop)
         source = f"{Path(args.model).name}"
     else:
         from ..probing.chroma import ChromaEmbedder
@@ -136,6 +199,8 @@ def run(args: argparse.Namespace) -> int:
         embed_fn = ChromaEmbedder()
         source = "chroma"
     layer_tag = "" if args.layers is None else "-layers" + "_".join(str(i) for i in args.layers)
+    layer_tag += "" if args.max_windows is None else f"-maxwin{args.max_windows}"
+    layer_tag += "" if args.window_hop is None else f"-hop{args.window_hop}"
     cache = output / "embeddings" / f"{task.name}-{source}{layer_tag}"
     dataset = cache_embeddings(dataset, embed_fn, batch_size=args.batch_size, cache_dir=cache)
 
@@ -147,9 +212,18 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed, save_total_limit=base.save_total_limit, eval_batch_size=base.eval_batch_size,
     )
     layer_names = getattr(embed_fn, "layer_names", None)
+    extraction = {"source": source, "model": str(args.model) if args.model else None,
+                  "layers": list(layer_names) if layer_names is not None else None,
+                  "max_windows": args.max_windows, "window_hop": args.window_hop, "recipe": args.recipe}
     results = run_probe_grid(dataset, task, output, grid=args.grid, schedule=schedule,
                              layer_names=list(layer_names) if layer_names is not None else None,
-                             feature_source=source)
+                             feature_source=source, coverage=coverage, seeds=args.seeds, extraction=extraction)
+    if args.model is not None:
+        from ..probing.classifier import save_audio_classifier
+
+        classifier = save_audio_classifier(output, args.model, results, max_windows=args.max_windows,
+                                           window_hop=args.window_hop)
+        print(f"Audio classifier (model + probe, one folder): {classifier}")
     print((output / "results.md").read_text())
     print(json.dumps({"task": task.name, "test": results["best"]["test"]["primary"],
                       "jukemir_score": results["jukemir_score"], "output": str(output)}))

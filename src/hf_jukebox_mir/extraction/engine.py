@@ -43,6 +43,7 @@ from ..models.pipeline_jukebox import (
     JukeboxFeatureExtractionPipeline,
     check_options,
     resolve_layers,
+    windowed_feature_extractor,
 )
 
 logger = logging.getLogger(__name__)
@@ -318,7 +319,8 @@ class JukeboxExtractor:
 
     def __init__(self, model_dir: str | os.PathLike, *, layers: Any = None, pooling: str | None = None,
                  frame_rate: float | None = None, batch_size: int = 1, device: str | torch.device | None = None,
-                 dtype: str | torch.dtype | None = None, compile: bool = False):
+                 dtype: str | torch.dtype | None = None, compile: bool = False, max_windows: int | None = None,
+                 window_hop: int | None = None):
         from transformers import AutoFeatureExtractor, AutoModel
 
         model_dir = _check_model_dir(model_dir)
@@ -341,6 +343,10 @@ class JukeboxExtractor:
                                                          device=self.device)
         self.options = {"layers": list(self.layer_ids), "pooling": self.pooling, "frame_rate": frame_rate,
                         "window_aggregation": self.window_aggregation}
+        # windowing (JukeMIR: max_windows=1); checked here, before any input is read
+        windowed_feature_extractor(feature_extractor, max_windows, window_hop)
+        self.window_options = {k: v for k, v in (("max_windows", max_windows), ("window_hop", window_hop))
+                               if v is not None}
         self.hidden_size = model.config.hidden_size
         self.sampling_rate = feature_extractor.sampling_rate
 
@@ -355,7 +361,7 @@ class JukeboxExtractor:
     def prepare(self, source: Any) -> list[dict]:
         """Decode and window one input (the pipeline's `preprocess`)."""
         params = {k: v for k, v in self.options.items() if v is not None}
-        return list(self.pipeline.preprocess(source, **params))
+        return list(self.pipeline.preprocess(source, **params, **self.window_options))
 
     def run(self, prepared: Sequence[tuple[Any, list[dict] | None, BaseException | None]]):
         """Run windows of several prepared inputs through the model in batches of `batch_size` windows.
@@ -472,6 +478,8 @@ def make_embed_fn(
     dtype: str | torch.dtype | None = None,
     batch_size: int | None = None,
     compile: bool = False,
+    max_windows: int | None = None,
+    window_hop: int | None = None,
 ) -> JukeboxEmbedder:
     """A clip-embedding function for probing: `embed_fn(waveforms) -> (N, n_layers, dim)` float32.
 
@@ -483,6 +491,8 @@ def make_embed_fn(
         device, dtype: as `extract_dataset` (bf16 on GPU, fp32 on CPU by default).
         batch_size: windows per forward pass (default 1).
         compile: `torch.compile` the prior.
+        max_windows, window_hop: windowing of long clips (`max_windows=1`: JukeMIR's first 23.78 s only;
+            default: every window, averaged with weights proportional to their real frames).
 
     The function takes a list of mono float32 waveforms at the model's rate (44.1 kHz; other shapes and
     rates are accepted as by the feature extractor if passed as `{"array", "sampling_rate"}` dicts) and has
@@ -494,7 +504,8 @@ def make_embed_fn(
     if layers is not None and not isinstance(layers, str):
         layers = [layers] if isinstance(layers, (int, np.integer)) else list(layers)
     extractor = JukeboxExtractor(model_dir, layers=layers if layers is not None else None, pooling=pooling,
-                                 batch_size=batch_size or 1, device=device, dtype=dtype, compile=compile)
+                                 batch_size=batch_size or 1, device=device, dtype=dtype, compile=compile,
+                                 max_windows=max_windows, window_hop=window_hop)
 
     return JukeboxEmbedder(extractor)
 
@@ -592,7 +603,7 @@ def _prepare_output(output_dir: Path, settings: dict, *, resume: bool, overwrite
                 "overwrite=True (CLI: --overwrite) to start again."
             )
         previous = json.loads(settings_path.read_text(encoding="utf-8"))
-        keys = ("model", "layers", "pooling", "frame_rate", "dtype", "format_version")
+        keys = ("model", "layers", "pooling", "frame_rate", "max_windows", "window_hop", "dtype", "format_version")
         changed = [f"{k}: {previous.get(k)!r} -> {settings.get(k)!r}" for k in keys if previous.get(k) != settings.get(k)]
         if changed:
             raise JukeboxInputError(
@@ -680,6 +691,8 @@ def extract_dataset(
     split: str | None = None,
     progress: bool = True,
     callback: Callable[[dict], None] | None = None,
+    max_windows: int | None = None,
+    window_hop: int | None = None,
 ) -> ExtractionResult:
     """Extract Jukebox representations of many inputs into a `datasets` dataset in `output_dir`.
 
@@ -705,6 +718,8 @@ def extract_dataset(
         audio_column, id_column, split: for dataset inputs.
         progress: show a tqdm progress bar.
         callback: called with `{"chunk": path, "done": n, "total": n}` after each saved chunk.
+        max_windows, window_hop: windowing of long inputs (`max_windows=1`: JukeMIR's first window only;
+            `window_hop` in samples, a multiple of 128; default: non-overlapping windows over the whole input).
 
     Returns:
         [`ExtractionResult`]. Every path and option is checked before the model is loaded.
@@ -712,6 +727,10 @@ def extract_dataset(
     # ---- checks before anything heavy
     batch_size = _positive_int("batch_size", batch_size)
     chunk_size = _positive_int("chunk_size", chunk_size)
+    if max_windows is not None:
+        max_windows = _positive_int("max_windows", max_windows)
+    if window_hop is not None:
+        window_hop = _positive_int("window_hop", window_hop)
     model_path = _check_model_dir(model_dir)
     depth, native_rate = _built_layers(model_path)
     layer_ids, _ = resolve_layers(layers, depth)
@@ -734,6 +753,8 @@ def extract_dataset(
         "layers": layer_ids,
         "pooling": pooling,
         "frame_rate": frame_rate,
+        "max_windows": max_windows,
+        "window_hop": window_hop,
         "dtype": str(torch_dtype).replace("torch.", ""),
         "columns": ["id", "path", "duration", "n_windows", *[f"layer_{i}" for i in layer_ids]],
     }
@@ -757,7 +778,7 @@ def extract_dataset(
     if pending:
         extractor = JukeboxExtractor(model_path, layers=layer_ids, pooling=pooling, frame_rate=frame_rate,
                                      batch_size=batch_size, device=torch_device, dtype=torch_dtype,
-                                     compile=compile)
+                                     compile=compile, max_windows=max_windows, window_hop=window_hop)
         features = _features(layer_ids, extractor.hidden_size, pooling == "none")
         computed, failures = _run_pending(extractor, pending, chunks, shard, num_shards, features, chunk_size,
                                           progress, callback, len(done))

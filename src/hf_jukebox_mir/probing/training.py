@@ -27,7 +27,7 @@ import math
 import shutil
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -538,8 +538,17 @@ def run_probe_grid(
     feature_source: str | None = None,
     keep_checkpoints: bool = False,
     log: Callable[[str], None] | None = print,
+    coverage: dict[str, Any] | None = None,
+    seeds: int = 1,
+    extraction: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Grid search of probes on every layer, selection on validation, one test evaluation, reports.
+
+    `coverage` (from `mir_datasets.dataset_coverage`: files found / expected per split) is recorded, and an
+    incomplete dataset is named in the reports' titles. `seeds > 1` retrains the selected configuration with
+    seeds `schedule.seed + 1 ...` and reports the mean and standard deviation of its test metrics over all
+    seeds (the selected probe itself stays the one of `schedule.seed`). `extraction` (free-form: model,
+    layers, max_windows, ...) is recorded as given.
 
     Writes to `output_dir`: `grid_state.json` (finished runs; a re-run resumes from it), `best_probe/`
     (the selected probe, `from_pretrained`-loadable), `results.json`, `results.md` and `plot.png` (score
@@ -627,6 +636,8 @@ def run_probe_grid(
         top = max(layer_runs, key=lambda r: r["primary"] if task.greater_is_better else -r["primary"])
         per_layer.append({"layer": index, "layer_name": layer_names[index], "validation_primary": top["primary"],
                           "hparams": top["hparams"]})
+    seed_runs = _repeat_seeds(dataset, task, out, best_record, best_layer, n_layers, schedule, seeds, test,
+                              feature_column, feature_source, aggregation, say)
     results = {
         "task": task.name,
         "description": task.description,
@@ -653,15 +664,134 @@ def run_probe_grid(
         "per_layer": per_layer,
         "runs": [dict(run_key=k, **{f: v for f, v in r.items() if f != "eval_history"}) for k, r in runs.items()],
         "model_dir": str(out / "best_probe"),
+        "coverage": coverage,
+        "seeds": seed_runs,
+        "extraction": extraction,
+        "environment": run_environment(schedule.seed),
     }
-    (out / "results.json").write_text(json.dumps(results, indent=2, default=_json_default) + "\n")
+    ProbeResults.from_dict(results).save(out / "results.json")
     (out / "results.md").write_text(results_markdown([results]))
     plot = write_plot(results, runs[best_key].get("eval_history", []), out / "plot.png")
     results["plot"] = str(plot) if plot else None
-    (out / "results.json").write_text(json.dumps(results, indent=2, default=_json_default) + "\n")
+    ProbeResults.from_dict(results).save(out / "results.json")
     say(f"{task.name}: selected {best_key}; test {task.primary_metric}={test['primary']:.4f}; "
         f"JukeMIR score {results['jukemir_score']:.1f}")
     return results
+
+
+def _repeat_seeds(dataset, task: MirTask, out: Path, best_record: dict, best_layer: int | None, n_layers: int,
+                  schedule: ProbeSchedule, seeds: int, test: dict, feature_column: str, feature_source: str | None,
+                  aggregation: str | None, say) -> dict[str, Any]:
+    """Test metrics of the selected configuration over `seeds` seeds (the first is the selected run)."""
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise JukeboxInputError(f"seeds must be a positive integer, got {seeds!r}.")
+    values = [float(test["primary"])]
+    used = [schedule.seed]
+    if seeds > 1:
+        hp = ProbeHyperparameters(**best_record["hparams"])
+        data = ProbeData.from_dataset(dataset, task, layer=best_layer, feature_column=feature_column,
+                                      splits=("train", "validation", "test"))
+        for k in range(1, seeds):
+            seed = schedule.seed + k
+            run_dir = out / "runs" / f"seed-{seed}"
+            run = train_probe(data, task, run_dir, hparams=hp, schedule=replace(schedule, seed=seed),
+                              layer=best_layer, feature_source=feature_source)
+            metrics = data.evaluate(run.model, "test", aggregation=aggregation)
+            values.append(float(metrics["primary"]))
+            used.append(seed)
+            shutil.rmtree(run_dir, ignore_errors=True)
+            say(f"seed {seed}: test {task.primary_metric}={values[-1]:.4f}")
+        if (out / "runs").is_dir() and not any((out / "runs").iterdir()):
+            (out / "runs").rmdir()
+    array = np.asarray(values, dtype=np.float64)
+    return {"seeds": used, "test_primary": values, "mean": float(array.mean()),
+            "std": float(array.std(ddof=1)) if len(values) > 1 else 0.0}
+
+
+def run_environment(seed: int | None = None) -> dict[str, Any]:
+    """Package and library versions, torch threads and the seed, recorded in every results file."""
+    import platform
+    from importlib import metadata
+
+    versions = {}
+    for name in ("hf-jukebox-mir", "torch", "transformers", "datasets", "numpy", "scikit-learn", "mir_eval",
+                 "soundfile", "soxr"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return {"versions": versions, "python": platform.python_version(), "torch_threads": torch.get_num_threads(),
+            "seed": seed}
+
+
+@dataclass
+class ProbeResults:
+    """The `results.json` of [`run_probe_grid`]: written by [`save`] and read back by [`load`] (the same code).
+
+    Fields not listed here (from newer versions) are kept in `extra` and written back unchanged.
+    """
+
+    task: str
+    primary_metric: str
+    greater_is_better: bool
+    best: dict[str, Any]
+    jukemir_score: float
+    per_layer: list[dict[str, Any]]
+    description: str | None = None
+    feature_source: str | None = None
+    chance_level: dict[str, float] = field(default_factory=dict)
+    grid: str | None = None
+    num_configs: int | None = None
+    layers: list[str] = field(default_factory=list)
+    schedule: dict[str, Any] = field(default_factory=dict)
+    split_sizes: dict[str, int] = field(default_factory=dict)
+    runs: list[dict[str, Any]] = field(default_factory=list)
+    model_dir: str | None = None
+    coverage: dict[str, Any] | None = None
+    seeds: dict[str, Any] | None = None
+    extraction: dict[str, Any] | None = None
+    environment: dict[str, Any] | None = None
+    classifier_dir: str | None = None
+    plot: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def complete(self) -> bool:
+        """False when some split has fewer clips than the official benchmark."""
+        return bool(self.coverage is None or self.coverage.get("complete", True))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ProbeResults:
+        names = {f.name for f in fields(cls)} - {"extra"}
+        missing = [n for n in ("task", "primary_metric", "greater_is_better", "best", "jukemir_score", "per_layer")
+                   if n not in data]
+        if missing:
+            raise JukeboxInputError(f"Probe results lack the fields {missing}; is this a results.json of jukebox-mir probe?")
+        known = {k: v for k, v in data.items() if k in names}
+        return cls(**known, extra={k: v for k, v in data.items() if k not in names and k != "extra"})
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
+        data.update(self.extra)
+        return data
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.write_text(json.dumps(self.to_dict(), indent=2, default=_json_default) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> ProbeResults:
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def coverage_note(results: dict[str, Any]) -> str | None:
+    """"INCOMPLETE dataset: train 80/443, ..." when `results["coverage"]` says some split is incomplete."""
+    coverage = results.get("coverage") or {}
+    if coverage.get("complete", True):
+        return None
+    parts = [f"{name} {v['found']}/{v['expected']}" for name, v in coverage.get("splits", {}).items()]
+    return "INCOMPLETE dataset (files found/expected: " + ", ".join(parts) + ")"
 
 
 def _checkpoint_step(path: str | None) -> int | None:
@@ -682,7 +812,12 @@ def results_markdown(results: Sequence[dict[str, Any]]) -> str:
     The `JukeMIR score` column is each task's number in JukeMIR's "average" (x100: accuracy; mean of
     ROC-AUC and AP; weighted key score; mean of arousal and valence R^2); `Average` is their mean.
     """
-    lines = ["# Probe results", ""]
+    notes = [note for note in (coverage_note(r) for r in results) if note]
+    lines = ["# Probe results" + (" (INCOMPLETE dataset)" if notes else ""), ""]
+    for r in results:
+        note = coverage_note(r)
+        if note:
+            lines += [f"**{r['task']}: {note}.** These numbers are not comparable with published ones.", ""]
     lines.append("| task | features | layer | probe | val primary | test metrics | JukeMIR score |")
     lines.append("|---|---|---|---|---|---|---|")
     for r in results:
@@ -704,6 +839,19 @@ def results_markdown(results: Sequence[dict[str, Any]]) -> str:
     if len(results) > 1:
         average = sum(r["jukemir_score"] for r in results) / len(results)
         lines += ["", f"**Average** (JukeMIR definition, over {len(results)} tasks): {average:.1f}"]
+    for r in results:
+        seeds = r.get("seeds") or {}
+        if len(seeds.get("seeds", [])) > 1:
+            lines += ["", f"{r['task']}: selected configuration over {len(seeds['seeds'])} seeds: test "
+                      f"{r['primary_metric']} {seeds['mean']:.4f} +- {seeds['std']:.4f} (mean +- sample std)."]
+        env = r.get("environment") or {}
+        if env:
+            versions = ", ".join(f"{k} {v}" for k, v in env.get("versions", {}).items() if v)
+            lines += ["", f"Environment: {versions}; torch threads {env.get('torch_threads')}; seed {env.get('seed')}."]
+        coverage = r.get("coverage") or {}
+        if coverage.get("splits"):
+            lines += ["", "Dataset coverage (files found / expected): " + ", ".join(
+                f"{k} {v['found']}/{v['expected']}" for k, v in coverage["splits"].items()) + "."]
     for r in results:
         chance = ", ".join(f"{k} {v:.4f}" for k, v in r["chance_level"].items())
         plural = "s" if r["num_configs"] != 1 else ""
@@ -769,10 +917,12 @@ __all__ = [
     "JUKEMIR_SCHEDULE",
     "ProbeData",
     "ProbeHyperparameters",
+    "ProbeResults",
     "ProbeRun",
     "ProbeSchedule",
     "SMALL_GRID",
     "cache_embeddings",
+    "coverage_note",
     "column_values",
     "evaluate_probe",
     "feature_matrix",
@@ -781,6 +931,7 @@ __all__ = [
     "num_feature_layers",
     "predict_logits",
     "results_markdown",
+    "run_environment",
     "run_probe_grid",
     "train_probe",
     "write_plot",

@@ -1,0 +1,122 @@
+"""The reusable result of a probe run: a Jukebox MIR model and the selected probe head in one folder.
+
+Training stays on cached features (fast: the grid never runs the prior). [`save_audio_classifier`] then
+joins the selected head (`best_probe/`) with the MIR model it was trained on into a
+[`JukeboxMIRForAudioClassification`] folder: the prior blocks up to the probed layer, the head with its
+standardisation, the probed layer(s) in `config.json`, the feature extractor with the training windowing
+(`max_windows` / `window_hop`), the audio-classification pipeline code and a model card. It loads with
+`AutoModelForAudioClassification` (package imported) or `trust_remote_code=True` (no package), and
+`pipeline("audio-classification", model=folder, trust_remote_code=True)` classifies audio files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from ..models.errors import JukeboxInputError
+
+CLASSIFIER_DIR = "model"
+
+
+def _write_config_entry(folder: Path, key: str, value: Any) -> None:
+    path = folder / "config.json"
+    config = json.loads(path.read_text(encoding="utf-8"))
+    config[key] = value
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".config.json.")
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def build_audio_classifier(model_dir: str | os.PathLike, probe, layers: list[int], *,
+                           layer_weights: list[float] | None = None):
+    """A [`JukeboxMIRForAudioClassification`] from a MIR folder and a trained `JukeboxProbeForSequenceClassification`.
+
+    `layers` are the 1-indexed prior blocks the probe was trained on (one, or several with `layer_weights`).
+    Only the blocks up to the deepest one are built and read.
+    """
+    from ..models.configuration_jukebox_mir import JukeboxMIRConfig
+    from ..models.configuration_jukebox_mir_classifier import JukeboxMIRClassifierConfig
+    from ..models.modeling_jukebox_mir_classifier import JukeboxMIRForAudioClassification
+
+    mir = JukeboxMIRConfig.from_pretrained(str(model_dir))
+    depth = max(1, max(layers))
+    if depth > mir.num_hidden_layers:
+        raise JukeboxInputError(f"The probe reads block {depth} but {model_dir} keeps {mir.num_hidden_layers} blocks.")
+    pc = probe.config
+    if pc.input_dim != mir.hidden_size:
+        raise JukeboxInputError(
+            f"The probe takes {pc.input_dim}-d features but the model's width is {mir.hidden_size}: it was not trained "
+            f"on this model's features."
+        )
+    mir_dict = mir.to_dict()
+    for key in ("model_type", "auto_map", "architectures", "transformers_version", "custom_pipelines", "id2label",
+                "label2id", "problem_type"):
+        mir_dict.pop(key, None)
+    config = JukeboxMIRClassifierConfig(
+        **mir_dict, num_hidden_layers=depth, probe_layers=list(layers), probe_layer_weights=layer_weights,
+        probe_hidden_size=pc.hidden_size, probe_dropout=pc.dropout, probe_standardize=pc.standardize,
+        problem_type=pc.problem_type, id2label=dict(pc.id2label),
+    )
+    model = JukeboxMIRForAudioClassification.from_pretrained(str(model_dir), config=config, dtype="float32")
+    model.head.load_state_dict(probe.head.state_dict())
+    model.head.standardize = pc.standardize
+    return model.eval()
+
+
+def save_audio_classifier(output_dir: str | os.PathLike, model_dir: str | os.PathLike, results: dict[str, Any], *,
+                          max_windows: int | None = None, window_hop: int | None = None,
+                          folder_name: str = CLASSIFIER_DIR) -> Path:
+    """Write `output_dir/model/`: the MIR model of `model_dir` + the selected probe of a `run_probe_grid` run.
+
+    Returns the folder. The card is rendered with the run's `results.json` (test metrics, dataset coverage).
+    """
+    from transformers import AutoFeatureExtractor
+
+    from ..models.modeling_jukebox_probe import JukeboxProbeForSequenceClassification
+    from ..models.pipeline_jukebox_classification import (
+        CLASSIFICATION_PIPELINE_ENTRY,
+        JukeboxAudioClassificationPipeline,
+    )
+    from ..probing.training import _quiet_progress_bars
+
+    output_dir = Path(output_dir)
+    best = results["best"]
+    layer_name = str(best.get("layer_name"))
+    if not layer_name.lstrip("-").isdigit():
+        raise JukeboxInputError(
+            f"The selected probe read layer {layer_name!r}, not a prior block number; cannot attach it to the model."
+        )
+    with _quiet_progress_bars():
+        probe = JukeboxProbeForSequenceClassification.from_pretrained(str(output_dir / "best_probe"))
+        model = build_audio_classifier(model_dir, probe, [int(layer_name)])
+        out = output_dir / folder_name
+        if out.exists():
+            shutil.rmtree(out)
+        model.save_pretrained(str(out))
+    feature_extractor = AutoFeatureExtractor.from_pretrained(str(model_dir))
+    if max_windows is not None:
+        feature_extractor.max_windows = int(max_windows)
+    if window_hop is not None:
+        feature_extractor.window_hop = int(window_hop)
+    feature_extractor.save_pretrained(str(out))
+    _write_config_entry(out, "custom_pipelines", json.loads(json.dumps(CLASSIFICATION_PIPELINE_ENTRY)))
+    from transformers.dynamic_module_utils import custom_object_save
+
+    custom_object_save(JukeboxAudioClassificationPipeline, out)
+    audit = Path(model_dir) / "conversion_audit.json"
+    if audit.is_file():
+        shutil.copyfile(audit, out / "conversion_audit.json")
+    (out / "probe_results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
+    from ..publishing.cards import write_model_card
+
+    write_model_card(out, results_json=results)
+    return out
+
+
+__all__ = ["CLASSIFIER_DIR", "build_audio_classifier", "save_audio_classifier"]

@@ -1,0 +1,169 @@
+"""Probes as models (issue 18): `jukebox-mir probe --model` writes a Jukebox audio classifier folder (MIR model +
+probe head) that loads with the Auto classes and with `trust_remote_code=True` in a fresh process without the
+package, runs in `pipeline("audio-classification")` on audio files with the training-time predictions, passes
+the Hub check, and whose card snippet runs as written. `--recipe jukemir` computes first-window features."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+import hf_jukebox_mir
+from conftest import run_without_package
+from hf_jukebox_mir.cli import main as cli_main
+from hf_jukebox_mir.models.feature_extraction_jukebox import JukeboxFeatureExtractor
+from test_pipeline_jukebox import build_mir_folder
+
+hf_jukebox_mir.register()
+SR = 44100
+WINDOW = 8192
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory, fixtures_dir) -> Path:
+    source = build_mir_folder(tmp_path_factory, fixtures_dir)
+    folder = tmp_path_factory.mktemp("classifier") / "mir-small"
+    shutil.copytree(source, folder)
+    JukeboxFeatureExtractor(window_length=WINDOW).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory) -> Path:
+    from hf_jukebox_mir.probing.synthetic_mir import generate_synthetic_mir
+
+    root = tmp_path_factory.mktemp("bench") / "synthetic"
+    generate_synthetic_mir(root, task="synthetic_key", songs_per_split=(6, 3, 3), clips_per_song=1, clip_seconds=0.5)
+    return root
+
+
+def _clips(dataset_split):
+    from hf_jukebox_mir.probing.mir_datasets import load_audio_clip
+
+    rows = dataset_split.with_format(None)
+    return [load_audio_clip(r["audio"], r["offset"] or 0.0, r["duration"], sampling_rate=SR) for r in rows]
+
+
+def test_recipe_jukemir_uses_first_window_grid_and_schedule(model_dir, bench, tmp_path, monkeypatch):
+    import hf_jukebox_mir.probing.classifier as classifier_module
+    import hf_jukebox_mir.probing.training as training
+    from transformers import AutoModel
+
+    seen = {}
+
+    def fake_grid(dataset, task, output, **kwargs):
+        seen.update(kwargs, dataset=dataset)
+        Path(output, "results.md").write_text("fake\n")
+        return {"best": {"test": {"primary": 0.0}}, "jukemir_score": 0.0}
+
+    monkeypatch.setattr(training, "run_probe_grid", fake_grid)
+    monkeypatch.setattr(classifier_module, "save_audio_classifier", lambda *a, **k: tmp_path / "none")
+    assert cli_main(["probe", "--task", "synthetic_key", "--data", str(bench), "--model", str(model_dir),
+                     "--recipe", "jukemir", "--output", str(tmp_path / "out")]) == 0
+    assert seen["grid"] == "jukemir"
+    assert (seen["schedule"].eval_steps, seen["schedule"].patience) == (training.JUKEMIR_SCHEDULE.eval_steps,
+                                                                        training.JUKEMIR_SCHEDULE.patience)
+    assert seen["extraction"]["max_windows"] == 1 and seen["extraction"]["layers"] == ["6"]
+    # the cached features are the first window's mean over frames of block 6, computed here directly
+    model = AutoModel.from_pretrained(str(model_dir), dtype=torch.float32).eval()
+    fe = JukeboxFeatureExtractor(window_length=WINDOW, normalize=None)
+    split = seen["dataset"]["test"]
+    for audio, cached in zip(_clips(split), np.asarray(split.with_format("numpy")["features"])):
+        assert len(audio) > 2 * WINDOW  # the clip has several windows: the recipe keeps the first only
+        audio = audio / np.abs(audio).max()  # JukeMIR: the whole clip peak-normalised, then its first window
+        first = fe(audio[:WINDOW], sampling_rate=SR, return_tensors="pt", return_window_info=False)
+        with torch.no_grad():
+            direct = model(**first).pooler_output[0].numpy()
+        np.testing.assert_allclose(cached.reshape(-1), direct, rtol=1e-5, atol=1e-5)
+
+
+def test_recipe_refuses_contradicting_options(model_dir, bench, tmp_path, capsys):
+    assert cli_main(["probe", "--task", "synthetic_key", "--data", str(bench), "--model", str(model_dir),
+                     "--recipe", "jukemir", "--grid", "small", "--output", str(tmp_path / "o")]) != 0
+    assert "--recipe jukemir sets --grid jukemir (the paper's protocol); drop --grid small" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def trained(model_dir, bench, tmp_path_factory):
+    out = tmp_path_factory.mktemp("probe") / "run"
+    assert cli_main(["probe", "--task", "synthetic_key", "--data", str(bench), "--model", str(model_dir),
+                     "--max-epochs", "3", "--output", str(out), "--seeds", "2"]) == 0
+    return out
+
+
+def _training_time(out: Path):
+    """Probe logits on the cached test features (the fast path used during the grid)."""
+    import datasets
+
+    from hf_jukebox_mir.models.modeling_jukebox_probe import JukeboxProbeForSequenceClassification
+    from hf_jukebox_mir.probing.training import feature_matrix, predict_logits
+
+    cache = next((out / "embeddings").iterdir())
+    test = datasets.load_from_disk(str(cache))["test"]
+    probe = JukeboxProbeForSequenceClassification.from_pretrained(str(out / "best_probe"))
+    return test, predict_logits(probe, feature_matrix(test))
+
+
+def test_probe_writes_a_classifier_that_reproduces_training_time_predictions(trained, tmp_path):
+    from transformers import AutoFeatureExtractor, AutoModelForAudioClassification, pipeline
+
+    folder = trained / "model"
+    config = json.loads((folder / "config.json").read_text())
+    assert config["model_type"] == "jukebox_mir_classifier" and config["probe_layers"] == [6]
+    assert config["custom_pipelines"]["audio-classification"]["impl"].endswith("JukeboxAudioClassificationPipeline")
+    results = json.loads((trained / "results.json").read_text())
+    assert len(results["seeds"]["test_primary"]) == 2 and results["seeds"]["std"] >= 0
+    assert results["environment"]["torch_threads"] >= 1 and results["environment"]["versions"]["torch"]
+    assert results["coverage"]["complete"] is True
+    test, logits = _training_time(trained)
+    audio = _clips(test)
+    # Auto classes (package imported): same logits from audio
+    model = AutoModelForAudioClassification.from_pretrained(str(folder)).eval()
+    fe = AutoFeatureExtractor.from_pretrained(str(folder))
+    with torch.no_grad():
+        direct = model(**fe(audio, sampling_rate=SR, return_tensors="pt")).logits.numpy()
+    np.testing.assert_allclose(direct, logits, rtol=1e-4, atol=1e-4)
+    # pipeline on audio files (float WAV: the samples the training saw)
+    paths = []
+    for i, a in enumerate(audio):
+        paths.append(tmp_path / f"clip{i}.wav")
+        sf.write(paths[-1], a, SR, subtype="FLOAT")
+    classify = pipeline("audio-classification", model=str(folder), trust_remote_code=True, device="cpu")
+    labels = [classify(str(p), top_k=1)[0]["label"] for p in paths]
+    assert labels == [model.config.id2label[int(i)] for i in logits.argmax(-1)]
+    # fresh process, no package: remote code route gives the same predictions
+    body = """
+        import json, sys
+        from transformers import AutoModelForAudioClassification, pipeline
+        model = AutoModelForAudioClassification.from_pretrained(sys.argv[1], trust_remote_code=True)
+        classify = pipeline("audio-classification", model=sys.argv[1], trust_remote_code=True, device="cpu")
+        print(json.dumps([classify(p, top_k=1)[0]["label"] for p in sys.argv[2:]]))
+    """
+    proc = run_without_package(body, folder, *paths, tmp_path=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == labels
+
+
+def test_classifier_folder_passes_the_hub_check_and_its_card_snippet_runs(trained, tmp_path):
+    from hf_jukebox_mir.publishing.hub import validate_hub_folder
+
+    folder = trained / "model"
+    assert validate_hub_folder(folder) == []
+    card = (folder / "README.md").read_text()
+    assert "soundfile" in card and "soxr" in card and "frame rate" in card
+    blocks = re.findall(r"```python\n(.*?)```", card, flags=re.S)
+    assert blocks
+    song = tmp_path / "song.wav"
+    sf.write(song, (0.3 * np.sin(2 * np.pi * 220 * np.arange(SR) / SR)).astype(np.float32), SR)
+    repo = re.search(r'model="([^"]+)"', blocks[0]).group(1)
+    for block in blocks:
+        script = block.replace(repo, str(folder)).replace('"song.wav"', repr(str(song)))
+        proc = run_without_package(script, tmp_path=tmp_path)
+        assert proc.returncode == 0, (script, proc.stderr[-3000:])
