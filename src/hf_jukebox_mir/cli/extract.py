@@ -7,7 +7,8 @@ Examples:
     jukebox-mir extract music/ --model DIR --output OUT --pool none --frame-rate 15
     accelerate launch --num_processes 4 -m hf_jukebox_mir.cli extract music/ --model DIR --output OUT
 
-The output loads with `datasets.load_from_disk(OUT)`: columns id, path, duration, n_windows, layer_<i>.
+The output loads with `datasets.load_from_disk(OUT)`: columns id, path, duration, n_windows, layer_<i>
+(+ frame_times, seconds per frame, with --pool none / --frame-rate).
 Run the same command again after an interruption: finished inputs are skipped. Inputs that fail (corrupt
 files) are listed at the end and in OUT/failures.json; the exit status is then 3.
 """

@@ -101,12 +101,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--task", required=True,
-                        help="gtzan, magnatagatune, giantsteps, emomusic, synthetic_key or synthetic_instruments")
+                        help="gtzan, magnatagatune, giantsteps, emomusic, synthetic_key or synthetic_instruments; "
+                             "frame level: beats, chords (a corpus ROOT/<split>/<track>.wav + .beats/.lab), "
+                             "ballroom_beats, synthetic_beats, synthetic_chords")
     parser.add_argument("--data", required=True, help="local copy of the benchmark in its official layout "
                         "(synthetic tasks: folder to generate into or reuse)")
     source = parser.add_mutually_exclusive_group()
-    source.add_argument("--features", choices=["chroma"], help="built-in feature instead of a model (default "
-                        "when --model is not given)")
+    source.add_argument("--features", choices=["chroma", "onset", "onset+chroma"],
+                        help="built-in feature instead of a model (default when --model is not given: chroma; "
+                             "onset and onset+chroma for frame-level tasks)")
     source.add_argument("--model", help="converted Jukebox model folder to extract embeddings with")
     parser.add_argument("--layers", type=int, nargs="+", help="prior layers to extract with --model (1-indexed, "
                         "e.g. 36); each one is probed")
@@ -123,6 +126,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                              "window, averaged with weights proportional to their real frames)")
     parser.add_argument("--window-hop", type=int, default=None, metavar="SAMPLES",
                         help="with --model: samples between window starts (multiple of 128; default: no overlap)")
+    parser.add_argument("--frame-rate", type=float, default=50.0, metavar="HZ",
+                        help="frame-level tasks: feature frames per second (default 50)")
     parser.add_argument("--seeds", type=int, default=1, metavar="N",
                         help="retrain the selected configuration with N seeds and report the mean and spread")
     parser.add_argument("--max-epochs", type=float, default=None, help="upper bound on training epochs per probe")
@@ -139,10 +144,44 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return parser
 
 
+FRAME_LEVEL_TASKS = {"beats": "beats", "chords": "chords", "ballroom_beats": "beats", "synthetic_beats": "beats",
+                     "synthetic_chords": "chords"}
+
+
+def run_frame_level(args: argparse.Namespace) -> int:
+    """Frame-level tasks: frame features (baseline or Jukebox), a frame probe, mir_eval scores."""
+    from ..probing import frame_level
+
+    data = Path(args.data).expanduser()
+    output = Path(args.output).expanduser()
+    if (output / "results.json").is_file() and not args.force:
+        raise JukeboxInputError(f"--output {output} already holds results.json; pass --force or another folder.")
+    task = FRAME_LEVEL_TASKS[args.task]
+    if args.task.startswith("synthetic_"):
+        corpus = frame_level.generate_synthetic_frames(data, seed=args.seed)
+    elif args.task == "ballroom_beats":
+        corpus = frame_level.load_ballroom(data)
+    else:
+        corpus = frame_level.load_frame_corpus(data)
+    if args.model is not None:
+        frame_fn = frame_level.jukebox_frame_fn(args.model, args.frame_rate,
+                                                layer=args.layers[0] if args.layers else None, device=args.device)
+    else:
+        frame_fn = frame_level.baseline_frame_fn(args.features or ("onset" if task == "beats" else "chroma"),
+                                                 args.frame_rate)
+    results = frame_level.run_frame_task(corpus, task, frame_fn, frame_rate=args.frame_rate, seed=args.seed,
+                                         output_dir=output)
+    print((output / "results.md").read_text())
+    print(json.dumps({"task": args.task, "test": results["test"], "output": str(output)}))
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the `probe` sub-command; returns the exit status."""
     from ..probing.tasks import get_task
 
+    if args.task in FRAME_LEVEL_TASKS:
+        return run_frame_level(args)
     task = get_task(args.task)
     data = Path(args.data).expanduser()
     output = Path(args.output).expanduser()
@@ -196,6 +235,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         from ..probing.chroma import ChromaEmbedder
 
+        if args.features not in (None, "chroma"):
+            raise JukeboxInputError(f"--features {args.features} is for frame-level tasks; clip tasks use chroma.")
         embed_fn = ChromaEmbedder()
         source = "chroma"
     layer_tag = "" if args.layers is None else "-layers" + "_".join(str(i) for i in args.layers)

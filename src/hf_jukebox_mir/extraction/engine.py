@@ -3,7 +3,8 @@
 `extract_dataset` (and `jukebox-mir extract`) runs the feature-extraction pipeline's steps over many inputs
 and writes a `datasets` dataset (`load_from_disk(output_dir)`) with one row per input:
 
-    id, path, duration (s), n_windows, layer_<i> (float32; (dim,) pooled, (frames, dim) frame-level)
+    id, path, duration (s), n_windows, layer_<i> (float32; (dim,) pooled, (frames, dim) frame-level), and for
+    frame-level output frame_times (s, the centre of each frame: (k + 0.5) / frame_rate)
 
 Work is saved in chunks as it goes (`output_dir/chunks/chunk-*`, each written to a temporary folder and
 renamed into place, so a chunk is either complete or absent). A run that is killed and started again with
@@ -323,6 +324,9 @@ class JukeboxExtractor:
                  window_hop: int | None = None):
         from transformers import AutoFeatureExtractor, AutoModel
 
+        from .._registration import register
+
+        register()  # our model types with the Auto classes (a fresh CLI process has not registered them yet)
         model_dir = _check_model_dir(model_dir)
         depth, native_rate = _built_layers(model_dir)
         self.layer_ids, _ = resolve_layers(layers, depth)
@@ -349,6 +353,7 @@ class JukeboxExtractor:
                                if v is not None}
         self.hidden_size = model.config.hidden_size
         self.sampling_rate = feature_extractor.sampling_rate
+        self.native_rate = float(model.config.frame_rate)
 
     @property
     def model(self):
@@ -525,7 +530,14 @@ def _features(layer_ids: list[int], dim: int, frame_level: bool):
     for i in layer_ids:
         columns[f"layer_{i}"] = (datasets.Array2D(shape=(None, dim), dtype="float32") if frame_level
                                  else datasets.List(datasets.Value("float32"), length=dim))
+    if frame_level:  # the time (s) of each frame: the centre of its 1/frame_rate bin (or of its 128-sample hop)
+        columns["frame_times"] = datasets.List(datasets.Value("float32"))
     return datasets.Features(columns)
+
+
+def frame_times(num_frames: int, frame_rate: float) -> np.ndarray:
+    """Times (s) of `num_frames` frames at `frame_rate` Hz: the centre of each frame's bin, `(k + 0.5) / rate`."""
+    return ((np.arange(num_frames) + 0.5) / float(frame_rate)).astype(np.float32)
 
 
 @contextmanager
@@ -756,7 +768,8 @@ def extract_dataset(
         "max_windows": max_windows,
         "window_hop": window_hop,
         "dtype": str(torch_dtype).replace("torch.", ""),
-        "columns": ["id", "path", "duration", "n_windows", *[f"layer_{i}" for i in layer_ids]],
+        "columns": ["id", "path", "duration", "n_windows", *[f"layer_{i}" for i in layer_ids],
+                    *(["frame_times"] if pooling == "none" else [])],
     }
     is_main = state is None or state.is_main_process
     chunks = output_dir / CHUNKS_DIR
@@ -879,6 +892,8 @@ def _run_pending(extractor: JukeboxExtractor, pending: list[ExtractionInput], ch
                        "duration": samples / fe.sampling_rate, "n_windows": len(windows)}
                 for j, layer in enumerate(extractor.layer_ids):
                     row[f"layer_{layer}"] = result[j]
+                if extractor.pooling == "none":
+                    row["frame_times"] = frame_times(result[0].shape[0], extractor.frame_rate or extractor.native_rate)
                 rows.append(row)
             if rows:
                 path = _write_chunk(chunks, shard, rows, features)
@@ -896,6 +911,7 @@ __all__ = [
     "ExtractionResult",
     "JukeboxExtractor",
     "extract_dataset",
+    "frame_times",
     "list_inputs",
     "make_embed_fn",
     "resolve_device",
