@@ -167,3 +167,39 @@ def test_classifier_folder_passes_the_hub_check_and_its_card_snippet_runs(traine
         script = block.replace(repo, str(folder)).replace('"song.wav"', repr(str(song)))
         proc = run_without_package(script, tmp_path=tmp_path)
         assert proc.returncode == 0, (script, proc.stderr[-3000:])
+
+
+def test_learned_weighted_layer_sum_probe_and_its_classifier(model_dir, bench, tmp_path):
+    from transformers import AutoFeatureExtractor, AutoModelForAudioClassification
+
+    out = tmp_path / "weighted"
+    assert cli_main(["probe", "--task", "synthetic_key", "--data", str(bench), "--model", str(model_dir),
+                     "--layers", "3", "6", "--layer-weighting", "--max-epochs", "3", "--output", str(out)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    weighted = next(r for r in results["per_layer"] if r["layer_name"] == "weighted")
+    assert len(weighted["layer_weights"]) == 2 and abs(sum(weighted["layer_weights"]) - 1) < 1e-5
+    assert [r["layer_name"] for r in results["per_layer"]] == ["3", "6", "weighted"]
+    if (out / "plot.png").exists():
+        assert (out / "plot.png").stat().st_size > 0
+    # force the weighted probe into a classifier (whatever was selected) and check it reproduces the probe
+    from hf_jukebox_mir.models.modeling_jukebox_probe import JukeboxProbeForSequenceClassification
+    from hf_jukebox_mir.probing.classifier import save_audio_classifier
+    from hf_jukebox_mir.probing.training import ProbeData, predict_logits, train_probe
+    import datasets
+
+    cache = datasets.load_from_disk(str(next((out / "embeddings").iterdir())))
+    data = ProbeData.from_dataset(cache, "synthetic_key", layer="all", splits=("train", "validation", "test"))
+    run = train_probe(data, "synthetic_key", tmp_path / "w-run", layer="all")
+    assert run.model.config.num_layers == 2 and run.model.layer_weights is not None
+    run.model.save_pretrained(tmp_path / "w" / "best_probe")
+    fake = dict(results, best=dict(results["best"], layer_name="weighted"))
+    folder = save_audio_classifier(tmp_path / "w", model_dir, fake)
+    config = json.loads((folder / "config.json").read_text())
+    assert config["probe_layers"] == [3, 6] and len(config["probe_layer_weights"]) == 2
+    model = AutoModelForAudioClassification.from_pretrained(str(folder)).eval()
+    fe = AutoFeatureExtractor.from_pretrained(str(folder))
+    audio = _clips(cache["test"])
+    with torch.no_grad():
+        direct = model(**fe(audio, sampling_rate=SR, return_tensors="pt")).logits.numpy()
+    probe = JukeboxProbeForSequenceClassification.from_pretrained(str(tmp_path / "w" / "best_probe"))
+    np.testing.assert_allclose(direct, predict_logits(probe, data.features["test"]), rtol=1e-4, atol=1e-4)

@@ -126,6 +126,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                              "window, averaged with weights proportional to their real frames)")
     parser.add_argument("--window-hop", type=int, default=None, metavar="SAMPLES",
                         help="with --model: samples between window starts (multiple of 128; default: no overlap)")
+    parser.add_argument("--layer-weighting", action="store_true",
+                        help="with several --layers: also probe a learned softmax-weighted sum of all of them "
+                             "(MERT/MARBLE style); its weights are reported and plotted")
     parser.add_argument("--frame-rate", type=float, default=50.0, metavar="HZ",
                         help="frame-level tasks: feature frames per second (default 50)")
     parser.add_argument("--seeds", type=int, default=1, metavar="N",
@@ -258,7 +261,8 @@ def run(args: argparse.Namespace) -> int:
                   "max_windows": args.max_windows, "window_hop": args.window_hop, "recipe": args.recipe}
     results = run_probe_grid(dataset, task, output, grid=args.grid, schedule=schedule,
                              layer_names=list(layer_names) if layer_names is not None else None,
-                             feature_source=source, coverage=coverage, seeds=args.seeds, extraction=extraction)
+                             feature_source=source, coverage=coverage, seeds=args.seeds, extraction=extraction,
+                             layer_weighting=args.layer_weighting)
     if args.model is not None:
         from ..probing.classifier import save_audio_classifier
 

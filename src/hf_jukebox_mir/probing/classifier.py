@@ -18,6 +18,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from ..models.errors import JukeboxInputError
 
 CLASSIFIER_DIR = "model"
@@ -66,6 +68,9 @@ def build_audio_classifier(model_dir: str | os.PathLike, probe, layers: list[int
     model = JukeboxMIRForAudioClassification.from_pretrained(str(model_dir), config=config, dtype="float32")
     model.head.load_state_dict(probe.head.state_dict())
     model.head.standardize = pc.standardize
+    if layer_weights is not None:
+        with torch.no_grad():
+            model.layer_weights.copy_(torch.tensor(layer_weights, dtype=model.layer_weights.dtype))
     return model.eval()
 
 
@@ -86,15 +91,19 @@ def save_audio_classifier(output_dir: str | os.PathLike, model_dir: str | os.Pat
     from ..probing.training import _quiet_progress_bars
 
     output_dir = Path(output_dir)
+    from .training import WEIGHTED
+
     best = results["best"]
     layer_name = str(best.get("layer_name"))
-    if not layer_name.lstrip("-").isdigit():
+    names = [str(n) for n in results.get("layers", [])] if layer_name == WEIGHTED else [layer_name]
+    if not all(n.isdigit() for n in names):
         raise JukeboxInputError(
-            f"The selected probe read layer {layer_name!r}, not a prior block number; cannot attach it to the model."
+            f"The selected probe read layer(s) {names}, not prior block numbers; cannot attach it to the model."
         )
     with _quiet_progress_bars():
         probe = JukeboxProbeForSequenceClassification.from_pretrained(str(output_dir / "best_probe"))
-        model = build_audio_classifier(model_dir, probe, [int(layer_name)])
+        weights = probe.layer_weights.detach().float().tolist() if probe.layer_weights is not None else None
+        model = build_audio_classifier(model_dir, probe, [int(n) for n in names], layer_weights=weights)
         out = output_dir / folder_name
         if out.exists():
             shutil.rmtree(out)

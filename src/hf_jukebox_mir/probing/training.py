@@ -65,6 +65,9 @@ SMALL_GRID: dict[str, list] = {
 
 GRIDS = {"jukemir": JUKEMIR_GRID, "small": SMALL_GRID}
 
+#: the `layer_name` of the learned weighted layer sum in grids, reports and plots
+WEIGHTED = "weighted"
+
 
 # ----------------------------------------------------------------------------------------------- settings
 
@@ -278,6 +281,9 @@ def feature_matrix(
             raise JukeboxInputError(f"The features hold a single layer; got layer={layer}.")
         array = np.asarray(split.with_format("numpy", columns=[feature_column])[feature_column], dtype=np.float32)
         return np.ascontiguousarray(array.reshape(len(split), -1))
+    if layer == "all":  # every layer: (N, n_layers, dim), for the learned weighted layer sum
+        return np.ascontiguousarray(np.asarray(split.with_format("numpy", columns=[feature_column])[feature_column],
+                                               dtype=np.float32))
     if layer is None:
         raise JukeboxInputError(f"The features hold {n_layers} layers; pass layer= (0..{n_layers - 1}).")
     if not -n_layers <= layer < n_layers:
@@ -463,7 +469,8 @@ def train_probe(
 
     set_seed(schedule.seed)
     config = JukeboxProbeConfig(
-        input_dim=int(x_train.shape[1]), hidden_size=hparams.hidden_size, dropout=hparams.dropout,
+        input_dim=int(x_train.shape[-1]), num_layers=int(x_train.shape[1]) if x_train.ndim == 3 else 1,
+        hidden_size=hparams.hidden_size, dropout=hparams.dropout,
         standardize=hparams.standardize, problem_type=task.problem_type,
         id2label=dict(enumerate(task.label_names)), feature_source=feature_source,
     )
@@ -541,6 +548,7 @@ def run_probe_grid(
     coverage: dict[str, Any] | None = None,
     seeds: int = 1,
     extraction: dict[str, Any] | None = None,
+    layer_weighting: bool = False,
 ) -> dict[str, Any]:
     """Grid search of probes on every layer, selection on validation, one test evaluation, reports.
 
@@ -571,28 +579,33 @@ def run_probe_grid(
             raise JukeboxInputError(f"layer {index} is out of range: the features hold {n_layers} layer(s).")
     if layer_names is None or len(layer_names) != n_layers:
         layer_names = [str(i) for i in range(n_layers)]
+    # what is probed: each layer alone, and (layer_weighting) a learned softmax-weighted sum of all of them
+    specs: list[tuple[Any, str]] = [(i, layer_names[i]) for i in layers]
+    if layer_weighting and n_layers > 1:
+        specs.append(("all", WEIGHTED))
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     state_path = out / "grid_state.json"
     state = json.loads(state_path.read_text()) if state_path.is_file() else {"runs": {}, "best": None}
     say = log or (lambda message: None)
-    total = len(layers) * len(configs)
+    total = len(specs) * len(configs)
     done = 0
-    for index in layers:
+    for index, name in specs:
         data = None
         for hp in configs:
             done += 1
-            run_key = f"layer-{layer_names[index]}/{hp.run_name}"
+            run_key = f"layer-{name}/{hp.run_name}"
             if run_key in state["runs"]:
                 continue
             if data is None:  # read this layer once for all its runs
                 data = ProbeData.from_dataset(dataset, task, layer=index if n_layers > 1 else None,
                                               feature_column=feature_column)
-            run_dir = out / "runs" / f"layer-{layer_names[index]}" / hp.run_name
+            run_dir = out / "runs" / f"layer-{name}" / hp.run_name
             run = train_probe(data, task, run_dir, hparams=hp, schedule=schedule,
                               layer=index if n_layers > 1 else None, feature_source=feature_source)
             record = {
-                "layer": index, "layer_name": layer_names[index], "hparams": asdict(hp),
+                "layer": index, "layer_name": name, "hparams": asdict(hp),
+                "layer_weights": run.model.layer_weight_probabilities,
                 "validation": run.validation_metrics, "primary": run.primary, "global_step": run.global_step,
                 "best_step": _checkpoint_step(run.best_checkpoint), "eval_history": run.eval_history,
             }
@@ -605,7 +618,7 @@ def run_probe_grid(
             if not keep_checkpoints:
                 shutil.rmtree(run_dir, ignore_errors=True)
             state_path.write_text(json.dumps(state, indent=1, default=_json_default))
-            say(f"[{done}/{total}] layer {layer_names[index]} {hp.run_name}: validation "
+            say(f"[{done}/{total}] layer {name} {hp.run_name}: validation "
                 f"{task.primary_metric}={run.primary:.4f} (step {record['best_step']}/{run.global_step})")
     if not keep_checkpoints:
         for folder in sorted((out / "runs").glob("*"), reverse=True) + [out / "runs"]:
@@ -613,7 +626,7 @@ def run_probe_grid(
                 folder.rmdir()
     if state["best"] is None:
         raise JukeboxInputError("run_probe_grid: no run finished.")
-    wanted = {f"layer-{layer_names[i]}/{hp.run_name}" for i in layers for hp in configs}
+    wanted = {f"layer-{name}/{hp.run_name}" for _, name in specs for hp in configs}
     runs = {k: v for k, v in state["runs"].items() if k in wanted}
     best_key = max(runs, key=lambda k: runs[k]["primary"] if task.greater_is_better else -runs[k]["primary"])
     best_record = runs[best_key]
@@ -631,11 +644,11 @@ def run_probe_grid(
     aggregation = validation.get("aggregation")  # song-level tasks: the strategy chosen on validation
     test = data.evaluate(best_model, "test", aggregation=aggregation)
     per_layer = []
-    for index in layers:
-        layer_runs = [r for k, r in runs.items() if r["layer"] == index]
+    for index, name in specs:
+        layer_runs = [r for k, r in runs.items() if r["layer_name"] == name]
         top = max(layer_runs, key=lambda r: r["primary"] if task.greater_is_better else -r["primary"])
-        per_layer.append({"layer": index, "layer_name": layer_names[index], "validation_primary": top["primary"],
-                          "hparams": top["hparams"]})
+        per_layer.append({"layer": index, "layer_name": name, "validation_primary": top["primary"],
+                          "hparams": top["hparams"], "layer_weights": top.get("layer_weights")})
     seed_runs = _repeat_seeds(dataset, task, out, best_record, best_layer, n_layers, schedule, seeds, test,
                               feature_column, feature_source, aggregation, say)
     results = {
@@ -648,6 +661,7 @@ def run_probe_grid(
         "grid": grid_name,
         "num_configs": len(configs),
         "layers": [layer_names[i] for i in layers],
+        "layer_weighting": bool(layer_weighting and n_layers > 1),
         "schedule": asdict(schedule),
         "split_sizes": {name: len(dataset[name]) for name in ("train", "validation", "test")},
         "best": {
@@ -883,14 +897,23 @@ def write_plot(results: dict[str, Any], eval_history: Sequence[Sequence[float]],
         return None
     fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
     metric = results["primary_metric"]
-    if len(results["per_layer"]) > 1:
-        names = [row["layer_name"] for row in results["per_layer"]]
-        values = [row["validation_primary"] for row in results["per_layer"]]
-        ax.plot(range(len(names)), values, marker="o")
+    single = [row for row in results["per_layer"] if row["layer_name"] != WEIGHTED]
+    weighted = next((row for row in results["per_layer"] if row["layer_name"] == WEIGHTED), None)
+    if len(single) > 1 or weighted is not None:
+        names = [row["layer_name"] for row in single]
+        values = [row["validation_primary"] for row in single]
+        ax.plot(range(len(names)), values, marker="o", label="one layer")
         ax.set_xticks(range(len(names)), names, rotation=45 if len(names) > 12 else 0)
         ax.set_xlabel("layer")
         ax.set_ylabel(f"best validation {metric}")
         ax.set_title(f"{results['task']}: validation {metric} per layer")
+        if weighted is not None:
+            ax.axhline(weighted["validation_primary"], color="green", linestyle="--", label="learned weighted sum")
+            if weighted.get("layer_weights"):
+                twin = ax.twinx()
+                twin.bar(range(len(names)), weighted["layer_weights"], alpha=0.25, color="green")
+                twin.set_ylabel("learned layer weight (softmax)")
+            ax.legend(loc="lower right")
     else:
         steps = [int(s) for s, _ in eval_history]
         values = [float(v) for _, v in eval_history]
@@ -921,6 +944,7 @@ __all__ = [
     "ProbeRun",
     "ProbeSchedule",
     "SMALL_GRID",
+    "WEIGHTED",
     "cache_embeddings",
     "coverage_note",
     "column_values",
