@@ -83,3 +83,29 @@ def test_embed_fn_and_extract_cli_keep_the_first_window(model_dir, pipe, tmp_pat
     row = datasets.load_from_disk(str(out))[0]
     assert row["n_windows"] == 1
     np.testing.assert_allclose(np.asarray(row["layer_6"]), first, rtol=1e-5, atol=1e-6)
+
+
+def test_extract_keeps_input_columns_and_every_split(model_dir, tmp_path):
+    import datasets
+
+    from hf_jukebox_mir.extraction.engine import extract_dataset
+
+    def split(seed, labels):
+        rows = [{"array": _audio(3000 + 500 * i) * (1 + seed), "sampling_rate": SR} for i in range(len(labels))]
+        return datasets.Dataset.from_dict(
+            {"audio": rows, "label": labels, "song": [f"s{seed}-{i}" for i in range(len(labels))]},
+            features=datasets.Features({"audio": {"array": datasets.List(datasets.Value("float32")),
+                                                  "sampling_rate": datasets.Value("int64")},
+                                        "label": datasets.ClassLabel(names=["no", "yes"]),
+                                        "song": datasets.Value("string")}))
+
+    dd = datasets.DatasetDict({"train": split(0, [0, 1, 1]), "test": split(1, [1, 0])})
+    dd.save_to_disk(str(tmp_path / "dd"))
+    out = tmp_path / "out"
+    result = extract_dataset(tmp_path / "dd", model_dir, out, progress=False)
+    assert result.num_done == 5 and not result.failures
+    ds = datasets.load_from_disk(str(out))
+    assert ds["id"] == ["train/0", "train/1", "train/2", "test/0", "test/1"]
+    assert ds["split"] == ["train"] * 3 + ["test"] * 2
+    assert ds["label"] == [0, 1, 1, 1, 0] and ds.features["label"].names == ["no", "yes"]
+    assert ds["song"][3] == "s1-0"

@@ -127,7 +127,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--chunk-size", type=int, default=32, metavar="N",
                         help="inputs per saved chunk, the unit of resumption (default: 32)")
     parser.add_argument("--audio-column", default="audio", help="audio column of dataset inputs (default: audio)")
-    parser.add_argument("--split", default=None, help="split of a saved DatasetDict input")
+    parser.add_argument("--split", default=None, help="one split of a saved DatasetDict input (default: every split, "
+                        "with a split column)")
     parser.add_argument("--num-shards", type=int, default=None, metavar="N",
                         help="independent jobs: process every N-th input (with --shard-index); not needed with "
                              "accelerate launch")

@@ -79,6 +79,9 @@ class ExtractionInput:
     dataset: Any = field(default=None, repr=False)
     row: int | None = None
     audio_column: str = "audio"
+    #: the input row's other columns (labels, split, ...), kept in the output; None for files
+    extra: dict[str, Any] | None = None
+    extra_features: Any = field(default=None, repr=False)
 
     def load(self) -> Any:
         """The audio source for the feature extractor: a file path or a `datasets` audio value."""
@@ -137,10 +140,8 @@ def _open_dataset(source: Any, name: str, split: str | None, audio_column: str):
 
     ds = datasets.load_from_disk(str(source)) if isinstance(source, (str, os.PathLike)) else source
     if isinstance(ds, datasets.DatasetDict):
-        if split is None:
-            raise JukeboxInputError(
-                f"{name} holds several splits {sorted(ds)}; choose one with split= (CLI: --split)."
-            )
+        if split is None:  # every split in one run; a `split` column says which
+            return [(name_, _open_dataset(ds[name_], f"{name}[{name_!r}]", None, audio_column)[0][1]) for name_ in ds]
         if split not in ds:
             raise JukeboxInputError(f"{name} has no split {split!r}; its splits are {sorted(ds)}.")
         ds = ds[split]
@@ -152,7 +153,7 @@ def _open_dataset(source: Any, name: str, split: str | None, audio_column: str):
     feature = ds.features[audio_column]
     if type(feature).__name__ == "Audio" and getattr(feature, "decode", False):
         ds = ds.cast_column(audio_column, datasets.Audio(decode=False))  # our decoder, no torchcodec needed
-    return ds.with_format("numpy")
+    return [(None, ds.with_format("numpy"))]
 
 
 def list_inputs(
@@ -170,7 +171,7 @@ def list_inputs(
         audio_column: the dataset column holding audio (`{"path", "bytes"}`, `{"array", "sampling_rate"}`
             or a path string).
         id_column: dataset column used as `id` when present (else the row number).
-        split: split to read from a saved `DatasetDict`.
+        split: split to read from a saved `DatasetDict` (default: every split, in one run, with a `split` column).
 
     Ids: a file in a folder -> its path relative to the folder; a file given directly -> the path as given;
     a dataset row -> `id_column` or the row number. With several inputs, folder and dataset ids are
@@ -189,8 +190,9 @@ def list_inputs(
     for source in sources:
         if isinstance(source, datasets.Dataset):
             name = "the dataset" if not several else f"dataset[{len(items)}]"
-            items.extend(_dataset_items(_open_dataset(source, name, split, audio_column), name, "", several,
-                                        audio_column, id_column))
+            for split_name, ds in _open_dataset(source, name, split, audio_column):
+                items.extend(_dataset_items(ds, name, split_name or "", several or split_name is not None,
+                                            audio_column, id_column, split_name))
             continue
         if not isinstance(source, (str, os.PathLike)):
             raise JukeboxInputError(
@@ -201,8 +203,10 @@ def list_inputs(
         if not path.exists():
             raise JukeboxInputError(f"Input '{given}' does not exist; pass audio files, folders or a saved dataset.")
         if _is_saved_dataset(path):
-            ds = _open_dataset(path, f"'{given}'", split, audio_column)
-            items.extend(_dataset_items(ds, f"'{given}'", given, several, audio_column, id_column))
+            for split_name, ds in _open_dataset(path, f"'{given}'", split, audio_column):
+                prefix = "/".join(p for p in ((given if several else ""), split_name or "") if p)
+                items.extend(_dataset_items(ds, f"'{given}'", prefix, several or split_name is not None,
+                                            audio_column, id_column, split_name))
         elif path.is_dir():
             files = _audio_files(path)
             if not files:
@@ -231,10 +235,24 @@ def list_inputs(
     return out
 
 
-def _dataset_items(ds, name: str, prefix: str, several: bool, audio_column: str, id_column: str):
+#: output columns; input columns with these names are not copied
+_OUTPUT_COLUMNS = ("id", "path", "duration", "n_windows", "frame_times", "split")
+
+
+def _dataset_items(ds, name: str, prefix: str, several: bool, audio_column: str, id_column: str,
+                   split_name: str | None = None):
+    import datasets
+
     if len(ds) == 0:
         raise JukeboxInputError(f"{name} has no rows.")
     plain = ds.with_format(None)
+    # the other columns (labels, ...) travel to the output rows
+    keep = [c for c in ds.column_names if c != audio_column and c not in _OUTPUT_COLUMNS
+            and not c.startswith("layer_")]
+    extra_features = datasets.Features({c: ds.features[c] for c in keep})
+    if split_name is not None:
+        extra_features["split"] = datasets.Value("string")
+    extra_columns = {c: plain[c] for c in keep}
     ids = [str(v) for v in plain[id_column]] if id_column in ds.column_names else [str(i) for i in range(len(ds))]
     feature = ds.features[audio_column]
     is_path_column = getattr(feature, "dtype", None) in ("string", "large_string")
@@ -247,10 +265,15 @@ def _dataset_items(ds, name: str, prefix: str, several: bool, audio_column: str,
     audio_only = ds.select_columns([audio_column])  # rows are read one at a time, without other columns
     for row, (key, path) in enumerate(zip(ids, paths)):
         full = f"{prefix}/{key}" if several and prefix else key
+        extra = {c: values[row] for c, values in extra_columns.items()}
+        if split_name is not None:
+            extra["split"] = split_name
         if is_path_column:  # a column of file paths
-            yield ExtractionInput(id=full, path=str(Path(path).resolve()), file=path)
+            yield ExtractionInput(id=full, path=str(Path(path).resolve()), file=path, extra=extra,
+                                  extra_features=extra_features)
         else:
-            yield ExtractionInput(id=full, path=path, dataset=audio_only, row=row, audio_column=audio_column)
+            yield ExtractionInput(id=full, path=path, dataset=audio_only, row=row, audio_column=audio_column,
+                                  extra=extra, extra_features=extra_features)
 
 
 # --------------------------------------------------------------------------------------------- model + engine
@@ -518,7 +541,18 @@ def make_embed_fn(
 # ------------------------------------------------------------------------------------------- dataset output
 
 
-def _features(layer_ids: list[int], dim: int, frame_level: bool):
+def _extra_features(items: list[ExtractionInput]):
+    """The input columns kept in the output: those every input has (none when a plain file is among them)."""
+    if not items or any(item.extra_features is None for item in items):
+        return None
+    common = dict(items[0].extra_features)
+    for item in items[1:]:
+        if item.extra_features is not items[0].extra_features:
+            common = {k: v for k, v in common.items() if k in item.extra_features and item.extra_features[k] == v}
+    return common or None
+
+
+def _features(layer_ids: list[int], dim: int, frame_level: bool, extra: dict | None = None):
     import datasets
 
     columns = {
@@ -532,6 +566,7 @@ def _features(layer_ids: list[int], dim: int, frame_level: bool):
                                  else datasets.List(datasets.Value("float32"), length=dim))
     if frame_level:  # the time (s) of each frame: the centre of its 1/frame_rate bin (or of its 128-sample hop)
         columns["frame_times"] = datasets.List(datasets.Value("float32"))
+    columns.update(extra or {})
     return datasets.Features(columns)
 
 
@@ -792,7 +827,7 @@ def extract_dataset(
         extractor = JukeboxExtractor(model_path, layers=layer_ids, pooling=pooling, frame_rate=frame_rate,
                                      batch_size=batch_size, device=torch_device, dtype=torch_dtype,
                                      compile=compile, max_windows=max_windows, window_hop=window_hop)
-        features = _features(layer_ids, extractor.hidden_size, pooling == "none")
+        features = _features(layer_ids, extractor.hidden_size, pooling == "none", _extra_features(items))
         computed, failures = _run_pending(extractor, pending, chunks, shard, num_shards, features, chunk_size,
                                           progress, callback, len(done))
     _write_json(marker, {"failures": failures, "computed": computed})
@@ -804,7 +839,7 @@ def extract_dataset(
     markers = [chunks / f"done-{k:03d}-of-{num_shards:03d}.json" for k in range(num_shards)]
     if is_main and all(m.is_file() for m in markers):
         all_failures = [f for m in markers for f in json.loads(m.read_text(encoding="utf-8"))["failures"]]
-        features = _features(layer_ids, _config_hidden_size(model_path), pooling == "none")
+        features = _features(layer_ids, _config_hidden_size(model_path), pooling == "none", _extra_features(items))
         with _merge_lock(output_dir) as acquired:
             if acquired:
                 _merge(output_dir, items, features, all_failures)
@@ -892,6 +927,9 @@ def _run_pending(extractor: JukeboxExtractor, pending: list[ExtractionInput], ch
                        "duration": samples / fe.sampling_rate, "n_windows": len(windows)}
                 for j, layer in enumerate(extractor.layer_ids):
                     row[f"layer_{layer}"] = result[j]
+                for column in features:
+                    if column not in row and item.extra is not None and column in item.extra:
+                        row[column] = item.extra[column]
                 if extractor.pooling == "none":
                     row["frame_times"] = frame_times(result[0].shape[0], extractor.frame_rate or extractor.native_rate)
                 rows.append(row)
