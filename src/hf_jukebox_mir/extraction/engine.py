@@ -345,11 +345,9 @@ class JukeboxExtractor:
                  frame_rate: float | None = None, batch_size: int = 1, device: str | torch.device | None = None,
                  dtype: str | torch.dtype | None = None, compile: bool = False, max_windows: int | None = None,
                  window_hop: int | None = None):
-        from transformers import AutoFeatureExtractor, AutoModel
+        from ..models.feature_extraction_jukebox import JukeboxFeatureExtractor
+        from ..models.modeling_jukebox_mir import JukeboxMIRModel
 
-        from .._registration import register
-
-        register()  # our model types with the Auto classes (a fresh CLI process has not registered them yet)
         model_dir = _check_model_dir(model_dir)
         depth, native_rate = _built_layers(model_dir)
         self.layer_ids, _ = resolve_layers(layers, depth)
@@ -360,12 +358,14 @@ class JukeboxExtractor:
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         # only the blocks up to the deepest requested layer are read, straight to the device in the dtype
-        model = AutoModel.from_pretrained(str(model_dir), dtype=self.dtype, device_map=str(self.device),
-                                          num_hidden_layers=max(1, max(self.layer_ids)))
+        # concrete classes (the folder's model_type is checked above): no Auto registration needed, so a fresh
+        # `jukebox-mir` process loads the folder without trust_remote_code
+        model = JukeboxMIRModel.from_pretrained(str(model_dir), dtype=self.dtype, device_map=str(self.device),
+                                                num_hidden_layers=max(1, max(self.layer_ids)))
         if compile:  # torch.compile of the prior's forward (in place: the model keeps its structure)
             model.prior.compile()
         self.compiled = bool(compile)
-        feature_extractor = AutoFeatureExtractor.from_pretrained(str(model_dir))
+        feature_extractor = JukeboxFeatureExtractor.from_pretrained(str(model_dir))
         self.pipeline = JukeboxFeatureExtractionPipeline(model=model.eval(), feature_extractor=feature_extractor,
                                                          device=self.device)
         self.options = {"layers": list(self.layer_ids), "pooling": self.pooling, "frame_rate": frame_rate,

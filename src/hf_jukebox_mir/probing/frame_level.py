@@ -318,18 +318,19 @@ def baseline_frame_fn(name: str, frame_rate: float) -> FrameFn:
 def jukebox_frame_fn(model_dir: str | Path, frame_rate: float, *, layer: int | None = None,
                      device: str | None = None) -> FrameFn:
     """Jukebox frames of one layer averaged into `1 / frame_rate` s bins; timestamps at the bin centres."""
-    from .. import hear
+    from ..extraction.engine import JukeboxExtractor, frame_times
 
-    model = hear.load_model(str(model_dir), layer=layer, frame_rate=frame_rate, device=device)
+    extractor = JukeboxExtractor(model_dir, layers=None if layer is None else [int(layer)], pooling="none",
+                                 frame_rate=float(frame_rate), device=device)
+    chosen = extractor.layer_ids[0]
 
     def fn(audio: np.ndarray, sr: int):
-        import torch
+        frames = extractor.pipeline({"array": np.asarray(audio, np.float32), "sampling_rate": sr}, layers=chosen,
+                                    pooling="none", frame_rate=float(frame_rate))
+        return np.asarray(frames), frame_times(len(frames), frame_rate).astype(np.float64)
 
-        frames, times = hear.get_timestamp_embeddings(torch.from_numpy(np.asarray(audio, np.float32))[None], model)
-        return frames[0].numpy(), times[0].numpy().astype(np.float64) / 1000.0
-
-    fn.name = f"jukebox layer {model.layer}"
-    fn.layer = model.layer
+    fn.name = f"jukebox layer {chosen}"
+    fn.layer = chosen
     return fn
 
 

@@ -407,7 +407,7 @@ def _default_commit_message(kind: str | None) -> str:
     except Exception:  # not installed as a distribution (e.g. run from a source tree)
         package_version = "unknown"
     names = {"vqvae": "VQ-VAE", "prior": "prior", "mir": "MIR extraction model", "probe": "probe",
-             "chain": "sampling chain"}
+             "chain": "sampling chain", "classifier": "audio classifier (MIR model + probe)"}
     what = names.get(kind or "", "model")
     return f"Upload Jukebox {what} with hf-jukebox-mir {package_version}"
 
