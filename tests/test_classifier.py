@@ -203,3 +203,19 @@ def test_learned_weighted_layer_sum_probe_and_its_classifier(model_dir, bench, t
         direct = model(**fe(audio, sampling_rate=SR, return_tensors="pt")).logits.numpy()
     probe = JukeboxProbeForSequenceClassification.from_pretrained(str(tmp_path / "w" / "best_probe"))
     np.testing.assert_allclose(direct, predict_logits(probe, data.features["test"]), rtol=1e-4, atol=1e-4)
+
+
+def test_probe_cli_in_a_fresh_process_writes_the_classifier(model_dir, bench, tmp_path):
+    """`jukebox-mir probe --model` in a new process (nothing registered with the Auto classes beforehand)."""
+    import os
+    import subprocess
+    import sys
+
+    src = str(Path(hf_jukebox_mir.__file__).resolve().parents[1])
+    env = dict(os.environ, PYTHONPATH=src, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    proc = subprocess.run([sys.executable, "-m", "hf_jukebox_mir.cli", "probe", "--task", "synthetic_key", "--data",
+                           str(bench), "--model", str(model_dir), "--max-epochs", "1", "--output", str(tmp_path / "o")],
+                          capture_output=True, text=True, env=env, timeout=600, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "LOAD REPORT" not in proc.stdout + proc.stderr
+    assert (tmp_path / "o" / "model" / "model.safetensors").is_file()

@@ -65,7 +65,14 @@ def build_audio_classifier(model_dir: str | os.PathLike, probe, layers: list[int
         probe_hidden_size=pc.hidden_size, probe_dropout=pc.dropout, probe_standardize=pc.standardize,
         problem_type=pc.problem_type, id2label=dict(pc.id2label),
     )
-    model = JukeboxMIRForAudioClassification.from_pretrained(str(model_dir), config=config, dtype="float32")
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the head is missing from the MIR folder by design: no load report
+    try:
+        model = JukeboxMIRForAudioClassification.from_pretrained(str(model_dir), config=config, dtype="float32")
+    finally:
+        hf_logging.set_verbosity(verbosity)
     model.head.load_state_dict(probe.head.state_dict())
     model.head.standardize = pc.standardize
     if layer_weights is not None:
@@ -81,8 +88,7 @@ def save_audio_classifier(output_dir: str | os.PathLike, model_dir: str | os.Pat
 
     Returns the folder. The card is rendered with the run's `results.json` (test metrics, dataset coverage).
     """
-    from transformers import AutoFeatureExtractor
-
+    from ..models.feature_extraction_jukebox import JukeboxFeatureExtractor
     from ..models.modeling_jukebox_probe import JukeboxProbeForSequenceClassification
     from ..models.pipeline_jukebox_classification import (
         CLASSIFICATION_PIPELINE_ENTRY,
@@ -108,7 +114,7 @@ def save_audio_classifier(output_dir: str | os.PathLike, model_dir: str | os.Pat
         if out.exists():
             shutil.rmtree(out)
         model.save_pretrained(str(out))
-    feature_extractor = AutoFeatureExtractor.from_pretrained(str(model_dir))
+    feature_extractor = JukeboxFeatureExtractor.from_pretrained(str(model_dir))
     if max_windows is not None:
         feature_extractor.max_windows = int(max_windows)
     if window_hop is not None:
