@@ -158,6 +158,11 @@ def test_classifier_folder_passes_the_hub_check_and_its_card_snippet_runs(traine
     assert validate_hub_folder(folder) == []
     card = (folder / "README.md").read_text()
     assert "soundfile" in card and "soxr" in card and "frame rate" in card
+    # the features-only probe's card feeds the layer the probe was trained on (not the last layer)
+    from hf_jukebox_mir.publishing.cards import render_model_card
+
+    probe_card = str(render_model_card(trained / "best_probe", results_json=trained / "results.json"))
+    assert 'trust_remote_code=True)("song.wav", layers=6)' in probe_card
     blocks = re.findall(r"```python\n(.*?)```", card, flags=re.S)
     assert blocks
     song = tmp_path / "song.wav"
