@@ -52,9 +52,10 @@ def _clips(dataset_split):
 
 
 def test_recipe_jukemir_uses_first_window_grid_and_schedule(model_dir, bench, tmp_path, monkeypatch):
+    from transformers import AutoModel
+
     import hf_jukebox_mir.probing.classifier as classifier_module
     import hf_jukebox_mir.probing.training as training
-    from transformers import AutoModel
 
     seen = {}
 
@@ -151,11 +152,16 @@ def test_probe_writes_a_classifier_that_reproduces_training_time_predictions(tra
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == labels
 
 
-def test_classifier_folder_passes_the_hub_check_and_its_card_snippet_runs(trained, tmp_path):
+def test_classifier_folder_passes_the_hub_check_and_its_card_snippet_runs(trained, tmp_path, capsys):
     from hf_jukebox_mir.publishing.hub import validate_hub_folder
 
     folder = trained / "model"
     assert validate_hub_folder(folder) == []
+    assert cli_main(["push", str(folder), "--repo-id", "me/jukebox-key", "--check"]) == 0
+    listed = capsys.readouterr().out
+    for name in ("model.safetensors", "pipeline_jukebox_classification.py", "modeling_jukebox_mir_classifier.py",
+                 "preprocessor_config.json", "audio_jukebox.py", "README.md"):
+        assert f"  {name}\n" in listed
     card = (folder / "README.md").read_text()
     assert "soundfile" in card and "soxr" in card and "frame rate" in card
     # the features-only probe's card feeds the layer the probe was trained on (not the last layer)
@@ -187,10 +193,11 @@ def test_learned_weighted_layer_sum_probe_and_its_classifier(model_dir, bench, t
     if (out / "plot.png").exists():
         assert (out / "plot.png").stat().st_size > 0
     # force the weighted probe into a classifier (whatever was selected) and check it reproduces the probe
+    import datasets
+
     from hf_jukebox_mir.models.modeling_jukebox_probe import JukeboxProbeForSequenceClassification
     from hf_jukebox_mir.probing.classifier import save_audio_classifier
     from hf_jukebox_mir.probing.training import ProbeData, predict_logits, train_probe
-    import datasets
 
     cache = datasets.load_from_disk(str(next((out / "embeddings").iterdir())))
     data = ProbeData.from_dataset(cache, "synthetic_key", layer="all", splits=("train", "validation", "test"))

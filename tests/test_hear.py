@@ -6,7 +6,6 @@ attributes, shapes, float32 torch outputs, timestamps in milliseconds, and batch
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest

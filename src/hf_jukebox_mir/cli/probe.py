@@ -6,7 +6,9 @@
 Steps: build the benchmark from the local copy (`mir_datasets`; the synthetic tasks generate their data
 into `--data` when it is empty), extract clip embeddings once (chroma, or Jukebox via `--model`) and cache
 them under `OUTPUT/embeddings/`, train a probe per grid configuration and layer, select on validation,
-evaluate once on test, and write `results.json`, `results.md`, `plot.png` and `best_probe/` to `--output`.
+evaluate once on test, and write `results.json`, `results.md`, `plot.png` and `best_probe/` to `--output`;
+with `--model`, also `model/`: the MIR model and the selected head in one folder (an audio classifier for
+`pipeline("audio-classification")` and `jukebox-mir push`). `--recipe jukemir` runs the paper's protocol exactly.
 A re-run with the same `--output` resumes an interrupted grid.
 """
 

@@ -97,7 +97,8 @@ class JukeboxProbeConfig(PreTrainedConfig):
         if not isinstance(self.dropout, (int, float)) or isinstance(self.dropout, bool) or not 0.0 <= self.dropout < 1.0:
             raise JukeboxConfigError(f"JukeboxProbeConfig.dropout must be a number in [0, 1), got {self.dropout!r}.")
         if not isinstance(self.num_layers, int) or isinstance(self.num_layers, bool) or self.num_layers < 1:
-            raise JukeboxConfigError(f"JukeboxProbeConfig.num_layers must be a positive integer, got {self.num_layers!r}.")
+            raise JukeboxConfigError(
+                f"JukeboxProbeConfig.num_layers must be a positive integer, got {self.num_layers!r}.")
         if not isinstance(self.standardize, bool):
             raise JukeboxConfigError(f"JukeboxProbeConfig.standardize must be True or False, got {self.standardize!r}.")
 

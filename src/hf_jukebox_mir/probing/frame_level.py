@@ -411,13 +411,12 @@ def _prepare(tracks: list[FrameTrack], frame_fn: FrameFn, sr: int, context: int)
 
 
 def _fit(features: list[np.ndarray], targets: list[np.ndarray], seed: int):
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
     import warnings
 
     from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
 
     x, y = np.concatenate(features), np.concatenate(targets)
     model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=300, class_weight="balanced",

@@ -780,7 +780,8 @@ class ProbeResults:
         missing = [n for n in ("task", "primary_metric", "greater_is_better", "best", "jukemir_score", "per_layer")
                    if n not in data]
         if missing:
-            raise JukeboxInputError(f"Probe results lack the fields {missing}; is this a results.json of jukebox-mir probe?")
+            raise JukeboxInputError(
+                f"Probe results lack the fields {missing}; is this a results.json of jukebox-mir probe?")
         known = {k: v for k, v in data.items() if k in names}
         return cls(**known, extra={k: v for k, v in data.items() if k not in names and k != "extra"})
 
