@@ -163,7 +163,10 @@ def test_classifier_folder_passes_the_hub_check_and_its_card_snippet_runs(traine
                  "preprocessor_config.json", "audio_jukebox.py", "README.md"):
         assert f"  {name}\n" in listed
     card = (folder / "README.md").read_text()
-    assert "soundfile" in card and "soxr" in card and "frame rate" in card
+    assert "soundfile" in card and "soxr" in card
+    # the real window (this folder's feature extractor) and frame rate (its config), not the 5b defaults
+    assert "| window | 8,192 samples (0.19 s), every window, frame-weighted average |" in card
+    assert "| frame rate | 344.53 Hz |" in card
     # the features-only probe's card feeds the layer the probe was trained on (not the last layer)
     from hf_jukebox_mir.publishing.cards import render_model_card
 

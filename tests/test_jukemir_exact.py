@@ -109,3 +109,12 @@ def test_extract_keeps_input_columns_and_every_split(model_dir, tmp_path):
     assert ds["split"] == ["train"] * 3 + ["test"] * 2
     assert ds["label"] == [0, 1, 1, 1, 0] and ds.features["label"].names == ["no", "yes"]
     assert ds["song"][3] == "s1-0"
+
+
+def test_mir_card_states_the_folder_window_and_frame_rate(model_dir):
+    from hf_jukebox_mir.publishing.cards import render_model_card
+
+    card = str(render_model_card(model_dir))
+    assert "One window is 4,096 samples (0.09 s at 44.1 kHz)" in card and "344.53 frames per second" in card
+    assert "8192 top-level tokens" not in card
+    assert "pip install transformers torch soundfile soxr" in card
