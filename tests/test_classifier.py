@@ -139,6 +139,9 @@ def test_probe_writes_a_classifier_that_reproduces_training_time_predictions(tra
     classify = pipeline("audio-classification", model=str(folder), trust_remote_code=True, device="cpu")
     labels = [classify(str(p), top_k=1)[0]["label"] for p in paths]
     assert labels == [model.config.id2label[int(i)] for i in logits.argmax(-1)]
+    # the package's route: no remote code, pipeline_class=
+    packaged = hf_jukebox_mir.jukebox_audio_classification_pipeline(str(folder), device="cpu")
+    assert [packaged(str(p), top_k=1)[0]["label"] for p in paths] == labels
     # fresh process, no package: remote code route gives the same predictions
     body = """
         import json, sys

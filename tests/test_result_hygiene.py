@@ -46,3 +46,6 @@ def test_incomplete_split_is_flagged_in_results_report_and_card(tmp_path, capsys
     card = (out / "best_probe" / "README.md").read_text()
     assert "# Jukebox probe: gtzan (INCOMPLETE dataset)" in card
     assert "INCOMPLETE dataset: gtzan files found/expected train 6/443, validation 6/197, test 6/290" in card
+    assert "- gtzan: dataset coverage (files found / expected) train 6/443, validation 6/197, test 6/290 - " \
+        "INCOMPLETE" in card
+    assert "- gtzan: selected configuration over 1 seed(s) [0]" in card and "torch threads 1" in card

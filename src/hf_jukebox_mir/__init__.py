@@ -35,6 +35,7 @@ _PUBLIC: dict[str, str] = {
     "JukeboxMIRClassifierConfig": ".models.configuration_jukebox_mir_classifier",
     "JukeboxMIRForAudioClassification": ".models.modeling_jukebox_mir_classifier",
     "JukeboxAudioClassificationPipeline": ".models.pipeline_jukebox_classification",
+    "jukebox_audio_classification_pipeline": ".models.pipeline_jukebox_classification",
     "save_audio_classifier": ".probing.classifier",
     "JukeboxFeatureExtractionPipeline": ".models.pipeline_jukebox",
     "jukebox_feature_extraction_pipeline": ".models.pipeline_jukebox",
@@ -86,7 +87,10 @@ if TYPE_CHECKING:  # the names above, for type checkers and IDEs
     from .models.configuration_jukebox_mir_classifier import JukeboxMIRClassifierConfig
     from .models.modeling_jukebox_mir import JukeboxMIRModel
     from .models.modeling_jukebox_mir_classifier import JukeboxMIRForAudioClassification
-    from .models.pipeline_jukebox_classification import JukeboxAudioClassificationPipeline
+    from .models.pipeline_jukebox_classification import (
+        JukeboxAudioClassificationPipeline,
+        jukebox_audio_classification_pipeline,
+    )
     from .probing.classifier import save_audio_classifier
     from .models.modeling_jukebox_prior import JukeboxPrior, JukeboxPriorCache
     from .models.modeling_jukebox_probe import JukeboxProbeForSequenceClassification

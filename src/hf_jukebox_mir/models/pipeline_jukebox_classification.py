@@ -51,4 +51,13 @@ class JukeboxAudioClassificationPipeline(AudioClassificationPipeline):
         return self.model(**model_inputs)
 
 
-__all__ = ["CLASSIFICATION_PIPELINE_ENTRY", "JukeboxAudioClassificationPipeline"]
+def jukebox_audio_classification_pipeline(model, **kwargs) -> JukeboxAudioClassificationPipeline:
+    """`pipeline("audio-classification", model=model, pipeline_class=JukeboxAudioClassificationPipeline, **kwargs)`:
+    the package's route (no remote code runs; the classes must be registered, as `import hf_jukebox_mir` does
+    on first use). transformers refuses a folder's own pipeline without `trust_remote_code=True` or this."""
+    from transformers import pipeline
+
+    return pipeline("audio-classification", model=model, pipeline_class=JukeboxAudioClassificationPipeline, **kwargs)
+
+
+__all__ = ["CLASSIFICATION_PIPELINE_ENTRY", "JukeboxAudioClassificationPipeline", "jukebox_audio_classification_pipeline"]

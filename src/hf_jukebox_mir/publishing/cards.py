@@ -675,6 +675,7 @@ class JukeboxModelCardData:
     lyrics: bool = False
     top_context_seconds: float | None = None
     coverage_note: str | None = None
+    run_info: list[str] = field(default_factory=list)
     window_seconds: float | None = None
     window_samples: int | None = None
     frame_rate: float | None = None
@@ -751,6 +752,7 @@ class JukeboxModelCardData:
             if n_ctx and hop and sr:
                 data.top_context_seconds = round(n_ctx * hop / sr, 1)
         data.coverage_note = _results_coverage_note(results_json)
+        data.run_info = _results_run_info(results_json)
         if kind in ("mir", "classifier"):
             prior, vqvae = config.get("prior_config") or {}, config.get("vqvae_config") or {}
             n_ctx, sr = _as_int(prior.get("n_ctx")), _as_int(vqvae.get("sampling_rate")) or 44100
@@ -852,6 +854,7 @@ class JukeboxModelCardData:
             "lyrics": self.lyrics,
             "top_context_seconds": self.top_context_seconds,
             "coverage_note": self.coverage_note,
+            "run_info": self.run_info,
             "window_seconds": self.window_seconds,
             "window_samples": self.window_samples,
             "frame_rate": self.frame_rate,
@@ -884,6 +887,44 @@ def _results_coverage_note(results_json: Any) -> str | None:
                               if isinstance(v, Mapping))
             notes.append(f"INCOMPLETE dataset: {record.get('task', 'task')} files found/expected {parts}")
     return "; ".join(notes) or None
+
+
+def _results_run_info(results_json: Any) -> list[str]:
+    """Lines about how a `run_probe_grid` result was obtained: coverage, seeds, versions, threads, extraction."""
+    data = results_json
+    if isinstance(results_json, (str, Path)):
+        try:
+            data = read_json_file(results_json)
+        except Exception:  # noqa: BLE001
+            return []
+    lines = []
+    for record in data if isinstance(data, list) else [data]:
+        if not isinstance(record, Mapping) or "task" not in record:
+            continue
+        task = record["task"]
+        coverage = record.get("coverage")
+        if isinstance(coverage, Mapping) and isinstance(coverage.get("splits"), Mapping):
+            parts = ", ".join(f"{k} {v.get('found')}/{v.get('expected')}" for k, v in coverage["splits"].items()
+                              if isinstance(v, Mapping))
+            lines.append(f"{task}: dataset coverage (files found / expected) {parts}"
+                         + ("" if coverage.get("complete", True) else " - INCOMPLETE"))
+        seeds = record.get("seeds")
+        if isinstance(seeds, Mapping) and seeds.get("seeds"):
+            n = len(seeds["seeds"])
+            lines.append(f"{task}: selected configuration over {n} seed(s) {seeds['seeds']}: test "
+                         f"{record.get('primary_metric', 'score')} {seeds.get('mean', 0):.4f}"
+                         + (f" +- {seeds.get('std', 0):.4f} (sample std)" if n > 1 else ""))
+        extraction = record.get("extraction")
+        if isinstance(extraction, Mapping):
+            shown = {k: v for k, v in extraction.items() if v is not None and k != "model"}
+            if shown:
+                lines.append(f"{task}: features " + ", ".join(f"{k} {v}" for k, v in shown.items()))
+        env = record.get("environment")
+        if isinstance(env, Mapping):
+            versions = env.get("versions") if isinstance(env.get("versions"), Mapping) else {}
+            lines.append(f"{task}: " + ", ".join(f"{k} {v}" for k, v in versions.items() if v)
+                         + f"; python {env.get('python')}; torch threads {env.get('torch_threads')}")
+    return lines
 
 
 def _roles_from_parts(sources: list[JukeboxSourceFile], parts: Any) -> list[JukeboxSourceFile]:
