@@ -34,4 +34,5 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     assert cli_main(["demo", "--output", str(tmp_path / "demo")]) == 0
     printed = capsys.readouterr().out
     assert "| chroma |" in printed and "| jukebox-tiny |" in printed
+    assert "Frame level: beat / downbeat tracking" in printed and "| onset |" in printed  # next to the clip task
     assert (tmp_path / "demo" / "probe-jukebox-tiny" / "results.json").is_file()

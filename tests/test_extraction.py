@@ -177,8 +177,8 @@ def test_saved_datasets_as_input(tmp_path, model_dir, pipe):
 
     splits = datasets.DatasetDict({"train": arrays, "test": arrays})
     splits.save_to_disk(str(tmp_path / "splits"))
-    with pytest.raises(JukeboxInputError, match=r"holds several splits \['test', 'train'\]; choose one with split="):
-        list_inputs(tmp_path / "splits")
+    # every split in one run (issue 18), or one with split=
+    assert [i.id for i in list_inputs(tmp_path / "splits")] == ["train/0", "test/0"]
     assert len(list_inputs(tmp_path / "splits", split="test")) == 1
 
 

@@ -299,10 +299,10 @@ def test_length_and_window_caps_give_clear_per_file_errors(music, model_dir, tmp
     result = extract_dataset(tmp_path / "in", model_dir, tmp_path / "out", max_duration=2.0, progress=False)
     assert [f["id"] for f in result.failures] == ["long.wav"] and result.num_done == 1
     assert "is 3.0 s long (by its header); inputs are limited to 2 s" in result.failures[0]["error"]
-    result = extract_dataset(tmp_path / "in", model_dir, tmp_path / "out2", max_windows=3, progress=False)
+    result = extract_dataset(tmp_path / "in", model_dir, tmp_path / "out2", max_input_windows=3, progress=False)
     assert "needs 33 windows of 0.09 s; inputs are limited to 3 windows" in result.failures[0]["error"]
-    with pytest.raises(JukeboxInputError, match="max_windows must be a positive integer"):
-        extract_dataset(tmp_path / "in", model_dir, tmp_path / "out3", max_windows=0, progress=False)
+    with pytest.raises(JukeboxInputError, match="max_input_windows must be a positive integer"):
+        extract_dataset(tmp_path / "in", model_dir, tmp_path / "out3", max_input_windows=0, progress=False)
 
 
 # ---------------------------------------------------------------------------------------- 5. streamed windows

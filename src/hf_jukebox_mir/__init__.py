@@ -32,6 +32,11 @@ _PUBLIC: dict[str, str] = {
     "JukeboxPriorCache": ".models.modeling_jukebox_prior",
     "JukeboxMIRConfig": ".models.configuration_jukebox_mir",
     "JukeboxMIRModel": ".models.modeling_jukebox_mir",
+    "JukeboxMIRClassifierConfig": ".models.configuration_jukebox_mir_classifier",
+    "JukeboxMIRForAudioClassification": ".models.modeling_jukebox_mir_classifier",
+    "JukeboxAudioClassificationPipeline": ".models.pipeline_jukebox_classification",
+    "jukebox_audio_classification_pipeline": ".models.pipeline_jukebox_classification",
+    "save_audio_classifier": ".probing.classifier",
     "JukeboxFeatureExtractionPipeline": ".models.pipeline_jukebox",
     "jukebox_feature_extraction_pipeline": ".models.pipeline_jukebox",
     "JukeboxProbeConfig": ".models.configuration_jukebox_probe",
@@ -57,6 +62,11 @@ __all__ = [
     "JukeboxPriorCache",
     "JukeboxMIRConfig",
     "JukeboxMIRModel",
+    "JukeboxMIRClassifierConfig",
+    "JukeboxMIRForAudioClassification",
+    "JukeboxAudioClassificationPipeline",
+    "jukebox_audio_classification_pipeline",
+    "save_audio_classifier",
     "JukeboxFeatureExtractionPipeline",
     "jukebox_feature_extraction_pipeline",
     "JukeboxProbeConfig",
@@ -97,6 +107,7 @@ if TYPE_CHECKING:  # the names above, for type checkers and IDEs
     from .extraction import extract_dataset, make_embed_fn
     from .models.configuration_jukebox_chain import JukeboxChainConfig
     from .models.configuration_jukebox_mir import JukeboxMIRConfig
+    from .models.configuration_jukebox_mir_classifier import JukeboxMIRClassifierConfig
     from .models.configuration_jukebox_prior import JukeboxPriorConfig
     from .models.configuration_jukebox_probe import JukeboxProbeConfig
     from .models.configuration_jukebox_vqvae import JukeboxVQVAEConfig
@@ -105,8 +116,14 @@ if TYPE_CHECKING:  # the names above, for type checkers and IDEs
     from .models.generation_jukebox import sample_prior
     from .models.modeling_jukebox_chain import JukeboxChainModel
     from .models.modeling_jukebox_mir import JukeboxMIRModel
+    from .models.modeling_jukebox_mir_classifier import JukeboxMIRForAudioClassification
     from .models.modeling_jukebox_prior import JukeboxPrior, JukeboxPriorCache
     from .models.modeling_jukebox_probe import JukeboxProbeForSequenceClassification
     from .models.modeling_jukebox_vqvae import JukeboxVQVAE, JukeboxVQVAEEncoderModel
     from .models.pipeline_jukebox import JukeboxFeatureExtractionPipeline, jukebox_feature_extraction_pipeline
+    from .models.pipeline_jukebox_classification import (
+        JukeboxAudioClassificationPipeline,
+        jukebox_audio_classification_pipeline,
+    )
     from .models.tokenization_jukebox import JukeboxTokenizer
+    from .probing.classifier import save_audio_classifier

@@ -25,12 +25,14 @@ def register() -> None:
 
         from .models.configuration_jukebox_chain import JukeboxChainConfig
         from .models.configuration_jukebox_mir import JukeboxMIRConfig
+        from .models.configuration_jukebox_mir_classifier import JukeboxMIRClassifierConfig
         from .models.configuration_jukebox_prior import JukeboxPriorConfig
         from .models.configuration_jukebox_probe import JukeboxProbeConfig
         from .models.configuration_jukebox_vqvae import JukeboxVQVAEConfig
         from .models.feature_extraction_jukebox import JukeboxFeatureExtractor
         from .models.modeling_jukebox_chain import JukeboxChainModel
         from .models.modeling_jukebox_mir import JukeboxMIRModel
+        from .models.modeling_jukebox_mir_classifier import JukeboxMIRForAudioClassification
         from .models.modeling_jukebox_prior import JukeboxPrior
         from .models.modeling_jukebox_probe import JukeboxProbeForSequenceClassification
         from .models.modeling_jukebox_vqvae import JukeboxVQVAE
@@ -42,6 +44,8 @@ def register() -> None:
             (JukeboxChainConfig, AutoModel, JukeboxChainModel),
             (JukeboxMIRConfig, AutoModel, JukeboxMIRModel),
             (JukeboxMIRConfig, AutoFeatureExtractor, JukeboxFeatureExtractor),
+            (JukeboxMIRClassifierConfig, AutoModelForAudioClassification, JukeboxMIRForAudioClassification),
+            (JukeboxMIRClassifierConfig, AutoFeatureExtractor, JukeboxFeatureExtractor),
             (JukeboxVQVAEConfig, AutoModel, JukeboxVQVAE),
         ]
         for config_cls, auto_cls, model_cls in models:

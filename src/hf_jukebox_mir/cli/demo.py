@@ -9,12 +9,16 @@
    the training audio, as Jukebox initialises its codebooks; a purely random codebook maps all audio to one code;
 3. extracts Jukebox representations through the same path as `pipeline("feature-extraction")` and
    `jukebox-mir extract`, and a chroma baseline;
-4. probes both with the JukeMIR protocol (small grid), and prints the comparison.
+4. probes both with the JukeMIR protocol (small grid), and prints the comparison;
+5. a frame-level task next to it: beat and downbeat tracking on rendered click tracks (varied tempi, accented
+   downbeats, over chord progressions), frame probes on onset features and on the tiny model's frames at
+   50 Hz, scored with `mir_eval.beat.f_measure`.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from ..models.errors import JukeboxInputError
@@ -115,12 +119,40 @@ def run(args: argparse.Namespace) -> int:
         if not (run_dir / "results.json").is_file():
             run_probe_task("synthetic_key", data_dir, run_dir, model=model, seed=args.seed)
         results[name] = ProbeResults.read(run_dir)
+    from . import probe
+
+    frame_data = output / "frames"
+    frame_results = {}
+    for name, extra in (("onset", ["--features", "onset"]), ("jukebox-tiny", ["--model", str(model_dir)])):
+        run_dir = output / f"beats-{name}"
+        print(f"[frame level] beat tracking on synthetic click tracks with {name} features -> {run_dir}")
+        if not (run_dir / "results.json").is_file():
+            probe_args = probe.add_parser(argparse.ArgumentParser().add_subparsers()).parse_args(
+                [
+                    "--task",
+                    "synthetic_beats",
+                    "--data",
+                    str(frame_data),
+                    "--output",
+                    str(run_dir),
+                    "--seed",
+                    str(args.seed),
+                    *extra,
+                ]
+            )
+            probe.run(probe_args)
+        frame_results[name] = json.loads((run_dir / "results.json").read_text())
     print("\nSynthetic 24-key task (MIREX weighted score, song level; chance is about 0.08):")
     print("| features | test score | validation score |")
     print("|---|---|---|")
     for name, res in results.items():
         best = res.best
         print(f"| {name} | {best['test']['primary']:.3f} | {best['validation']['primary']:.3f} |")
+    print("\nFrame level: beat / downbeat tracking on synthetic click tracks (mir_eval F-measure, test split):")
+    print("| features | beat F | downbeat F |")
+    print("|---|---|---|")
+    for name, res in frame_results.items():
+        print(f"| {name} | {res['test']['beat_f_measure']:.3f} | {res['test']['downbeat_f_measure']:.3f} |")
     print(
         "\nThe tiny Jukebox model has random weights (codebook initialised from the audio): its score shows the "
         "pipeline runs end to end, not what Jukebox learns. Convert the released weights (`jukebox-mir convert`) "

@@ -7,7 +7,8 @@ Examples:
     jukebox-mir extract music/ --model DIR --output OUT --pool none --frame-rate 15
     accelerate launch --num_processes 4 -m hf_jukebox_mir.cli extract music/ --model DIR --output OUT
 
-The output loads with `datasets.load_from_disk(OUT)`: columns id, path, duration, n_windows, layer_<i>.
+The output loads with `datasets.load_from_disk(OUT)`: columns id, path, duration, n_windows, layer_<i>
+(+ frame_times, seconds per frame, with --pool none / --frame-rate).
 Run the same command again after an interruption: finished inputs are skipped. Inputs that fail (corrupt
 files) are listed at the end and in OUT/failures.json; the exit status is then 3 (4 when every input failed:
 no dataset is written). Ctrl-C keeps the finished chunks: run the same command again to resume.
@@ -82,9 +83,11 @@ def run(args: argparse.Namespace) -> int:
         split=args.split,
         progress=not args.quiet,
         max_duration=args.max_duration,
-        max_windows=args.max_windows,
+        max_input_windows=args.max_input_windows,
         threads=args.threads if args.threads is not None else _default_threads(),
         verify=args.verify,
+        max_windows=args.max_windows,
+        window_hop=args.window_hop,
     )
     output = Path(args.output)
     for warning in result.warnings[:20]:
@@ -164,6 +167,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         metavar="HZ",
         help="frame-level features averaged to this rate, e.g. 15 (implies --pool none)",
     )
+    parser.add_argument(
+        "--max-windows",
+        type=int,
+        default=None,
+        metavar="N",
+        help="keep only the first N windows of each input (1 = JukeMIR: the first 23.78 s; default: "
+        "every window, averaged with weights proportional to their real frames)",
+    )
+    parser.add_argument(
+        "--window-hop",
+        type=int,
+        default=None,
+        metavar="SAMPLES",
+        help="samples between window starts at 44.1 kHz, a multiple of 128 (default: the window length, no overlap)",
+    )
     parser.add_argument("--batch-size", type=int, default=1, metavar="N", help="windows per forward pass (default: 1)")
     parser.add_argument("--device", default=None, help="e.g. cuda, cuda:1, cpu (default: cuda if available)")
     parser.add_argument(
@@ -191,7 +209,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="inputs per saved chunk, the unit of resumption (default: 32)",
     )
     parser.add_argument("--audio-column", default="audio", help="audio column of dataset inputs (default: audio)")
-    parser.add_argument("--split", default=None, help="split of a saved DatasetDict input")
+    parser.add_argument(
+        "--split",
+        default=None,
+        help="one split of a saved DatasetDict input (default: every split, with a split column)",
+    )
     parser.add_argument(
         "--num-shards",
         type=int,
@@ -209,11 +231,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "fail with a clear error",
     )
     parser.add_argument(
-        "--max-windows",
+        "--max-input-windows",
         type=int,
         default=None,
         metavar="N",
-        help="most model windows per input (default: as many as --max-duration needs)",
+        help="most model windows per input, counted after --max-windows (default: as many as --max-duration "
+        "needs); an input needing more fails with a clear error",
     )
     parser.add_argument(
         "--threads",

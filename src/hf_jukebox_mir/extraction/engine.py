@@ -3,7 +3,8 @@
 `extract_dataset` (and `jukebox-mir extract`) runs the feature-extraction pipeline's steps over many inputs
 and writes a `datasets` dataset (`load_from_disk(output_dir)`) with one row per input:
 
-    id, path, duration (s), n_windows, layer_<i> (float32; (dim,) pooled, (frames, dim) frame-level)
+    id, path, duration (s), n_windows, layer_<i> (float32; (dim,) pooled, (frames, dim) frame-level), and for
+    frame-level output frame_times (s, the centre of each frame: (k + 0.5) / frame_rate)
 
 Work is saved in chunks as it goes (`output_dir/chunks/chunk-*`, each written to a temporary folder and
 renamed into place, so a chunk is either complete or absent). A run that is killed and started again with
@@ -45,6 +46,7 @@ from ..models.pipeline_jukebox import (
     JukeboxFeatureExtractionPipeline,
     check_options,
     resolve_layers,
+    windowed_feature_extractor,
 )
 from .guard import Limits, check_regular_file, printable, read_audio
 from .locks import RunLock, is_lock_file
@@ -103,6 +105,9 @@ class ExtractionInput:
     row: int | None = None
     audio_column: str = "audio"
     problem: str | None = None  # known before loading (a broken link, a pipe): reported as its failure
+    #: the input row's other columns (labels, split, ...), kept in the output; None for files
+    extra: dict[str, Any] | None = None
+    extra_features: Any = field(default=None, repr=False)
 
     def load(self) -> Any:
         """The audio source for the feature extractor: a file path or a `datasets` audio value."""
@@ -179,8 +184,8 @@ def _open_dataset(source: Any, name: str, split: str | None, audio_column: str):
 
     ds = datasets.load_from_disk(str(source)) if isinstance(source, (str, os.PathLike)) else source
     if isinstance(ds, datasets.DatasetDict):
-        if split is None:
-            raise JukeboxInputError(f"{name} holds several splits {sorted(ds)}; choose one with split= (CLI: --split).")
+        if split is None:  # every split in one run; a `split` column says which
+            return [(name_, _open_dataset(ds[name_], f"{name}[{name_!r}]", None, audio_column)[0][1]) for name_ in ds]
         if split not in ds:
             raise JukeboxInputError(f"{name} has no split {split!r}; its splits are {sorted(ds)}.")
         ds = ds[split]
@@ -192,7 +197,7 @@ def _open_dataset(source: Any, name: str, split: str | None, audio_column: str):
     feature = ds.features[audio_column]
     if type(feature).__name__ == "Audio" and getattr(feature, "decode", False):
         ds = ds.cast_column(audio_column, datasets.Audio(decode=False))  # our decoder, no torchcodec needed
-    return ds.with_format("numpy")
+    return [(None, ds.with_format("numpy"))]
 
 
 def list_inputs(
@@ -210,7 +215,7 @@ def list_inputs(
         audio_column: the dataset column holding audio (`{"path", "bytes"}`, `{"array", "sampling_rate"}`
             or a path string).
         id_column: dataset column used as `id` when present (else the row number).
-        split: split to read from a saved `DatasetDict`.
+        split: split to read from a saved `DatasetDict` (default: every split, in one run, with a `split` column).
 
     Ids: a file in a folder -> its path relative to the folder; a file given directly -> the path as given;
     a dataset row -> `id_column` or the row number. With several inputs, folder and dataset ids are
@@ -229,11 +234,18 @@ def list_inputs(
     for source in sources:
         if isinstance(source, datasets.Dataset):
             name = "the dataset" if not several else f"dataset[{len(items)}]"
-            items.extend(
-                _dataset_items(
-                    _open_dataset(source, name, split, audio_column), name, "", several, audio_column, id_column
+            for split_name, ds in _open_dataset(source, name, split, audio_column):
+                items.extend(
+                    _dataset_items(
+                        ds,
+                        name,
+                        split_name or "",
+                        several or split_name is not None,
+                        audio_column,
+                        id_column,
+                        split_name,
+                    )
                 )
-            )
             continue
         if not isinstance(source, (str, os.PathLike)):
             raise JukeboxInputError(
@@ -246,8 +258,13 @@ def list_inputs(
                 f"Input '{_printable(given)}' does not exist; pass audio files, folders or a saved dataset."
             )
         if _is_saved_dataset(path):
-            ds = _open_dataset(path, f"'{given}'", split, audio_column)
-            items.extend(_dataset_items(ds, f"'{given}'", given, several, audio_column, id_column))
+            for split_name, ds in _open_dataset(path, f"'{given}'", split, audio_column):
+                prefix = "/".join(p for p in ((given if several else ""), split_name or "") if p)
+                items.extend(
+                    _dataset_items(
+                        ds, f"'{given}'", prefix, several or split_name is not None, audio_column, id_column, split_name
+                    )
+                )
         elif path.is_dir():
             files = _audio_files(path)
             if not files:
@@ -289,10 +306,24 @@ def list_inputs(
     return out
 
 
-def _dataset_items(ds, name: str, prefix: str, several: bool, audio_column: str, id_column: str):
+#: output columns; input columns with these names are not copied
+_OUTPUT_COLUMNS = ("id", "path", "duration", "n_windows", "frame_times", "split")
+
+
+def _dataset_items(
+    ds, name: str, prefix: str, several: bool, audio_column: str, id_column: str, split_name: str | None = None
+):
+    import datasets
+
     if len(ds) == 0:
         raise JukeboxInputError(f"{name} has no rows.")
     plain = ds.with_format(None)
+    # the other columns (labels, ...) travel to the output rows
+    keep = [c for c in ds.column_names if c != audio_column and c not in _OUTPUT_COLUMNS and not c.startswith("layer_")]
+    extra_features = datasets.Features({c: ds.features[c] for c in keep})
+    if split_name is not None:
+        extra_features["split"] = datasets.Value("string")
+    extra_columns = {c: plain[c] for c in keep}
     ids = [str(v) for v in plain[id_column]] if id_column in ds.column_names else [str(i) for i in range(len(ds))]
     feature = ds.features[audio_column]
     is_path_column = getattr(feature, "dtype", None) in ("string", "large_string")
@@ -305,10 +336,23 @@ def _dataset_items(ds, name: str, prefix: str, several: bool, audio_column: str,
     audio_only = ds.select_columns([audio_column])  # rows are read one at a time, without other columns
     for row, (key, path) in enumerate(zip(ids, paths)):
         full = f"{prefix}/{key}" if several and prefix else key
+        extra = {c: values[row] for c, values in extra_columns.items()}
+        if split_name is not None:
+            extra["split"] = split_name
         if is_path_column:  # a column of file paths
-            yield ExtractionInput(id=full, path=str(Path(path).resolve()), file=path)
+            yield ExtractionInput(
+                id=full, path=str(Path(path).resolve()), file=path, extra=extra, extra_features=extra_features
+            )
         else:
-            yield ExtractionInput(id=full, path=path, dataset=audio_only, row=row, audio_column=audio_column)
+            yield ExtractionInput(
+                id=full,
+                path=path,
+                dataset=audio_only,
+                row=row,
+                audio_column=audio_column,
+                extra=extra,
+                extra_features=extra_features,
+            )
 
 
 # --------------------------------------------------------------------------------------------- model + engine
@@ -413,6 +457,8 @@ class JukeboxExtractor:
         dtype: str | torch.dtype | None = None,
         compile: bool = False,
         limits: Limits | None = None,
+        max_windows: int | None = None,
+        window_hop: int | None = None,
     ):
         # the explicit classes (a MIR folder is checked above): no Auto registration or remote code needed
         from ..models.feature_extraction_jukebox import JukeboxFeatureExtractor
@@ -456,6 +502,12 @@ class JukeboxExtractor:
                 f"Could not load the feature extractor in '{model_dir}' ({type(err).__name__}: {err}); its "
                 "preprocessor_config.json is damaged. Copy or convert the folder again."
             ) from err
+        # windowing (JukeMIR: max_windows=1): a copy of the folder's feature extractor with these settings, which
+        # `prepare` / `stream` cut windows with; checked here, before any input is read
+        feature_extractor = windowed_feature_extractor(feature_extractor, max_windows, window_hop)
+        self.window_options = {
+            k: v for k, v in (("max_windows", max_windows), ("window_hop", window_hop)) if v is not None
+        }
         self.pipeline = JukeboxFeatureExtractionPipeline(
             model=model.eval(), feature_extractor=feature_extractor, device=self.device
         )
@@ -468,6 +520,7 @@ class JukeboxExtractor:
         self.hidden_size = model.config.hidden_size
         self.sampling_rate = feature_extractor.sampling_rate
         self.window_length = feature_extractor.window_length
+        self.native_rate = float(model.config.frame_rate)
         self.limits = limits if limits is not None else Limits()
 
     @property
@@ -515,10 +568,10 @@ class JukeboxExtractor:
                 f"{self.limits.max_duration:g} s (max_duration=, CLI: --max-duration)."
             )
         offsets = _window_offsets(len(waveform), fe)
-        if self.limits.max_windows is not None and len(offsets) > self.limits.max_windows:
+        if self.limits.max_input_windows is not None and len(offsets) > self.limits.max_input_windows:
             raise JukeboxInputError(
                 f"The audio needs {len(offsets)} windows of {fe.window_length / fe.sampling_rate:.2f} s; inputs are "
-                f"limited to {self.limits.max_windows} windows (max_windows=, CLI: --max-windows)."
+                f"limited to {self.limits.max_input_windows} windows (max_input_windows=, CLI: --max-input-windows)."
             )
         return Prepared(waveform=waveform, offsets=offsets, warning=warning)
 
@@ -713,6 +766,8 @@ def make_embed_fn(
     dtype: str | torch.dtype | None = None,
     batch_size: int | None = None,
     compile: bool = False,
+    max_windows: int | None = None,
+    window_hop: int | None = None,
 ) -> JukeboxEmbedder:
     """A clip-embedding function for probing: `embed_fn(waveforms) -> (N, n_layers, dim)` float32.
 
@@ -724,6 +779,8 @@ def make_embed_fn(
         device, dtype: as `extract_dataset` (bf16 on GPU, fp32 on CPU by default).
         batch_size: windows per forward pass (default 1).
         compile: `torch.compile` the prior.
+        max_windows, window_hop: windowing of long clips (`max_windows=1`: JukeMIR's first 23.78 s only;
+            default: every window, averaged with weights proportional to their real frames).
 
     The function takes a list of mono float32 waveforms at the model's rate (44.1 kHz; other shapes and
     rates are accepted as by the feature extractor if passed as `{"array", "sampling_rate"}` dicts) and has
@@ -744,6 +801,8 @@ def make_embed_fn(
         device=device,
         dtype=dtype,
         compile=compile,
+        max_windows=max_windows,
+        window_hop=window_hop,
     )
 
     return JukeboxEmbedder(extractor)
@@ -752,7 +811,18 @@ def make_embed_fn(
 # ------------------------------------------------------------------------------------------- dataset output
 
 
-def _features(layer_ids: list[int], dim: int, frame_level: bool):
+def _extra_features(items: list[ExtractionInput]):
+    """The input columns kept in the output: those every input has (none when a plain file is among them)."""
+    if not items or any(item.extra_features is None for item in items):
+        return None
+    common = dict(items[0].extra_features)
+    for item in items[1:]:
+        if item.extra_features is not items[0].extra_features:
+            common = {k: v for k, v in common.items() if k in item.extra_features and item.extra_features[k] == v}
+    return common or None
+
+
+def _features(layer_ids: list[int], dim: int, frame_level: bool, extra: dict | None = None):
     import datasets
 
     columns = {
@@ -767,7 +837,15 @@ def _features(layer_ids: list[int], dim: int, frame_level: bool):
             if frame_level
             else datasets.List(datasets.Value("float32"), length=dim)
         )
+    if frame_level:  # the time (s) of each frame: the centre of its 1/frame_rate bin (or of its 128-sample hop)
+        columns["frame_times"] = datasets.List(datasets.Value("float32"))
+    columns.update(extra or {})
     return datasets.Features(columns)
+
+
+def frame_times(num_frames: int, frame_rate: float) -> np.ndarray:
+    """Times (s) of `num_frames` frames at `frame_rate` Hz: the centre of each frame's bin, `(k + 0.5) / rate`."""
+    return ((np.arange(num_frames) + 0.5) / float(frame_rate)).astype(np.float32)
 
 
 @contextmanager
@@ -869,7 +947,7 @@ def _prepare_output(
                 "overwrite=True (CLI: --overwrite) to start again."
             )
         previous = json.loads(settings_path.read_text(encoding="utf-8"))
-        keys = ("model", "layers", "pooling", "frame_rate", "dtype", "format_version")
+        keys = ("model", "layers", "pooling", "frame_rate", "max_windows", "window_hop", "dtype", "format_version")
         changed = [
             f"{k}: {previous.get(k)!r} -> {settings.get(k)!r}" for k in keys if previous.get(k) != settings.get(k)
         ]
@@ -1065,9 +1143,11 @@ def extract_dataset(
     progress: bool = True,
     callback: Callable[[dict], None] | None = None,
     max_duration: float = Limits.max_duration,
-    max_windows: int | None = None,
+    max_input_windows: int | None = None,
     threads: int | None = None,
     verify: bool = False,
+    max_windows: int | None = None,
+    window_hop: int | None = None,
 ) -> ExtractionResult:
     """Extract Jukebox representations of many inputs into a `datasets` dataset in `output_dir`.
 
@@ -1095,12 +1175,14 @@ def extract_dataset(
         callback: called with `{"chunk": path, "done": n, "total": n}` after each saved chunk.
         max_duration: seconds of audio per input (default 7200); a longer input fails with a clear error, checked
             from the file header before decoding, and no more than this is ever decoded.
-        max_windows: model windows per input (default None: as many as `max_duration` needs); more fail with a
-            clear error.
+        max_input_windows: model windows per input (default None: as many as `max_duration` needs); an input
+            needing more fails with a clear error (counted after `max_windows`).
         verify: check the model folder's files against its `conversion_audit.json` SHA-256 sums before loading.
         threads: torch CPU threads of this process (default: as torch is set; the CLI's default is
             `default_threads()`, 1 per process when several processes share the machine); recorded in
             `extraction.json` as `threads`.
+        max_windows, window_hop: windowing of long inputs (`max_windows=1`: JukeMIR's first window only;
+            `window_hop` in samples, a multiple of 128; default: non-overlapping windows over the whole input).
 
     A second run on the same output folder (and shard) is refused with a message naming the first; a killed run
     leaves no lock behind. When every input fails, no dataset is written (`merged` is False).
@@ -1110,9 +1192,13 @@ def extract_dataset(
     """
     # ---- checks before anything heavy
     batch_size = _positive_int("batch_size", batch_size)
-    limits = Limits(max_duration=max_duration, max_windows=max_windows)
+    limits = Limits(max_duration=max_duration, max_input_windows=max_input_windows)
     threads = set_threads(threads)
     chunk_size = _positive_int("chunk_size", chunk_size)
+    if max_windows is not None:
+        max_windows = _positive_int("max_windows", max_windows)
+    if window_hop is not None:
+        window_hop = _positive_int("window_hop", window_hop)
     model_path = _check_model_dir(model_dir)
     depth, native_rate = _built_layers(model_path)
     layer_ids, _ = resolve_layers(layers, depth)
@@ -1139,11 +1225,20 @@ def extract_dataset(
         "layers": layer_ids,
         "pooling": pooling,
         "frame_rate": frame_rate,
+        "max_windows": max_windows,
+        "window_hop": window_hop,
         "dtype": str(torch_dtype).replace("torch.", ""),
-        "columns": ["id", "path", "duration", "n_windows", *[f"layer_{i}" for i in layer_ids]],
+        "columns": [
+            "id",
+            "path",
+            "duration",
+            "n_windows",
+            *[f"layer_{i}" for i in layer_ids],
+            *(["frame_times"] if pooling == "none" else []),
+        ],
         "threads": threads,
         "max_duration": limits.max_duration,
-        "max_windows": limits.max_windows,
+        "max_input_windows": limits.max_input_windows,
     }
     is_main = state is None or state.is_main_process
     _prepare_output(output_dir, settings, resume=resume, overwrite=overwrite, write=False)  # checks only
@@ -1233,8 +1328,10 @@ def _locked_run(
             dtype=torch_dtype,
             compile=compile,
             limits=limits,
+            max_windows=settings.get("max_windows"),
+            window_hop=settings.get("window_hop"),
         )
-        features = _features(layer_ids, extractor.hidden_size, pooling == "none")
+        features = _features(layer_ids, extractor.hidden_size, pooling == "none", _extra_features(items))
         computed, failures = _run_pending(
             extractor,
             pending,
@@ -1260,7 +1357,7 @@ def _locked_run(
         reports = [json.loads(m.read_text(encoding="utf-8")) for m in markers]
         all_failures = [f for r in reports for f in r["failures"]]
         warnings = [w for r in reports for w in r.get("warnings", [])]
-        features = _features(layer_ids, _config_hidden_size(model_path), pooling == "none")
+        features = _features(layer_ids, _config_hidden_size(model_path), pooling == "none", _extra_features(items))
         # shards that finish together merge one after the other (the merge is idempotent)
         with filelock.FileLock(str(output_dir / ".merge.lock"), timeout=MERGE_LOCK_TIMEOUT):
             rows = _merge(output_dir, items, features, all_failures)
@@ -1387,6 +1484,11 @@ def _run_pending(
                 }
                 for j, layer in enumerate(extractor.layer_ids):
                     row[f"layer_{layer}"] = result[j]
+                for column in features:
+                    if column not in row and item.extra is not None and column in item.extra:
+                        row[column] = item.extra[column]
+                if extractor.pooling == "none":
+                    row["frame_times"] = frame_times(result[0].shape[0], extractor.frame_rate or extractor.native_rate)
                 rows.append(row)
             if seen % chunk_size == 0:
                 save()
@@ -1401,6 +1503,7 @@ __all__ = [
     "ExtractionResult",
     "JukeboxExtractor",
     "extract_dataset",
+    "frame_times",
     "list_inputs",
     "make_embed_fn",
     "resolve_device",

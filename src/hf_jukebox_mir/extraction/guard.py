@@ -34,22 +34,27 @@ class Limits:
 
     Attributes:
         max_duration: seconds of audio decoded per input (default 2 hours); longer inputs fail with a clear error.
-        max_windows: model windows per input (default None: as many as `max_duration` of audio needs, e.g. 303
-            windows of 23.78 s for 2 hours).
+        max_input_windows: model windows per input (default None: as many as `max_duration` of audio needs, e.g.
+            303 windows of 23.78 s for 2 hours); an input needing more fails. Not `max_windows`, which (in the
+            feature extractor, pipeline, `extract` and `probe`) keeps only the first N windows.
     """
 
     max_duration: float = 7200.0
-    max_windows: int | None = None
+    max_input_windows: int | None = None
 
     def __post_init__(self):
         if isinstance(self.max_duration, bool) or not (
             isinstance(self.max_duration, (int, float)) and self.max_duration > 0
         ):
             raise JukeboxInputError(f"max_duration must be a positive number of seconds, got {self.max_duration!r}.")
-        if self.max_windows is None:
+        if self.max_input_windows is None:
             return
-        if isinstance(self.max_windows, bool) or not isinstance(self.max_windows, int) or self.max_windows < 1:
-            raise JukeboxInputError(f"max_windows must be a positive integer, got {self.max_windows!r}.")
+        if (
+            isinstance(self.max_input_windows, bool)
+            or not isinstance(self.max_input_windows, int)
+            or self.max_input_windows < 1
+        ):
+            raise JukeboxInputError(f"max_input_windows must be a positive integer, got {self.max_input_windows!r}.")
 
 
 def printable(name: str) -> str:

@@ -26,9 +26,16 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-import soundfile
-import soxr
 import torch
+
+try:  # optional at import time: the folder still loads without them, and use names the missing package
+    import soundfile
+except ImportError:  # pragma: no cover - exercised by patching the module attribute
+    soundfile = None
+try:
+    import soxr
+except ImportError:  # pragma: no cover
+    soxr = None
 
 from .errors import JukeboxInputError
 
@@ -49,8 +56,24 @@ _ACCEPTED_INPUTS = (
 )
 
 
+#: why each audio library is needed (for the install hint)
+_AUDIO_LIBRARIES = {"soundfile": "reads audio files", "soxr": "resamples audio to the model's rate"}
+
+
+def audio_library(name: str):
+    """The `soundfile` or `soxr` module, or a one-line `ModuleNotFoundError` saying how to install it."""
+    module = {"soundfile": soundfile, "soxr": soxr}[name]
+    if module is None:
+        raise ModuleNotFoundError(
+            f"{name} is not installed; it {_AUDIO_LIBRARIES[name]} for Jukebox models: pip install soundfile soxr",
+            name=name,
+        )
+    return module
+
+
 def _formats_hint() -> str:
     """Which formats this soundfile/libsndfile build reads, and what to do about the others."""
+    soundfile = audio_library("soundfile")
     available = soundfile.available_formats()
     main = [name for name in ("WAV", "FLAC", "OGG", "AIFF", "MP3") if name in available]
     return (
@@ -241,6 +264,7 @@ def resample(waveform: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
     waveform = np.asarray(waveform, dtype=np.float32)
     if orig_sr == target_sr:
         return waveform
+    soxr = audio_library("soxr")
     if waveform.ndim == 1:
         return soxr.resample(waveform, orig_sr, target_sr, quality=RESAMPLE_QUALITY).astype(np.float32, copy=False)
     # soxr wants (frames, channels)
@@ -309,6 +333,7 @@ def split_into_windows(
 
 def _read_soundfile(file: Any, name: str) -> tuple[np.ndarray, int]:
     """Decode with soundfile; returns float32 `(samples,)` or `(channels, samples)` and the rate."""
+    soundfile = audio_library("soundfile")
     try:
         data, rate = soundfile.read(file, dtype="float32", always_2d=True)  # (frames, channels)
     except (soundfile.SoundFileError, RuntimeError, TypeError, EOFError) as err:
@@ -339,7 +364,10 @@ def _load_decoder(decoder: Any) -> tuple[np.ndarray, int]:
         data, rate = samples.data, samples.sample_rate  # data: (channels, samples)
     except Exception as err:  # decoding backends raise many kinds of errors
         raise JukeboxInputError(
-            f"Could not decode audio from {type(decoder).__name__}.get_all_samples(): {err}"
+            f"Could not decode audio from {type(decoder).__name__}.get_all_samples(): {err}. If `datasets` decoded "
+            "this column with torchcodec and torchcodec cannot run here, read it undecoded instead: "
+            "ds = ds.cast_column('audio', datasets.Audio(decode=False)) (the feature extractor and pipelines decode "
+            "the resulting {'path', 'bytes'} values with soundfile)."
         ) from err
     return _to_numpy(data), _check_rate(rate, "the decoder's sample_rate")
 

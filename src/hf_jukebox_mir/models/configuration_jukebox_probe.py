@@ -29,6 +29,9 @@ class JukeboxProbeConfig(PreTrainedConfig):
         standardize (`bool`, *optional*, defaults to `True`):
             Subtract `feature_mean` and divide by `feature_std` (model buffers, fit on the training split
             with [`~JukeboxProbeForSequenceClassification.fit_standardization`]) before the first layer.
+        num_layers (`int`, *optional*, defaults to 1):
+            Layers per input. With more than one, the probe takes `(batch_size, num_layers, input_dim)` and
+            reads a learned softmax-weighted sum of the layers (the MERT / MARBLE "weighted layer sum").
         feature_source (`str`, *optional*):
             Free-text provenance of the embeddings the probe was trained on (e.g. `"jukebox-5b layer 36"`).
         problem_type (`str`, *optional*, defaults to `"single_label_classification"`):
@@ -56,6 +59,7 @@ class JukeboxProbeConfig(PreTrainedConfig):
     dropout: float = 0.5
     standardize: bool = True
     feature_source: str | None = None
+    num_layers: int = 1
 
     def __post_init__(self, **kwargs):
         if self.problem_type is None:
@@ -98,6 +102,10 @@ class JukeboxProbeConfig(PreTrainedConfig):
             or not 0.0 <= self.dropout < 1.0
         ):
             raise JukeboxConfigError(f"JukeboxProbeConfig.dropout must be a number in [0, 1), got {self.dropout!r}.")
+        if not isinstance(self.num_layers, int) or isinstance(self.num_layers, bool) or self.num_layers < 1:
+            raise JukeboxConfigError(
+                f"JukeboxProbeConfig.num_layers must be a positive integer, got {self.num_layers!r}."
+            )
         if not isinstance(self.standardize, bool):
             raise JukeboxConfigError(f"JukeboxProbeConfig.standardize must be True or False, got {self.standardize!r}.")
 

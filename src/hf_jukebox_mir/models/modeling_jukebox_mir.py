@@ -159,6 +159,10 @@ class JukeboxMIRPreTrainedModel(PreTrainedModel):
         computes bfloat16 matmuls slower than float32 (measured once per process), the model is loaded for float32
         compute: on AVX2 CPUs a bfloat16 matmul of the prior's shape ran ~8x slower than float32. The weights may
         stay bfloat16 on disk. Pass `dtype=torch.bfloat16` to keep half precision anyway.
+
+        Every weight must load (missing, unexpected or mis-shaped ones raise `JukeboxCheckpointError`), except
+        those named in `new_modules=` (modules or parameters a subclass adds, e.g. the audio classifier's `head`
+        and `layer_weights`, filled by the caller).
         """
         dtype = kwargs.get("dtype", kwargs.get("torch_dtype"))
         if dtype in (None, "auto") and kwargs.get("device_map") in (None, "cpu") and not has_fast_half_precision():
@@ -169,8 +173,16 @@ class JukeboxMIRPreTrainedModel(PreTrainedModel):
                 "float32 (pass dtype=torch.bfloat16 to keep half precision)."
             )
         wants_info = kwargs.pop("output_loading_info", False)
+        # modules a subclass adds on top of a MIR folder (the audio classifier's `head`, filled by the caller
+        # from a trained probe): their weights may be absent; every other weight must load
+        new_modules = tuple(kwargs.pop("new_modules", ()))
         model, info = super().from_pretrained(*args, output_loading_info=True, **kwargs)
-        check_loading_info(cls.__name__, args[0] if args else kwargs.get("pretrained_model_name_or_path"), info)
+        checked = info
+        if new_modules:
+            prefixes = tuple(f"{m}." for m in new_modules)
+            missing = [k for k in info.get("missing_keys") or [] if k not in new_modules and not k.startswith(prefixes)]
+            checked = dict(info, missing_keys=missing)
+        check_loading_info(cls.__name__, args[0] if args else kwargs.get("pretrained_model_name_or_path"), checked)
         return (model, info) if wants_info else model
 
     def _init_weights(self, module):

@@ -70,7 +70,10 @@ class JukeboxProbePreTrainedModel(PreTrainedModel):
     supports_gradient_checkpointing = False
 
     def _init_weights(self, module: nn.Module) -> None:
-        # Only the head is ours to initialise; a backbone passed in by the user keeps its weights.
+        # Only the head (and the layer weights) are ours to initialise; a user's backbone keeps its weights.
+        if module is self and getattr(self, "layer_weights", None) is not None:
+            init.zeros_(self.layer_weights)  # uniform softmax weights to start
+            return
         if not isinstance(module, JukeboxProbeHead):
             return
         init.zeros_(module.feature_mean)
@@ -85,7 +88,26 @@ class JukeboxProbePreTrainedModel(PreTrainedModel):
 
     # ------------------------------------------------------------------ helpers
 
+    @property
+    def layer_weight_probabilities(self) -> list[float] | None:
+        """The softmax of the learned layer weights (one per layer), or None for a single-layer probe."""
+        weights = getattr(self, "layer_weights", None)
+        return None if weights is None else torch.softmax(weights.detach().float(), 0).tolist()
+
+    def _combine_layers(self, features: torch.Tensor) -> torch.Tensor:
+        """`(B, num_layers, D)` -> `(B, D)`: the softmax-weighted sum of the layers."""
+        layers = self.config.num_layers
+        if features.dim() != 3 or features.shape[1] != layers or features.shape[-1] != self.config.input_dim:
+            raise JukeboxInputError(
+                f"{type(self).__name__}: this probe reads a weighted sum of {layers} layers; expected features of "
+                f"shape (batch_size, {layers}, {self.config.input_dim}), got {tuple(features.shape)}."
+            )
+        weights = torch.softmax(self.layer_weights.float(), 0).to(features.dtype)
+        return (features * weights[None, :, None]).sum(1)
+
     def _check_features(self, features: Any) -> torch.Tensor:
+        if isinstance(features, torch.Tensor) and getattr(self, "layer_weights", None) is not None:
+            return self._combine_layers(features.to(self.head.classifier.weight.dtype))
         if not isinstance(features, torch.Tensor):
             raise JukeboxInputError(
                 f"{type(self).__name__}: `features` must be a float tensor of shape (batch_size, "
@@ -148,6 +170,8 @@ class JukeboxProbePreTrainedModel(PreTrainedModel):
         x = torch.as_tensor(
             np.asarray(features, dtype=np.float64) if not isinstance(features, torch.Tensor) else features.double()
         )
+        if x.dim() == 3 and self.config.num_layers > 1:
+            x = x.mean(1)  # weighted-sum probes: statistics of the uniform layer average (the starting weights)
         if x.dim() != 2 or x.shape[1] != self.config.input_dim:
             raise JukeboxInputError(
                 f"fit_standardization expects features of shape (num_examples, {self.config.input_dim}), got "
@@ -188,6 +212,8 @@ class JukeboxProbeForSequenceClassification(JukeboxProbePreTrainedModel):
     def __init__(self, config: JukeboxProbeConfig):
         super().__init__(config)
         self.head = JukeboxProbeHead(config)
+        num_layers = getattr(config, "num_layers", 1) or 1
+        self.layer_weights = nn.Parameter(torch.zeros(num_layers)) if num_layers > 1 else None
         self.post_init()
 
     def forward(

@@ -32,6 +32,7 @@ imports only installed packages and sibling modules (`from .x import y`).
 
 from __future__ import annotations
 
+import copy
 import json
 import numbers
 import os
@@ -158,6 +159,40 @@ def check_options(
     return pooling, window_aggregation
 
 
+def windowed_feature_extractor(feature_extractor: Any, max_windows: int | None = None, window_hop: int | None = None):
+    """`feature_extractor` itself, or a copy that keeps only the first `max_windows` windows and/or starts a
+    window every `window_hop` samples (both checked as `JukeboxFeatureExtractor.__init__` checks them).
+
+    `max_windows=1` is the JukeMIR recipe: only the first window (1,048,576 samples, 23.78 s for the 5b prior).
+    """
+    if max_windows is None and window_hop is None:
+        return feature_extractor
+    if max_windows is not None and (
+        isinstance(max_windows, bool) or not isinstance(max_windows, numbers.Integral) or max_windows < 1
+    ):
+        raise JukeboxInputError(f"max_windows must be a positive integer, got {max_windows!r}.")
+    if window_hop is not None:
+        hop = getattr(feature_extractor, "hop_length", 1)
+        length = getattr(feature_extractor, "window_length", None)
+        if (
+            isinstance(window_hop, bool)
+            or not isinstance(window_hop, numbers.Integral)
+            or window_hop < 1
+            or window_hop % hop
+            or (length is not None and window_hop > length)
+        ):
+            raise JukeboxInputError(
+                f"window_hop must be a positive multiple of hop_length={hop} samples, at most the window length "
+                f"{length}, got {window_hop!r}."
+            )
+    copied = copy.copy(feature_extractor)
+    if max_windows is not None:
+        copied.max_windows = int(max_windows)
+    if window_hop is not None:
+        copied.window_hop = int(window_hop)
+    return copied
+
+
 # --------------------------------------------------------------------------------------------- pooling math
 
 
@@ -231,6 +266,10 @@ class JukeboxFeatureExtractionPipeline(ChunkPipeline):
             mean, or max for `pooling="max"`), `"concat"` (default for frame-level: one time line), or
             `"none"` (one result per window).
         sampling_rate (`int`, *optional*): rate of raw arrays/tensors.
+        max_windows (`int`, *optional*): keep only the first `max_windows` windows of each input
+            (`max_windows=1` is the JukeMIR recipe: the first 23.78 s only).
+        window_hop (`int`, *optional*): samples between window starts (default: the window length, no
+            overlap); a multiple of the top-level hop (128).
 
     Returns (per input, float32 numpy):
         pooled: `(n_layers, dim)`, or `(dim,)` for an int layer; with `window_aggregation="none"`
@@ -281,13 +320,21 @@ class JukeboxFeatureExtractionPipeline(ChunkPipeline):
             )
 
     def _sanitize_parameters(
-        self, layers=None, pooling=None, frame_rate=None, window_aggregation=None, sampling_rate=None, **kwargs
+        self,
+        layers=None,
+        pooling=None,
+        frame_rate=None,
+        window_aggregation=None,
+        sampling_rate=None,
+        max_windows=None,
+        window_hop=None,
+        **kwargs,
     ):
         unknown = sorted(set(kwargs) - _PASSTHROUGH_KWARGS)
         if unknown:
             raise JukeboxInputError(
                 f"Unknown option(s) {unknown} for the Jukebox feature-extraction pipeline; accepted: layers, pooling, "
-                "frame_rate, window_aggregation, sampling_rate, batch_size."
+                "frame_rate, window_aggregation, sampling_rate, max_windows, window_hop, batch_size."
             )
         if layers is not None:
             resolve_layers(layers, self.model.config.num_hidden_layers)  # fail before any audio is read
@@ -316,20 +363,34 @@ class JukeboxFeatureExtractionPipeline(ChunkPipeline):
         preprocess_params = dict(options)
         if sampling_rate is not None:
             preprocess_params["sampling_rate"] = sampling_rate
+        if max_windows is not None or window_hop is not None:
+            windowed_feature_extractor(self.feature_extractor, max_windows, window_hop)  # fail before any audio
+            preprocess_params.update(
+                {k: v for k, v in (("max_windows", max_windows), ("window_hop", window_hop)) if v is not None}
+            )
         forward_params = {k: v for k, v in options.items() if k in ("layers", "pooling")}
         return preprocess_params, forward_params, dict(options)
 
     def preprocess(
-        self, inputs, sampling_rate=None, layers=None, pooling="mean", frame_rate=None, window_aggregation=None
+        self,
+        inputs,
+        sampling_rate=None,
+        layers=None,
+        pooling="mean",
+        frame_rate=None,
+        window_aggregation=None,
+        max_windows=None,
+        window_hop=None,
     ):
         check_options(pooling, frame_rate, window_aggregation, self.model.config.frame_rate)
-        features = self.feature_extractor(inputs, sampling_rate=sampling_rate, return_tensors="pt")
+        feature_extractor = windowed_feature_extractor(self.feature_extractor, max_windows, window_hop)
+        features = feature_extractor(inputs, sampling_rate=sampling_rate, return_tensors="pt")
         values, mask = features["input_values"], features.get("attention_mask")  # (windows, window_length)
         if mask is None:
             mask = torch.ones_like(values, dtype=torch.long)
         offsets = features.get("window_offset")
         num = values.shape[0]
-        step = getattr(self.feature_extractor, "effective_window_hop", values.shape[1])
+        step = getattr(feature_extractor, "effective_window_hop", values.shape[1])
         for k in range(num):
             yield {
                 "input_values": values[k : k + 1],
@@ -439,4 +500,5 @@ __all__ = [
     "jukebox_feature_extraction_pipeline",
     "resolve_layers",
     "save_pipeline_files",
+    "windowed_feature_extractor",
 ]

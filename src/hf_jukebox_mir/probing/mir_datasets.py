@@ -524,6 +524,47 @@ LOADERS: dict[str, Callable[..., Any]] = {
 }
 
 
+def expected_split_sizes(task: str | MirTask) -> dict[str, int] | None:
+    """Clips per split of the official benchmark (from the packaged split files), or None when not fixed.
+
+    GTZAN 443 / 197 / 290; MagnaTagATune 18,706 / 1,825 / 5,329; GiantSteps clips 3,687 / 942 / 2,406 (from
+    the songs' 30 s clip counts); Emomusic 504 / 115 / 125. Generated benchmarks have no fixed size (None).
+    """
+    spec = get_task(task)
+    if spec.loader == "load_gtzan":
+        return {k: len(v) for k, v in gtzan_official_split().items()}
+    if spec.loader == "load_magnatagatune":
+        return {k: len(v) for k, v in magnatagatune_official_split().items()}
+    if spec.loader == "load_giantsteps":
+        sizes = dict.fromkeys(OUTPUT_SPLITS, 0)
+        for row in giantsteps_official_split():
+            sizes[row["split"]] += row["num_clips_30s"]
+        return sizes
+    if spec.loader == "load_emomusic":
+        sizes = dict.fromkeys(OUTPUT_SPLITS, 0)
+        for split in emomusic_official_split().values():
+            sizes[split] += 1
+        return sizes
+    return None
+
+
+def dataset_coverage(task: str | MirTask, dataset) -> dict[str, Any]:
+    """Files found / expected per split of a loaded benchmark, and whether the run is complete.
+
+    Returns `{"splits": {split: {"found": n, "expected": m or None}}, "complete": bool}`; a split with
+    fewer clips than the official split makes the run incomplete (results, reports and cards say so).
+    """
+    expected = expected_split_sizes(task)
+    splits = {}
+    for name in OUTPUT_SPLITS:
+        if name not in dataset:
+            continue
+        found = len(dataset[name])
+        splits[name] = {"found": found, "expected": found if expected is None else int(expected.get(name, found))}
+    complete = all(v["found"] >= v["expected"] for v in splits.values())
+    return {"splits": splits, "complete": complete}
+
+
 def load_benchmark(task: str | MirTask, root: str | Path, **kwargs):
     """Build the `DatasetDict` of `task` from the local copy at `root` (keyword arguments go to its loader)."""
     spec = get_task(task)
@@ -538,6 +579,8 @@ __all__ = [
     "EMOMUSIC_DEV_STATS",
     "GIANTSTEPS_CLIP_SECONDS",
     "LOADERS",
+    "dataset_coverage",
+    "expected_split_sizes",
     "emomusic_official_split",
     "giantsteps_official_split",
     "gtzan_official_split",

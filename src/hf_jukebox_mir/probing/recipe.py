@@ -41,6 +41,11 @@ def run_probe_task(
     batch_size: int = 8,
     device: str | None = None,
     force: bool = False,
+    max_windows: int | None = None,
+    window_hop: int | None = None,
+    layer_weighting: bool = False,
+    seeds: int = 1,
+    recipe: str | None = None,
 ) -> ProbeResults:
     """Probe one MIR task with chroma features (`model=None`) or a converted Jukebox `model` folder.
 
@@ -56,6 +61,15 @@ def run_probe_task(
             `max_epochs` and `patience` override it.
         seed, allow_missing, batch_size, device, force: seed of the synthetic data and the probes; load only the
             clips present locally; clips per embedding call; device of the Jukebox extraction; overwrite results.
+        max_windows, window_hop: windowing of each clip for `model` (`max_windows=1`: JukeMIR's first window only;
+            default: every window, averaged with weights proportional to their real frames).
+        layer_weighting: with several layers, also probe a learned softmax-weighted sum of all of them.
+        seeds: retrain the selected configuration with this many seeds (mean and spread in the results).
+        recipe: the name of the protocol the caller applied (`"jukemir"`), recorded in `extraction`.
+
+    With `model`, the selected probe is also written as an audio classifier (`output/model/`: the MIR model and
+    the head in one folder; [`ProbeResults.classifier_dir`]). The dataset coverage (files found / expected per
+    split), the seeds, the extraction settings and the environment are recorded in the results.
 
     Returns:
         The [`ProbeResults`] written to `output/results.json`.
@@ -73,12 +87,16 @@ def run_probe_task(
         raise JukeboxInputError("--layers selects Jukebox prior layers; it needs --model.")
     if patience is not None and patience < 1:
         raise JukeboxInputError(f"--patience must be >= 1, got {patience}.")
+    if (max_windows is not None or window_hop is not None) and model is None:
+        raise JukeboxInputError("--max-windows / --window-hop window the audio for --model; they need --model.")
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise JukeboxInputError(f"--seeds must be >= 1, got {seeds}.")
     if grid not in GRIDS or schedule not in SCHEDULES:
         raise JukeboxInputError(
             f"grid must be one of {GRIDS} and schedule one of {SCHEDULES}, got {grid!r}, {schedule!r}."
         )
 
-    from .mir_datasets import load_benchmark
+    from .mir_datasets import dataset_coverage, load_benchmark
     from .training import JUKEMIR_SCHEDULE, ProbeSchedule, cache_embeddings, run_probe_grid
 
     if force:
@@ -92,12 +110,16 @@ def run_probe_task(
     else:
         dataset = load_benchmark(task, data, allow_missing=allow_missing)
     print(", ".join(f"{name}: {len(split)} clips" for name, split in dataset.items()))
+    coverage = dataset_coverage(task, dataset)
+    if not coverage["complete"]:
+        found = ", ".join(f"{k} {v['found']}/{v['expected']}" for k, v in coverage["splits"].items())
+        print(f"WARNING: incomplete dataset (found/expected: {found}); results say so.")
 
     embed_fn: Any
     if model is not None:
         from ..extraction import make_embed_fn
 
-        embed_fn = make_embed_fn(model, layers=layers, device=device)
+        embed_fn = make_embed_fn(model, layers=layers, device=device, max_windows=max_windows, window_hop=window_hop)
         source = Path(model).name
     else:
         from .chroma import ChromaEmbedder
@@ -105,6 +127,8 @@ def run_probe_task(
         embed_fn = ChromaEmbedder()
         source = "chroma"
     layer_tag = "" if layers is None else "-layers" + "_".join(str(i) for i in layers)
+    layer_tag += "" if max_windows is None else f"-maxwin{max_windows}"
+    layer_tag += "" if window_hop is None else f"-hop{window_hop}"
     cache = output / "embeddings" / f"{task.name}-{source}{layer_tag}"
     dataset = cache_embeddings(dataset, embed_fn, batch_size=batch_size, cache_dir=cache)
 
@@ -119,7 +143,15 @@ def run_probe_task(
         eval_batch_size=base.eval_batch_size,
     )
     layer_names = getattr(embed_fn, "layer_names", None)
-    return run_probe_grid(
+    extraction = {
+        "source": source,
+        "model": str(model) if model is not None else None,
+        "layers": list(layer_names) if layer_names is not None else None,
+        "max_windows": max_windows,
+        "window_hop": window_hop,
+        "recipe": recipe,
+    }
+    results = run_probe_grid(
         dataset,
         task,
         output,
@@ -127,7 +159,18 @@ def run_probe_task(
         schedule=probe_schedule,
         layer_names=list(layer_names) if layer_names is not None else None,
         feature_source=source,
+        coverage=coverage,
+        seeds=seeds,
+        extraction=extraction,
+        layer_weighting=layer_weighting,
     )
+    if model is not None:
+        from .classifier import save_audio_classifier
+
+        classifier = save_audio_classifier(output, model, results, max_windows=max_windows, window_hop=window_hop)
+        results.classifier_dir = str(classifier)
+        results.write(output)
+    return results
 
 
 __all__ = ["run_probe_task"]

@@ -2,7 +2,9 @@
 reports made from it (`results.md`, `plot.png`).
 
 `run_probe_grid` writes it, `jukebox-mir probe` / `demo` print it, model cards are built from it
-(`publishing.cards.load_probe_results`). Version 1 of the file is this dataclass as JSON.
+(`publishing.cards.load_probe_results`), the audio classifier of a probe run carries it. Version 1 of the file is
+this dataclass as JSON; the fields added later (coverage, seeds, extraction, environment, layer weighting, the
+classifier folder) have defaults, so files written before them still read.
 """
 
 from __future__ import annotations
@@ -48,6 +50,20 @@ class ProbeResults:
         per_layer: best validation score and hyperparameters per layer.
         runs: every configuration's record (without its evaluation history).
         model_dir: the selected probe (`from_pretrained`-loadable); plot: `plot.png` or `None`.
+        layer_weighting: whether a learned softmax-weighted sum of all layers was probed too (its `per_layer` row
+            is named `"weighted"` and holds the learned `layer_weights`; one-layer rows have `layer_weights` None).
+        coverage: files found / expected per split (`mir_datasets.dataset_coverage`: `{"splits": {split:
+            {"found", "expected"}}, "complete"}`); `None` when not recorded. An incomplete dataset is named in
+            `results.md` and cards.
+        seeds: the selected configuration's test score over seeds: `{"seeds", "test_primary", "mean", "std"}`
+            (sample standard deviation; the selected probe itself is the first seed's).
+        extraction: how the features were made (`source`, `model`, `layers`, `max_windows`, `window_hop`,
+            `recipe`), as the caller gave it.
+        environment: package and library `versions`, `python`, `torch_threads` and `seed` of the run.
+        classifier_dir: the audio classifier written from the selected probe (`probe --model`), or `None`.
+
+    `from_dict` refuses any other layout (another `schema_version`, unknown or missing fields) with a message
+    naming what differs.
     """
 
     task: str
@@ -67,10 +83,25 @@ class ProbeResults:
     runs: list[dict[str, Any]] = field(default_factory=list)
     model_dir: str | None = None
     plot: str | None = None
+    layer_weighting: bool = False
+    coverage: dict[str, Any] | None = None
+    seeds: dict[str, Any] | None = None
+    extraction: dict[str, Any] | None = None
+    environment: dict[str, Any] | None = None
+    classifier_dir: str | None = None
     schema_version: int = SCHEMA_VERSION
 
+    @property
+    def complete(self) -> bool:
+        """False when some split has fewer clips than the official benchmark (`coverage`)."""
+        return bool(self.coverage is None or self.coverage.get("complete", True))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as plain data (what `results.json` holds)."""
+        return asdict(self)
+
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2, default=json_default) + "\n"
+        return json.dumps(self.to_dict(), indent=2, default=json_default) + "\n"
 
     def write(self, folder: str | os.PathLike) -> Path:
         path = Path(folder) / RESULTS_FILE
@@ -114,13 +145,31 @@ def _is_required(f) -> bool:
     return f.default is MISSING and f.default_factory is MISSING
 
 
+#: the `layer_name` of the learned weighted layer sum in grids, reports and plots
+WEIGHTED = "weighted"
+
+
+def coverage_note(results: ProbeResults) -> str | None:
+    """ "INCOMPLETE dataset (files found/expected: train 80/443, ...)" when some split of `results` is incomplete."""
+    if results.complete:
+        return None
+    splits = (results.coverage or {}).get("splits", {})
+    parts = [f"{name} {v['found']}/{v['expected']}" for name, v in splits.items()]
+    return "INCOMPLETE dataset (files found/expected: " + ", ".join(parts) + ")"
+
+
 def results_markdown(results: Sequence[ProbeResults]) -> str:
     """Markdown report of one or several `run_probe_grid` results (one row per task).
 
     The `JukeMIR score` column is each task's number in JukeMIR's "average" (x100: accuracy; mean of
     ROC-AUC and AP; weighted key score; mean of arousal and valence R^2); `Average` is their mean.
     """
-    lines = ["# Probe results", ""]
+    notes = [note for note in (coverage_note(r) for r in results) if note]
+    lines = ["# Probe results" + (" (INCOMPLETE dataset)" if notes else ""), ""]
+    for r in results:
+        note = coverage_note(r)
+        if note:
+            lines += [f"**{r.task}: {note}.** These numbers are not comparable with published ones.", ""]
     lines.append("| task | features | layer | probe | val primary | test metrics | JukeMIR score |")
     lines.append("|---|---|---|---|---|---|---|")
     for r in results:
@@ -146,6 +195,22 @@ def results_markdown(results: Sequence[ProbeResults]) -> str:
     if len(results) > 1:
         average = sum(r.jukemir_score for r in results) / len(results)
         lines += ["", f"**Average** (JukeMIR definition, over {len(results)} tasks): {average:.1f}"]
+    for r in results:
+        seeds = r.seeds or {}
+        if len(seeds.get("seeds", [])) > 1:
+            lines += [
+                "",
+                f"{r.task}: selected configuration over {len(seeds['seeds'])} seeds: test {r.primary_metric} "
+                f"{seeds['mean']:.4f} +- {seeds['std']:.4f} (mean +- sample std).",
+            ]
+        env = r.environment or {}
+        if env:
+            versions = ", ".join(f"{k} {v}" for k, v in env.get("versions", {}).items() if v)
+            lines += ["", f"Environment: {versions}; torch threads {env.get('torch_threads')}; seed {env.get('seed')}."]
+        splits = (r.coverage or {}).get("splits")
+        if splits:
+            found = ", ".join(f"{k} {v['found']}/{v['expected']}" for k, v in splits.items())
+            lines += ["", f"Dataset coverage (files found / expected): {found}."]
     for r in results:
         chance = ", ".join(f"{k} {v:.4f}" for k, v in r.chance_level.items())
         plural = "s" if r.num_configs != 1 else ""
@@ -185,14 +250,23 @@ def write_plot(results: ProbeResults, eval_history: Sequence[Sequence[float]], p
         return None
     fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
     metric = results.primary_metric
-    if len(results.per_layer) > 1:
-        names = [row["layer_name"] for row in results.per_layer]
-        values = [row["validation_primary"] for row in results.per_layer]
-        ax.plot(range(len(names)), values, marker="o")
+    single = [row for row in results.per_layer if row["layer_name"] != WEIGHTED]
+    weighted = next((row for row in results.per_layer if row["layer_name"] == WEIGHTED), None)
+    if len(single) > 1 or weighted is not None:
+        names = [row["layer_name"] for row in single]
+        values = [row["validation_primary"] for row in single]
+        ax.plot(range(len(names)), values, marker="o", label="one layer")
         ax.set_xticks(range(len(names)), names, rotation=45 if len(names) > 12 else 0)
         ax.set_xlabel("layer")
         ax.set_ylabel(f"best validation {metric}")
         ax.set_title(f"{results.task}: validation {metric} per layer")
+        if weighted is not None:
+            ax.axhline(weighted["validation_primary"], color="green", linestyle="--", label="learned weighted sum")
+            if weighted.get("layer_weights"):
+                twin = ax.twinx()
+                twin.bar(range(len(names)), weighted["layer_weights"], alpha=0.25, color="green")
+                twin.set_ylabel("learned layer weight (softmax)")
+            ax.legend(loc="lower right")
     else:
         steps = [int(s) for s, _ in eval_history]
         values = [float(v) for _, v in eval_history]
@@ -213,4 +287,13 @@ def write_plot(results: ProbeResults, eval_history: Sequence[Sequence[float]], p
     return path
 
 
-__all__ = ["RESULTS_FILE", "SCHEMA_VERSION", "ProbeResults", "json_default", "results_markdown", "write_plot"]
+__all__ = [
+    "RESULTS_FILE",
+    "SCHEMA_VERSION",
+    "WEIGHTED",
+    "ProbeResults",
+    "coverage_note",
+    "json_default",
+    "results_markdown",
+    "write_plot",
+]

@@ -26,7 +26,7 @@ import json
 import math
 import shutil
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,7 @@ from ..models.errors import JukeboxInputError
 from ..models.modeling_jukebox_probe import JukeboxProbeForSequenceClassification
 from .metrics import compute_task_metrics, make_compute_metrics
 from .mir_datasets import load_audio_clip
-from .reports import ProbeResults, json_default, results_markdown, write_plot
+from .reports import WEIGHTED, ProbeResults, coverage_note, json_default, results_markdown, write_plot
 from .tasks import MirTask, get_task, jukemir_task_score
 
 EmbedFn = Callable[[list[np.ndarray]], np.ndarray]
@@ -269,9 +269,10 @@ def num_feature_layers(split, feature_column: str = "features") -> int:
 
 
 def feature_matrix(
-    split, *, layer: int | None = None, feature_column: str = "features", chunk_bytes: int = 1 << 28
+    split, *, layer: int | str | None = None, feature_column: str = "features", chunk_bytes: int = 1 << 28
 ) -> np.ndarray:
-    """`(num_examples, dim)` float32 embeddings of one layer of `split` (`layer` indexes multi-layer columns).
+    """`(num_examples, dim)` float32 embeddings of one layer of `split` (`layer` indexes multi-layer columns;
+    `layer="all"`: every layer, `(num_examples, num_layers, dim)`, for the learned weighted layer sum).
 
     Multi-layer columns are read `chunk_bytes` at a time, so only the selected layer is ever held in full
     (72 layers x 4800 dims of MagnaTagATune would not fit in memory at once).
@@ -286,6 +287,10 @@ def feature_matrix(
             raise JukeboxInputError(f"The features hold a single layer; got layer={layer}.")
         array = np.asarray(split.with_format("numpy", columns=[feature_column])[feature_column], dtype=np.float32)
         return np.ascontiguousarray(array.reshape(len(split), -1))
+    if layer == "all":  # every layer: (N, n_layers, dim), for the learned weighted layer sum
+        return np.ascontiguousarray(
+            np.asarray(split.with_format("numpy", columns=[feature_column])[feature_column], dtype=np.float32)
+        )
     if layer is None:
         raise JukeboxInputError(f"The features hold {n_layers} layers; pass layer= (0..{n_layers - 1}).")
     if not -n_layers <= layer < n_layers:
@@ -356,7 +361,7 @@ class ProbeRun:
 
     model: JukeboxProbeForSequenceClassification
     hparams: ProbeHyperparameters
-    layer: int | None
+    layer: int | str | None
     validation_metrics: dict[str, Any]
     best_checkpoint: str | None
     global_step: int
@@ -386,7 +391,7 @@ def evaluate_probe(
     split,
     task: str | MirTask,
     *,
-    layer: int | None = None,
+    layer: int | str | None = None,
     aggregation: str | None = None,
     feature_column: str = "features",
 ) -> dict[str, Any]:
@@ -415,7 +420,7 @@ class ProbeData:
         dataset,
         task: str | MirTask,
         *,
-        layer: int | None = None,
+        layer: int | str | None = None,
         feature_column: str = "features",
         splits: Sequence[str] = ("train", "validation"),
     ) -> ProbeData:
@@ -447,7 +452,7 @@ def train_probe(
     *,
     hparams: ProbeHyperparameters | None = None,
     schedule: ProbeSchedule | None = None,
-    layer: int | None = None,
+    layer: int | str | None = None,
     feature_column: str = "features",
     feature_source: str | None = None,
     resume_from_checkpoint: str | bool | None = None,
@@ -483,7 +488,8 @@ def train_probe(
 
     set_seed(schedule.seed)
     config = JukeboxProbeConfig(
-        input_dim=int(x_train.shape[1]),
+        input_dim=int(x_train.shape[-1]),
+        num_layers=int(x_train.shape[1]) if x_train.ndim == 3 else 1,
         hidden_size=hparams.hidden_size,
         dropout=hparams.dropout,
         standardize=hparams.standardize,
@@ -572,8 +578,18 @@ def run_probe_grid(
     feature_source: str | None = None,
     keep_checkpoints: bool = False,
     log: Callable[[str], None] | None = print,
-) -> dict[str, Any]:
+    coverage: dict[str, Any] | None = None,
+    seeds: int = 1,
+    extraction: dict[str, Any] | None = None,
+    layer_weighting: bool = False,
+) -> ProbeResults:
     """Grid search of probes on every layer, selection on validation, one test evaluation, reports.
+
+    `coverage` (from `mir_datasets.dataset_coverage`: files found / expected per split) is recorded, and an
+    incomplete dataset is named in the reports' titles. `seeds > 1` retrains the selected configuration with
+    seeds `schedule.seed + 1 ...` and reports the mean and standard deviation of its test metrics over all
+    seeds (the selected probe itself stays the one of `schedule.seed`). `extraction` (free-form: model,
+    layers, max_windows, ...) is recorded as given.
 
     Writes to `output_dir`: `grid_state.json` (finished runs; a re-run resumes from it), `best_probe/`
     (the selected probe, `from_pretrained`-loadable), `results.json`, `results.md` and `plot.png` (score
@@ -581,7 +597,7 @@ def run_probe_grid(
     a warning without matplotlib).
 
     Returns:
-        The results dictionary written to `results.json`.
+        The [`ProbeResults`] written to `results.json` (`probing.reports`).
     """
     task = get_task(task)
     schedule = schedule or ProbeSchedule()
@@ -596,25 +612,29 @@ def run_probe_grid(
             raise JukeboxInputError(f"layer {index} is out of range: the features hold {n_layers} layer(s).")
     if layer_names is None or len(layer_names) != n_layers:
         layer_names = [str(i) for i in range(n_layers)]
+    # what is probed: each layer alone, and (layer_weighting) a learned softmax-weighted sum of all of them
+    specs: list[tuple[Any, str]] = [(i, layer_names[i]) for i in layers]
+    if layer_weighting and n_layers > 1:
+        specs.append(("all", WEIGHTED))
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     state_path = out / "grid_state.json"
     state = json.loads(state_path.read_text()) if state_path.is_file() else {"runs": {}, "best": None}
     say = log or (lambda message: None)
-    total = len(layers) * len(configs)
+    total = len(specs) * len(configs)
     done = 0
-    for index in layers:
+    for index, name in specs:
         data = None
         for hp in configs:
             done += 1
-            run_key = f"layer-{layer_names[index]}/{hp.run_name}"
+            run_key = f"layer-{name}/{hp.run_name}"
             if run_key in state["runs"]:
                 continue
             if data is None:  # read this layer once for all its runs
                 data = ProbeData.from_dataset(
                     dataset, task, layer=index if n_layers > 1 else None, feature_column=feature_column
                 )
-            run_dir = out / "runs" / f"layer-{layer_names[index]}" / hp.run_name
+            run_dir = out / "runs" / f"layer-{name}" / hp.run_name
             run = train_probe(
                 data,
                 task,
@@ -626,8 +646,9 @@ def run_probe_grid(
             )
             record = {
                 "layer": index,
-                "layer_name": layer_names[index],
+                "layer_name": name,
                 "hparams": asdict(hp),
+                "layer_weights": run.model.layer_weight_probabilities,
                 "validation": run.validation_metrics,
                 "primary": run.primary,
                 "global_step": run.global_step,
@@ -644,7 +665,7 @@ def run_probe_grid(
                 shutil.rmtree(run_dir, ignore_errors=True)
             state_path.write_text(json.dumps(state, indent=1, default=json_default))
             say(
-                f"[{done}/{total}] layer {layer_names[index]} {hp.run_name}: validation "
+                f"[{done}/{total}] layer {name} {hp.run_name}: validation "
                 f"{task.primary_metric}={run.primary:.4f} (step {record['best_step']}/{run.global_step})"
             )
     if not keep_checkpoints:
@@ -653,7 +674,7 @@ def run_probe_grid(
                 folder.rmdir()
     if state["best"] is None:
         raise JukeboxInputError("run_probe_grid: no run finished.")
-    wanted = {f"layer-{layer_names[i]}/{hp.run_name}" for i in layers for hp in configs}
+    wanted = {f"layer-{name}/{hp.run_name}" for _, name in specs for hp in configs}
     runs = {k: v for k, v in state["runs"].items() if k in wanted}
     best_key = max(runs, key=lambda k: runs[k]["primary"] if task.greater_is_better else -runs[k]["primary"])
     best_record = runs[best_key]
@@ -672,17 +693,32 @@ def run_probe_grid(
     aggregation = validation.get("aggregation")  # song-level tasks: the strategy chosen on validation
     test = data.evaluate(best_model, "test", aggregation=aggregation)
     per_layer = []
-    for index in layers:
-        layer_runs = [r for k, r in runs.items() if r["layer"] == index]
+    for index, name in specs:
+        layer_runs = [r for k, r in runs.items() if r["layer_name"] == name]
         top = max(layer_runs, key=lambda r: r["primary"] if task.greater_is_better else -r["primary"])
         per_layer.append(
             {
                 "layer": index,
-                "layer_name": layer_names[index],
+                "layer_name": name,
                 "validation_primary": top["primary"],
                 "hparams": top["hparams"],
+                "layer_weights": top.get("layer_weights"),
             }
         )
+    seed_runs = _repeat_seeds(
+        dataset,
+        task,
+        out,
+        best_record,
+        best_layer,
+        schedule,
+        seeds,
+        test,
+        feature_column,
+        feature_source,
+        aggregation,
+        say,
+    )
     results = ProbeResults(
         task=task.name,
         description=task.description,
@@ -693,6 +729,7 @@ def run_probe_grid(
         grid=grid_name,
         num_configs=len(configs),
         layers=[layer_names[i] for i in layers],
+        layer_weighting=bool(layer_weighting and n_layers > 1),
         schedule=asdict(schedule),
         split_sizes={name: len(dataset[name]) for name in ("train", "validation", "test")},
         best={
@@ -709,6 +746,10 @@ def run_probe_grid(
         per_layer=per_layer,
         runs=[dict(run_key=k, **{f: v for f, v in r.items() if f != "eval_history"}) for k, r in runs.items()],
         model_dir=str(out / "best_probe"),
+        coverage=coverage,
+        seeds=seed_runs,
+        extraction=extraction,
+        environment=run_environment(schedule.seed),
     )
     results.write(out)
     (out / "results.md").write_text(results_markdown([results]))
@@ -720,6 +761,87 @@ def run_probe_grid(
         f"JukeMIR score {results.jukemir_score:.1f}"
     )
     return results
+
+
+def _repeat_seeds(
+    dataset,
+    task: MirTask,
+    out: Path,
+    best_record: dict,
+    best_layer: int | None,
+    schedule: ProbeSchedule,
+    seeds: int,
+    test: dict,
+    feature_column: str,
+    feature_source: str | None,
+    aggregation: str | None,
+    say,
+) -> dict[str, Any]:
+    """Test metrics of the selected configuration over `seeds` seeds (the first is the selected run)."""
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise JukeboxInputError(f"seeds must be a positive integer, got {seeds!r}.")
+    values = [float(test["primary"])]
+    used = [schedule.seed]
+    if seeds > 1:
+        hp = ProbeHyperparameters(**best_record["hparams"])
+        data = ProbeData.from_dataset(
+            dataset, task, layer=best_layer, feature_column=feature_column, splits=("train", "validation", "test")
+        )
+        for k in range(1, seeds):
+            seed = schedule.seed + k
+            run_dir = out / "runs" / f"seed-{seed}"
+            run = train_probe(
+                data,
+                task,
+                run_dir,
+                hparams=hp,
+                schedule=replace(schedule, seed=seed),
+                layer=best_layer,
+                feature_source=feature_source,
+            )
+            metrics = data.evaluate(run.model, "test", aggregation=aggregation)
+            values.append(float(metrics["primary"]))
+            used.append(seed)
+            shutil.rmtree(run_dir, ignore_errors=True)
+            say(f"seed {seed}: test {task.primary_metric}={values[-1]:.4f}")
+        if (out / "runs").is_dir() and not any((out / "runs").iterdir()):
+            (out / "runs").rmdir()
+    array = np.asarray(values, dtype=np.float64)
+    return {
+        "seeds": used,
+        "test_primary": values,
+        "mean": float(array.mean()),
+        "std": float(array.std(ddof=1)) if len(values) > 1 else 0.0,
+    }
+
+
+def run_environment(seed: int | None = None) -> dict[str, Any]:
+    """Package and library versions, torch threads and the seed, recorded in every results file."""
+    import platform
+    from importlib import metadata
+
+    versions = {}
+    for name in (
+        "hf-jukebox-mir",
+        "torch",
+        "transformers",
+        "datasets",
+        "numpy",
+        "scikit-learn",
+        "mir_eval",
+        "soundfile",
+        "soxr",
+    ):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return {
+        "versions": versions,
+        "python": platform.python_version(),
+        "torch_threads": torch.get_num_threads(),
+        "seed": seed,
+    }
 
 
 def _checkpoint_step(path: str | None) -> int | None:
@@ -737,10 +859,13 @@ __all__ = [
     "JUKEMIR_SCHEDULE",
     "ProbeData",
     "ProbeHyperparameters",
+    "ProbeResults",
     "ProbeRun",
     "ProbeSchedule",
     "SMALL_GRID",
+    "WEIGHTED",
     "cache_embeddings",
+    "coverage_note",
     "column_values",
     "evaluate_probe",
     "feature_matrix",
@@ -748,6 +873,7 @@ __all__ = [
     "label_array",
     "num_feature_layers",
     "predict_logits",
+    "run_environment",
     "run_probe_grid",
     "train_probe",
 ]

@@ -72,6 +72,7 @@ MODEL_TYPE_TO_KIND = {
     "jukebox_mir": "mir",
     "jukebox_mir_probe": "probe",
     "jukebox_mir_chain": "chain",
+    "jukebox_mir_classifier": "classifier",
 }
 KIND_TO_TEMPLATE = {
     "vqvae": "jukebox_vqvae.md",
@@ -79,6 +80,7 @@ KIND_TO_TEMPLATE = {
     "mir": "jukebox_mir.md",
     "probe": "jukebox_probe.md",
     "chain": "jukebox_chain.md",
+    "classifier": "jukebox_classifier.md",
 }
 PIPELINE_TAGS = {
     "vqvae": "feature-extraction",
@@ -86,6 +88,7 @@ PIPELINE_TAGS = {
     "mir": "feature-extraction",
     "probe": "audio-classification",
     "chain": "text-to-audio",
+    "classifier": "audio-classification",
 }
 BASE_TAGS = ("audio", "music", "jukebox", "mir", "custom_code")
 EXTRA_TAGS = {"chain": ("music-generation",)}
@@ -631,13 +634,20 @@ class JukeboxModelCardData:
     labels: list[str] = field(default_factory=list)
     lyrics: bool = False
     top_context_seconds: float | None = None
+    coverage_note: str | None = None
+    run_info: list[str] = field(default_factory=list)
+    window_seconds: float | None = None
+    window_samples: int | None = None
+    frame_rate: float | None = None
+    probe_layers: list[int] = field(default_factory=list)
+    max_windows: int | None = None
 
     @classmethod
     def from_folder(
         cls,
         folder: str | Path,
         *,
-        results_json: str | Path | Mapping[str, Any] | list[Any] | None = None,
+        results_json: str | Path | ProbeResults | Mapping[str, Any] | list[Any] | None = None,
         repo_id: str | None = None,
         base_model: str | list[str] | None = None,
     ) -> JukeboxModelCardData:
@@ -694,6 +704,30 @@ class JukeboxModelCardData:
             n_ctx, hop, sr = (_as_int(top.get(k)) for k in ("n_ctx", "hop_length", "sampling_rate"))
             if n_ctx and hop and sr:
                 data.top_context_seconds = round(n_ctx * hop / sr, 1)
+        data.coverage_note = _results_coverage_note(results_json)
+        data.run_info = _results_run_info(results_json)
+        if kind in ("mir", "classifier"):
+            prior, vqvae = config.get("prior_config") or {}, config.get("vqvae_config") or {}
+            n_ctx, sr = _as_int(prior.get("n_ctx")), _as_int(vqvae.get("sampling_rate")) or 44100
+            hop = None
+            if isinstance(vqvae.get("strides_t"), list) and isinstance(vqvae.get("downs_t"), list):
+                hop = 1
+                for stride, down in zip(vqvae["strides_t"], vqvae["downs_t"]):
+                    hop *= int(stride) ** int(down)
+            hop = hop or _as_int(prior.get("hop_length"))
+            if n_ctx and hop:
+                data.window_samples = n_ctx * hop
+                data.window_seconds = round(n_ctx * hop / sr, 2)
+                data.frame_rate = round(sr / hop, 2)
+            pre = folder / "preprocessor_config.json"
+            if pre.is_file():
+                pre_config = read_json_file(pre)
+                if isinstance(pre_config, Mapping):
+                    data.max_windows = _as_int(pre_config.get("max_windows"))
+                    data.window_samples = _as_int(pre_config.get("window_length")) or data.window_samples
+                    if data.window_samples:
+                        data.window_seconds = round(data.window_samples / sr, 2)
+            data.probe_layers = [int(i) for i in config.get("probe_layers") or []]
         data.datasets = sorted({r.dataset_hub_id for r in results if r.dataset_hub_id})
         data.variant = variant
         auto_map = config.get("auto_map") if isinstance(config.get("auto_map"), Mapping) else {}
@@ -772,7 +806,83 @@ class JukeboxModelCardData:
             "original_weights_url": ORIGINAL_WEIGHTS_URL,
             "lyrics": self.lyrics,
             "top_context_seconds": self.top_context_seconds,
+            "coverage_note": self.coverage_note,
+            "run_info": self.run_info,
+            "window_seconds": self.window_seconds,
+            "window_samples": self.window_samples,
+            "frame_rate": self.frame_rate,
+            "probe_layers": self.probe_layers,
+            "max_windows": self.max_windows,
+            "remote_code_requirements": REMOTE_CODE_REQUIREMENTS,
+            "probe_layer": next((int(r.layer) for r in self.results if str(r.layer).isdigit()), None),
         }
+
+
+#: what `trust_remote_code=True` users need besides transformers and torch (audio decoding and resampling)
+REMOTE_CODE_REQUIREMENTS = "pip install transformers torch soundfile soxr"
+
+
+def _probe_runs(results_json: Any) -> list[ProbeResults]:
+    """The probe runs ([`ProbeResults`]) among card results (a path, a `ProbeResults`, its JSON, or a list).
+
+    Called after `load_probe_results` has validated the same input, so the parse is the strict one of
+    `ProbeResults.from_dict`; other record kinds (plain metric records) are skipped.
+    """
+    data = results_json
+    if isinstance(results_json, (str, Path)):
+        data = json.loads(Path(results_json).read_text(encoding="utf-8"))
+    items = data if isinstance(data, list) else [data]
+    return [
+        item if isinstance(item, ProbeResults) else ProbeResults.from_dict(dict(item))
+        for item in items
+        if _is_grid_results(item)
+    ]
+
+
+def _split_counts(results: ProbeResults) -> str:
+    splits = (results.coverage or {}).get("splits", {})
+    return ", ".join(f"{k} {v['found']}/{v['expected']}" for k, v in splits.items())
+
+
+def _results_coverage_note(results_json: Any) -> str | None:
+    """ "INCOMPLETE dataset: gtzan files found/expected ..." when a probe run says a split was incomplete."""
+    notes = [
+        f"INCOMPLETE dataset: {run.task} files found/expected {_split_counts(run)}"
+        for run in _probe_runs(results_json)
+        if not run.complete
+    ]
+    return "; ".join(notes) or None
+
+
+def _results_run_info(results_json: Any) -> list[str]:
+    """Lines about how each probe run's numbers were obtained: coverage, seeds, features, versions, threads."""
+    lines = []
+    for run in _probe_runs(results_json):
+        task = run.task
+        if run.coverage and run.coverage.get("splits"):
+            lines.append(
+                f"{task}: dataset coverage (files found / expected) {_split_counts(run)}"
+                + ("" if run.complete else " - INCOMPLETE")
+            )
+        if run.seeds and run.seeds.get("seeds"):
+            n = len(run.seeds["seeds"])
+            lines.append(
+                f"{task}: selected configuration over {n} seed(s) {run.seeds['seeds']}: test "
+                f"{run.primary_metric} {run.seeds.get('mean', 0):.4f}"
+                + (f" +- {run.seeds.get('std', 0):.4f} (sample std)" if n > 1 else "")
+            )
+        if run.extraction:
+            shown = {k: v for k, v in run.extraction.items() if v is not None and k != "model"}
+            if shown:
+                lines.append(f"{task}: features " + ", ".join(f"{k} {v}" for k, v in shown.items()))
+        if run.environment:
+            versions = run.environment.get("versions") or {}
+            lines.append(
+                f"{task}: "
+                + ", ".join(f"{k} {v}" for k, v in versions.items() if v)
+                + f"; python {run.environment.get('python')}; torch threads {run.environment.get('torch_threads')}"
+            )
+    return lines
 
 
 def _as_int(value: Any) -> int | None:
@@ -859,8 +969,18 @@ def _title_and_summary(data: JukeboxModelCardData, config: Mapping[str, Any], va
             f"music conditioned on {labels}, from scratch or continuing an audio prime.",
         )
     task = config.get("task") or config.get("finetuning_task") or (data.results[0].task if data.results else None)
+    incomplete = " (INCOMPLETE dataset)" if data.coverage_note else ""
+    if data.kind == "classifier":
+        layers = ", ".join(str(i) for i in config.get("probe_layers") or [])
+        return (
+            f"Jukebox audio classifier{f': {task}' if task else ''}{incomplete}",
+            f"A Jukebox MIR model (layer {layers} of the {variant or '5b'} top prior) and a probe head trained on its "
+            "frozen, time-averaged representations, in one folder: audio files in, labels out"
+            + (f" ({data.problem_type.replace('_', ' ')})" if data.problem_type else "")
+            + ".",
+        )
     return (
-        f"Jukebox probe{f': {task}' if task else ''}",
+        f"Jukebox probe{f': {task}' if task else ''}{incomplete}",
         "A small probing head trained on frozen Jukebox representations"
         + (f" for {task}" if task else "")
         + (f" ({data.problem_type.replace('_', ' ')})" if data.problem_type else "")
@@ -919,12 +1039,29 @@ def _facts(data: JukeboxModelCardData, config: Mapping[str, Any]) -> list[tuple[
                   ("hidden layer width", ("hidden_size", "hidden_layer_sizes")), ("layer probed", ("layer",)),
                   ("features", ("feature_source",))],
         "chain": [],
+        "classifier": [("problem type", ("problem_type",)), ("layers probed", ("probe_layers",)),
+                       ("learned layer weights (logits)", ("probe_layer_weights",)),
+                       ("head hidden width", ("probe_hidden_size",)), ("prior layers kept", ("num_hidden_layers",)),
+                       ("width", ("hidden_size",))],
     }[data.kind]  # fmt: skip
     for label, names in candidates:
         value = _find(config, *names)
         if value is not None and not isinstance(value, Mapping):
             facts.append((label, _format_value(value) if not isinstance(value, list) else str(value)))
-    if data.kind == "mir" and "total_length_seconds" in config:
+    if data.window_samples and data.frame_rate:
+        facts.append(
+            (
+                "window",
+                f"{data.window_samples:,} samples ({data.window_seconds} s)"
+                + (
+                    f", first {data.max_windows} window(s) only"
+                    if data.max_windows
+                    else ", every window, frame-weighted average"
+                ),
+            )
+        )
+        facts.append(("frame rate", f"{data.frame_rate} Hz"))
+    if data.kind in ("mir", "classifier") and "total_length_seconds" in config:
         facts.append(
             (
                 "conditioning",
@@ -966,7 +1103,7 @@ def template_path(kind: str, template_dir: str | Path | None = None) -> Path:
 def render_model_card(
     folder: str | Path,
     *,
-    results_json: str | Path | Mapping[str, Any] | list[Any] | None = None,
+    results_json: str | Path | ProbeResults | Mapping[str, Any] | list[Any] | None = None,
     repo_id: str | None = None,
     base_model: str | list[str] | None = None,
     template_dir: str | Path | None = None,
@@ -1025,7 +1162,7 @@ def render_model_card(
 def write_model_card(
     folder: str | Path,
     *,
-    results_json: str | Path | Mapping[str, Any] | list[Any] | None = None,
+    results_json: str | Path | ProbeResults | Mapping[str, Any] | list[Any] | None = None,
     repo_id: str | None = None,
     base_model: str | list[str] | None = None,
     template_dir: str | Path | None = None,

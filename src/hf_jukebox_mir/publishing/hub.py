@@ -230,6 +230,12 @@ def _inspect_folder(folder: str | Path) -> tuple[list[str], list[str], str | Non
                 "config.json: auto_map with AutoConfig and AutoModel (or AutoModelFor...) entries is missing, so "
                 "AutoModel.from_pretrained(repo, trust_remote_code=True) cannot find the code. Save the model after "
                 "register_for_auto_class()."
+                + (
+                    " For a probe run, push the audio classifier that `jukebox-mir probe --model ...` writes to "
+                    "OUTPUT/model/ (model + probe head, with its code) instead of best_probe/."
+                    if kind == "probe"
+                    else ""
+                )
             )
         roots += [(m, "config.json auto_map") for m in _auto_map_modules(auto_map)]
         pipelines = config.get("custom_pipelines")
@@ -416,6 +422,7 @@ def _default_commit_message(kind: str | None) -> str:
         "mir": "MIR extraction model",
         "probe": "probe",
         "chain": "sampling chain",
+        "classifier": "audio classifier (MIR model + probe)",
     }
     what = names.get(kind or "", "model")
     return f"Upload Jukebox {what} with hf-jukebox-mir {package_version}"
