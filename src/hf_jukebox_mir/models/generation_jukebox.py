@@ -12,9 +12,10 @@ Three layers, each usable on its own:
   [`JukeboxPrior.decode_step`]; the prior owns every attention path.
 * [`sample_prior`]: ancestral (no prime) or primed sampling inside one window: returns the prime unchanged
   followed by the new codes. Temperature, top-k / top-p ([`filter_logits`], as the original), batch > 1,
-  a seeded `torch.Generator`; each token drawn by inverting the cumulative distribution with one uniform number
-  per row ([`draw_from_uniform`]). `compile=True`: every token through the prior's compiled static decode step,
-  the draw in the same graph (`JukeboxPrior.decode_step(None, cache, compile=..., draw=...)`).
+  a seeded `torch.Generator`; each token drawn with exactly the random numbers and arithmetic of
+  `torch.multinomial` ([`draw_noise`], [`draw_from_noise`]), so seeded runs reproduce the original's codes.
+  `compile=True`: every token through the prior's compiled static decode step, the draw in the same graph
+  (`JukeboxPrior.decode_step(None, cache, compile=..., draw=...)`).
 * [`sample_level`]: a whole level of any length with overlapping windows (original `sample_level`,
   hop fractions 0.5 / 0.5 / 0.125 for levels 0 / 1 / 2). Each window gets its own labels (offset, window
   length, lyric window) and, for upsamplers, exactly the codes of the level above that it covers. With `seed`,
@@ -97,29 +98,37 @@ def filter_logits(
     return logits
 
 
+def draw_noise(
+    batch: int, vocab: int, generator: torch.Generator | None, device: torch.device | str | None = None
+) -> torch.Tensor:
+    """The random numbers of one draw per row: (B, V) samples of Exp(1), taken from `generator` exactly as
+    `torch.multinomial(probs, 1, generator=generator)` takes them (its one-sample path draws one exponential per
+    category and picks `argmax(probs / noise)`). Seeded runs therefore draw the codes the original draws
+    (`torch.distributions.Categorical(...).sample()` is that multinomial)."""
+    return torch.empty(batch, vocab, device=device).exponential_(1, generator=generator)
+
+
 def _draw(
     logits: torch.Tensor, temperature: float, top_k: int, top_p: float, generator: torch.Generator | None
 ) -> torch.LongTensor:
-    """One categorical draw per row of `logits` (B, V) -> (B, 1) (see [`draw_from_uniform`])."""
-    uniform = torch.rand(logits.shape[0], 1, generator=generator, device=logits.device)
-    return draw_from_uniform(logits, uniform, torch.tensor(float(temperature)), top_k=top_k, top_p=top_p)
+    """One categorical draw per row of `logits` (B, V) -> (B, 1), identical to `torch.multinomial` (see
+    [`draw_noise`], [`draw_from_noise`])."""
+    noise = draw_noise(logits.shape[0], logits.shape[-1], generator, logits.device)
+    return draw_from_noise(logits, noise, torch.tensor(float(temperature)), top_k=top_k, top_p=top_p)
 
 
-def draw_from_uniform(
-    logits: torch.Tensor, uniform: torch.Tensor, temperature: torch.Tensor, top_k: int = 0, top_p: float = 0.0
+def draw_from_noise(
+    logits: torch.Tensor, noise: torch.Tensor, temperature: torch.Tensor, top_k: int = 0, top_p: float = 0.0
 ) -> torch.LongTensor:
-    """One categorical draw per row of `logits` (B, V) -> (B, 1) from one uniform number per row (B, 1) in [0, 1).
-
-    Inverts the cumulative distribution of `softmax(filter(logits / temperature))` ([`filter_logits`]): the first
-    category whose cumulative probability reaches `(1 - uniform) * total` (in `(0, total]`), so a category of
-    probability 0 (filtered) is never drawn. One random number per row instead of `torch.multinomial`'s one
-    exponential per category (~100 us per row at V = 2127 on a CPU, more than a compiled decode step), and only
-    tensor operations, so the compiled decode step runs it in the same graph."""
+    """One categorical draw per row of `logits` (B, V) -> (B, 1) from exponential noise (B, V) ([`draw_noise`]):
+    `argmax(softmax(filter(logits / temperature)) / noise)`, the computation of `torch.multinomial`'s one-sample
+    path, in tensor operations only, so the compiled decode step runs it in its own graph. A filtered category
+    (probability 0) is never drawn."""
     logits = logits.float() / temperature.to(device=logits.device, dtype=torch.float32)
     if top_k or top_p:
         logits = filter_logits(logits, top_k=top_k, top_p=top_p)
-    cumulative = torch.softmax(logits, dim=-1).cumsum(-1)  # filtered entries add exactly 0
-    return torch.searchsorted(cumulative, (1.0 - uniform.to(cumulative.dtype)) * cumulative[:, -1:])
+    probs = torch.softmax(logits, dim=-1)  # filtered entries have probability exactly 0
+    return torch.argmax(probs / noise.to(probs.dtype), dim=-1, keepdim=True)
 
 
 @functools.lru_cache(maxsize=None)
@@ -127,8 +136,8 @@ def _drawer(top_k: int, top_p: float) -> Callable:
     """`draw(logits, uniform, temperature)` for fixed filtering, one function object per (top_k, top_p): the
     compiled step sees the same function every call (no recompilation)."""
 
-    def draw(logits: torch.Tensor, uniform: torch.Tensor, temperature: torch.Tensor) -> torch.LongTensor:
-        return draw_from_uniform(logits, uniform, temperature, top_k=top_k, top_p=top_p)
+    def draw(logits: torch.Tensor, noise: torch.Tensor, temperature: torch.Tensor) -> torch.LongTensor:
+        return draw_from_noise(logits, noise, temperature, top_k=top_k, top_p=top_p)
 
     return draw
 
@@ -159,6 +168,7 @@ class JukeboxSamplingState:
         self._stepping = False
         self._pending = False
         self._temperature: tuple[float, torch.Tensor] | None = None
+        self._vocab = prior.config.total_vocab_size  # logits per position (the head's width)
 
     @property
     def position(self) -> int:
@@ -204,8 +214,9 @@ class JukeboxSamplingState:
     def draw_next(
         self, temperature: float, top_k: int = 0, top_p: float = 0.0, generator: torch.Generator | None = None
     ) -> torch.LongTensor:
-        """Run the next position, draw its tokens (B, 1) ([`draw_from_uniform`], one uniform number per row from
-        `generator`) and accept them. With `compile`, the draw runs in the compiled step's graph."""
+        """Run the next position, draw its tokens (B, 1) ([`draw_from_noise`], the random numbers of
+        `torch.multinomial` from `generator`) and accept them. With `compile`, the draw runs in the compiled step's
+        graph."""
         if self._pending:
             raise JukeboxInputError(
                 "next_logits() was called without accept(): accept() the token of the previous position first."
@@ -216,13 +227,13 @@ class JukeboxSamplingState:
         device = self.cache.conditioning.x_cond.device
         if self._temperature is None or self._temperature[0] != float(temperature):  # made once per window
             self._temperature = (float(temperature), torch.tensor(float(temperature), device=device))
-        uniform = torch.rand(self.batch_size, 1, generator=generator, device=device)
+        noise = draw_noise(self.batch_size, self._vocab, generator, device)
         tokens = self.prior.decode_step(
             None,
             self.cache,
             compile=self.compile,
             draw=_drawer(int(top_k), float(top_p)),
-            draw_inputs=(uniform, self._temperature[1]),
+            draw_inputs=(noise, self._temperature[1]),
         )
         self.cache.last_token = tokens.reshape(self.batch_size, 1).long()
         return self.cache.last_token
@@ -676,7 +687,8 @@ __all__ = [
     "LEVEL_NAMES",
     "JukeboxSamplingState",
     "default_metadata",
-    "draw_from_uniform",
+    "draw_from_noise",
+    "draw_noise",
     "filter_logits",
     "lyric_window",
     "plan_windows",
