@@ -16,7 +16,6 @@ from hf_jukebox_mir.conversion.checkpoint_io import (
     hf4_prior_configs,
     load_hf4_folder,
     load_original_checkpoint,
-    safe_torch_load,
     sha256_file,
 )
 from hf_jukebox_mir.models.errors import JukeboxCheckpointError
@@ -206,10 +205,13 @@ def test_checkpoint_kind():
     assert checkpoint_kind({"conv.weight": 1}) == "unknown"
 
 
-def test_safe_torch_load_of_plain_tensors(tmp_path):
+def test_lazy_reader_of_plain_tensors(tmp_path):
+    from hf_jukebox_mir.conversion.lazy_checkpoint import LazyTorchFile
+
     path = tmp_path / "t.pt"
     torch.save({"a": torch.ones(2)}, path)
-    assert torch.equal(safe_torch_load(path, mmap=True)["a"], torch.ones(2))
+    with LazyTorchFile(path) as reader:
+        assert torch.equal(reader.read(reader.root["a"]), torch.ones(2))
 
 
 # ----------------------------------------------------------------------------------------------- hf4 folders

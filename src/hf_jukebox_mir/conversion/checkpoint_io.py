@@ -1,8 +1,9 @@
 """Safe reading of Jukebox checkpoints: the original OpenAI `*.pth.tar` files and transformers-4.x Hub folders.
 
-Nothing here runs pickled code. Torch files are read with `torch.load(..., weights_only=True)`, whose unpickler
-only rebuilds tensors and plain containers, plus an explicit allow-list (`ALLOWED_GLOBALS`) of what real Jukebox
-files need. A file that references any other Python global is refused with a `JukeboxCheckpointError` naming it.
+Nothing here runs pickled code. Torch files (original `.pth.tar` in the legacy or zip format, transformers-4.x
+`.bin` shards) are opened with the restricted reader of `lazy_checkpoint.py`: it unpickles only tensor headers,
+plain containers and its allow-list (`lazy_checkpoint.ALLOWED_GLOBALS`), refuses any other Python global with a
+`JukeboxCheckpointError` naming it, and reads tensors one at a time when they are looked up.
 """
 
 from __future__ import annotations
@@ -11,9 +12,6 @@ import functools
 import hashlib
 import json
 import os
-import pickle
-import re
-import zipfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,18 +22,6 @@ import torch
 from ..models.errors import JukeboxCheckpointError
 from .audit import SourceFile
 from .lazy_checkpoint import LazyStateDict, LazyTorchFile, TensorHeader, TensorRef
-
-# Globals (besides tensors and builtin containers, which `weights_only` allows by default) that real Jukebox
-# checkpoints reference, as (object, "module.qualname" in the pickle).
-#
-# * `jukebox.hparams.Hyperparams` is OpenAI's `dict` subclass for hyperparameters. The released files store a
-#   plain dict (`save_checkpoint` copies `{**hps}`), but copies re-saved with the Jukebox code loaded may pickle the
-#   class itself. Pickle builds such an object as `Hyperparams.__new__(Hyperparams)` followed by SETITEMS; the
-#   `weights_only` unpickler only fills exact `dict`s, so the name is resolved to `dict` itself: the object comes
-#   back as a plain dict of its items and no Jukebox code is needed (or run).
-ALLOWED_GLOBALS: list[tuple[Any, str]] = [
-    (dict, "jukebox.hparams.Hyperparams"),
-]
 
 # Key prefixes that identify what a state_dict holds.
 _VQVAE_PREFIXES = ("encoders.", "decoders.", "bottleneck.")
@@ -49,53 +35,6 @@ def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
         for block in iter(lambda: handle.read(chunk_size), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def _forbidden_globals(path: Path) -> list[str]:
-    """Globals that the `weights_only` unpickler would refuse, for zip-format files (best effort)."""
-    try:
-        found = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
-    except Exception:  # legacy (non-zip) format or unreadable: the caller reports what torch.load said
-        return []
-    allowed = {name for _, name in ALLOWED_GLOBALS}
-    return sorted(g for g in found if g not in allowed)
-
-
-def safe_torch_load(path: str | os.PathLike, *, mmap: bool = False) -> Any:
-    """`torch.load(path, map_location="cpu", weights_only=True)` with the Jukebox allow-list.
-
-    Raises `JukeboxCheckpointError` for a missing, truncated or corrupt file, and for a file that references
-    Python globals outside the allow-list (it is never unpickled with the full pickle machinery).
-    `mmap=True` maps zip-format files instead of reading them into memory (ignored for the legacy format).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise JukeboxCheckpointError(f"Checkpoint file not found: {path}.")
-    use_mmap = bool(mmap) and zipfile.is_zipfile(path)
-    try:
-        with torch.serialization.safe_globals(ALLOWED_GLOBALS):
-            return torch.load(path, map_location="cpu", weights_only=True, mmap=use_mmap)
-    except pickle.UnpicklingError as err:
-        message = str(err)
-        # the weights_only unpickler names a refused global as "GLOBAL module.name"
-        names = sorted(set(re.findall(r"GLOBAL ([\w.]+)", message))) or _forbidden_globals(path)
-        if names:
-            raise JukeboxCheckpointError(
-                f"Refusing to load {path}: it references the Python global(s) {', '.join(names)}, which are not "
-                "on the allow-list of Jukebox checkpoints. hf-jukebox-mir never unpickles arbitrary code "
-                "(torch.load with weights_only=True). If you trust the file, re-save its tensors as a plain dict "
-                "({'hps': dict, 'model': state_dict}) or as safetensors."
-            ) from None
-        detail = message.split("WeightsUnpickler error:", 1)[-1].split("Check the documentation", 1)[0]
-        raise JukeboxCheckpointError(
-            f"Could not read {path}: the file is truncated or corrupt, or not a torch checkpoint (unpickling "
-            f"failed: {' '.join(detail.split())[:200]}). Download it again and compare its SHA-256."
-        ) from None
-    except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError, TypeError, AttributeError) as err:
-        raise JukeboxCheckpointError(
-            f"Could not read {path}: the file is truncated or corrupt, or not a torch checkpoint "
-            f"({type(err).__name__}: {str(err)[:200]}). Download it again and compare its SHA-256."
-        ) from None
 
 
 @dataclass(frozen=True)
@@ -431,7 +370,6 @@ def hf4_sources(checkpoint: Hf4Checkpoint) -> list[SourceSpec]:
 
 
 __all__ = [
-    "ALLOWED_GLOBALS",
     "Hf4Checkpoint",
     "OriginalCheckpoint",
     "checkpoint_kind",
@@ -439,7 +377,6 @@ __all__ = [
     "hf4_sources",
     "load_hf4_folder",
     "load_original_checkpoint",
-    "safe_torch_load",
     "sha256_file",
     "source_file",
     "SourceSpec",

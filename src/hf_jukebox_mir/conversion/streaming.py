@@ -277,11 +277,10 @@ class _ShardReader:
         return tensors
 
 
-def _load_block_by_block(model_class: type[PreTrainedModel], folder: Path, keep_half: bool) -> nn.Module:
+def _load_block_by_block(model_class: type[PreTrainedModel], config: Any, folder: Path, keep_half: bool) -> nn.Module:
     """The folder's model (float32, or half-precision weights kept with `keep_half`) with every transformer block
     left on the meta device; a block's weights are read from the shards when its forward starts and dropped when
     it ends (forward hooks)."""
-    config = model_class.config_class.from_pretrained(folder)
     with torch.device("meta"):
         model = model_class(config)
     blocks = {name: module for name, module in model.named_modules() if type(module).__name__ == _BLOCK_CLASS}
@@ -328,11 +327,10 @@ def check_written_folder(
     if offload:
         from ..models.modeling_jukebox_mir import has_fast_half_precision
 
-        stored = str(getattr(model_class.config_class.from_pretrained(folder), "dtype", "float32")).replace(
-            "torch.", ""
-        )
+        config = model_class.config_class.from_pretrained(folder)
+        stored = str(getattr(config, "dtype", "float32")).replace("torch.", "")
         keep_half = stored in ("bfloat16", "float16") and has_fast_half_precision()
-        loaded = _load_block_by_block(model_class, folder, keep_half)
+        loaded = _load_block_by_block(model_class, config, folder, keep_half)
         compute = stored if keep_half else compute
     else:
         loaded = model_class.from_pretrained(folder, dtype=torch.float32).eval()
