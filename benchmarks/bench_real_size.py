@@ -8,6 +8,7 @@ own process and records its peak resident memory (`ru_maxrss` of that process) a
 | step | what |
 |---|---|
 | `write` | the legacy checkpoints (vqvae, prior_5b_level_2, upsampler_level_0) |
+| `startup` | `python -c "import hf_jukebox_mir.cli.convert, ..."`: interpreter, torch, transformers, once a command |
 | `copy:<x>` | a plain sequential read of the source file(s) + write of as many bytes as conversion `<x>` writes |
 | `convert:mir36-bf16` | `jukebox-mir convert --vqvae --prior --num-layers 36 --dtype bfloat16` (JukeMIR folder) |
 | `convert:prior72-fp32` | the whole 72-layer top prior, float32 (20 GB of output) |
@@ -16,7 +17,10 @@ own process and records its peak resident memory (`ru_maxrss` of that process) a
 | `extract:bf16` | the same load, then a 5 s clip through the 36 bfloat16 blocks |
 | `extract:auto` | `from_pretrained(mir folder)` (compute dtype chosen for this CPU), a 5 s clip, one 23.8 s window |
 
-A watchdog kills a step whose resident memory passes `--rss-limit-gb` (default 8). Needs ~45 GB of free disk
+Before every copy and conversion run, pending writes are flushed and the sources are evicted from the page cache
+(`--cache cold`, the default: a first conversion after a download; reading them is part of the work) or read into
+it (`--cache warm`); copy and conversion run in pairs (`--repeat N` pairs, medians reported), so both see the same
+machine. A watchdog kills a step whose resident memory passes `--rss-limit-gb` (default 8). Needs ~45 GB of free disk
 (`--keep` keeps the files). Opt-in: it takes 20-40 minutes on 2 cores.
 
     python benchmarks/bench_real_size.py --workdir /tmp/jukebox-real-size
@@ -54,6 +58,7 @@ FILES = {
 }
 STEPS = [
     "write",
+    "startup",
     "copy:mir36-bf16",
     "convert:mir36-bf16",
     "copy:prior72-fp32",
@@ -199,6 +204,43 @@ def plain_copy(sources: list[Path], write_bytes: int, target: Path, chunk: int =
         os.fsync(out.fileno())
 
 
+def copy_step(sources: list[Path], written: int, target: Path, rss_limit_gb: float) -> dict:
+    code = (
+        "import sys; sys.path.insert(0, %r); from bench_real_size import plain_copy; from pathlib import Path; "
+        "plain_copy([Path(p) for p in %r], %d, Path(%r))"
+        % (str(BENCH_DIR), [str(p) for p in sources], written, str(target))
+    )
+    result = run_step([sys.executable, "-c", code], rss_limit_gb)
+    result["bytes_read"] = sum(p.stat().st_size for p in sources)
+    result["bytes_written"] = written
+    target.unlink(missing_ok=True)
+    return result
+
+
+def prepare_cache(sources: list[Path], cache: str) -> None:
+    """Flush pending writes, then evict the sources from the page cache (cold) or read them into it (warm)."""
+    os.sync()
+    for path in sources:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            if cache == "cold":
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            else:
+                while os.read(fd, 16 << 20):
+                    pass
+        finally:
+            os.close(fd)
+
+
+def median_run(runs: list[dict]) -> dict:
+    """The run with the median wall time (the upper median of an even count), with every run's seconds."""
+    ordered = sorted(runs, key=lambda r: r["seconds"])
+    chosen = dict(ordered[len(ordered) // 2])
+    if len(runs) > 1:
+        chosen["runs_seconds"] = [round(r["seconds"], 2) for r in runs]
+    return chosen
+
+
 def folder_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and p.suffix == ".safetensors")
 
@@ -247,6 +289,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--keep", action="store_true", help="keep checkpoints and converted folders")
     parser.add_argument("--no-record", action="store_true")
+    parser.add_argument(
+        "--cache",
+        choices=["cold", "warm"],
+        default="cold",
+        help="page cache before each copy/convert run: cold (the sources evicted, as after a download: the default) "
+        "or warm (the sources read once first)",
+    )
+    parser.add_argument("--repeat", type=int, default=1, help="copy/convert pairs per conversion (medians reported)")
     args = parser.parse_args()
     work = args.workdir
     work.mkdir(parents=True, exist_ok=True)
@@ -298,29 +348,38 @@ def main() -> None:
                     write_legacy_checkpoint(path, inventory[model]["hps"], inventory[model]["keys"])
                 sizes[model] = path.stat().st_size
             results[step] = {"seconds": time.perf_counter() - t0, "bytes": sizes}
-        elif kind == "copy":
-            written = expected_out.get(name) or (folder_bytes(out[name]) if out[name].is_dir() else None)
-            if written is None:
-                written = _planned_output_bytes(name, inventory)
-            target = work / "copy.bin"
-            code = (
-                "import sys; sys.path.insert(0, %r); from bench_real_size import plain_copy; from pathlib import Path; "
-                "plain_copy([Path(p) for p in %r], %d, Path(%r))"
-                % (str(BENCH_DIR), [str(p) for p in sources[name]], written, str(target))
-            )
-            results[step] = run_step([sys.executable, "-c", code], args.rss_limit_gb)
-            results[step]["bytes_read"] = sum(p.stat().st_size for p in sources[name])
-            results[step]["bytes_written"] = written
-            target.unlink(missing_ok=True)
-        elif kind == "convert":
-            results[step] = run_step(commands[name], args.rss_limit_gb, env)
-            if results[step]["rc"] == 0:
-                results[step]["bytes_written"] = expected_out[name] = folder_bytes(out[name])
+        elif kind == "copy" and f"convert:{name}" in args.steps:
+            continue  # run in pairs with the conversion, below
+        elif kind in ("copy", "convert"):
+            runs: dict[str, list[dict]] = {}
+            for _ in range(max(1, args.repeat)):
+                if f"copy:{name}" in args.steps:
+                    written = expected_out.get(name) or _planned_output_bytes(name, inventory)
+                    prepare_cache(sources[name], args.cache)
+                    runs.setdefault(f"copy:{name}", []).append(
+                        copy_step(sources[name], written, work / "copy.bin", args.rss_limit_gb)
+                    )
+                if kind == "convert":
+                    shutil.rmtree(out[name], ignore_errors=True)  # not timed: the conversion writes a new folder
+                    prepare_cache(sources[name], args.cache)
+                    run = run_step(commands[name], args.rss_limit_gb, env)
+                    if run["rc"] == 0:
+                        run["bytes_written"] = expected_out[name] = folder_bytes(out[name])
+                    runs.setdefault(step, []).append(run)
+            for key, measured in runs.items():
+                results[key] = median_run(measured)
+                results[key]["cache"] = args.cache
             copy = results.get(f"copy:{name}")
-            if copy:
+            if copy and step in results:
                 results[step]["vs_plain_copy"] = results[step]["seconds"] / copy["seconds"]
+                if "startup" in results:
+                    net = results[step]["seconds"] - results["startup"]["seconds"]
+                    results[step]["vs_plain_copy_after_startup"] = net / copy["seconds"]
             if name in ("prior72-fp32", "upsampler0-fp32") and not args.keep and results[step]["rc"] == 0:
                 shutil.rmtree(out[name], ignore_errors=True)  # 20 GB / 4 GB: free the disk for the next steps
+        elif kind == "startup":
+            code = "import hf_jukebox_mir.cli.convert, hf_jukebox_mir.conversion.mir, hf_jukebox_mir.conversion.prior"
+            results[step] = median_run([run_step([sys.executable, "-c", code], args.rss_limit_gb) for _ in range(3)])
         elif kind == "load":
             results[step] = extract_step(out["mir36-bf16"], args.threads, "bfloat16", [], args.rss_limit_gb)
         elif step == "extract:bf16":
@@ -345,6 +404,8 @@ def main() -> None:
                 "git_commit": git_commit(),
                 "machine": machine_info(),
                 "threads": args.threads,
+                "cache": args.cache,
+                "repeat": args.repeat,
                 "rss_limit_gb": args.rss_limit_gb,
                 "results": {k: {kk: vv for kk, vv in v.items() if kk != "tail"} for k, v in results.items()},
             },
@@ -384,6 +445,12 @@ def _print_table(results: dict[str, dict]) -> None:
         if r.get("rc", 0) != 0:
             notes.append(f"exit {r.get('rc')}")
         ratio = f"{r['vs_plain_copy']:.2f}x" if "vs_plain_copy" in r else ""
+        if "vs_plain_copy_after_startup" in r:
+            ratio += f" ({r['vs_plain_copy_after_startup']:.2f}x after startup)"
+        if "runs_seconds" in r:
+            notes.append(f"runs={r['runs_seconds']}")
+        if "cache" in r:
+            notes.append(f"cache={r['cache']}")
         peak = f"{r['peak_rss_gb']:.2f}" if "peak_rss_gb" in r else ""
         print(f"| {step} | {r['seconds']:.1f} | {peak} | {ratio} | {'; '.join(notes)} |")
 

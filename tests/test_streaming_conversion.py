@@ -8,7 +8,7 @@ import shutil
 import pytest
 import torch
 
-from hf_jukebox_mir.conversion import lazy_checkpoint, streaming
+from hf_jukebox_mir.conversion import lazy_checkpoint, plan, streaming
 from hf_jukebox_mir.conversion.checkpoint_io import load_hf4_folder
 from hf_jukebox_mir.conversion.mir import convert_mir_model
 from hf_jukebox_mir.conversion.prior import convert_prior_checkpoint, load_prior_checkpoint
@@ -61,13 +61,15 @@ def test_legacy_file_opens_without_reading_tensors(both_formats, monkeypatch):
 
 def test_blocks_above_num_layers_and_decoders_are_never_read(fixtures_dir, both_formats, tmp_path, monkeypatch):
     read_keys = set()
-    original = streaming.plan_from_mapping
+    original = plan.plan_from_mapping
 
     def spy(state, mapping, **kwargs):
         plan = original(state, mapping, **kwargs)
         for entry in plan.values():
-            load = entry.load
-            object.__setattr__(entry, "load", lambda load=load, name=entry.source: read_keys.add(name) or load())
+            read = entry.read
+            object.__setattr__(
+                entry, "read", lambda *args, read=read, name=entry.source: read_keys.add(name) or read(*args)
+            )
         return plan
 
     monkeypatch.setattr("hf_jukebox_mir.conversion.prior.plan_from_mapping", spy)

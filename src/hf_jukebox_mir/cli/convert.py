@@ -129,7 +129,11 @@ SOURCES: list[tuple[tuple[str, ...], Callable[[argparse.Namespace], Path]]] = [
 
 def run(args: argparse.Namespace) -> int:
     """Dispatch to the handler of the source options that were given; write the card; print a summary."""
-    from ..extraction.engine import default_threads, set_threads
+    from ..conversion.hashing import hash_in_background
+
+    # the audit's source SHA-256 (a full read of a 10 GB file) starts now, beside the imports below
+    hash_in_background([*(getattr(args, "prior", None) or []), *filter(None, [getattr(args, "vqvae", None)])])
+    from ..extraction.threads import default_threads, set_threads
 
     set_threads(args.threads if getattr(args, "threads", None) is not None else default_threads())
     given = tuple(dest for dest in ("vqvae", "prior", "hf4") if getattr(args, dest, None) is not None)

@@ -41,7 +41,7 @@ def _layers(values: list[str] | None):
 
 
 def _default_threads() -> int:
-    from ..extraction.engine import default_threads
+    from ..extraction.threads import default_threads
 
     return default_threads()
 

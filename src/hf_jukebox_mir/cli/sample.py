@@ -370,7 +370,7 @@ def run(args: argparse.Namespace) -> int:
 def _sample(args: argparse.Namespace, run_state: SampleRun, state_path: Path) -> int:
     import torch
 
-    from ..extraction.engine import set_threads
+    from ..extraction.threads import set_threads
 
     settings = run_state.settings
     threads = set_threads(settings.threads)

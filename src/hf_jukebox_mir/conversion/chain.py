@@ -26,8 +26,9 @@ from ..models.modeling_jukebox_chain import JukeboxChainModel
 from .audit import ConversionAudit
 from .checkpoint_io import load_hf4_folder
 from .export import run_output_check
+from .plan import ConversionPlan, load_plan, prefixed
 from .prior import PriorSource, open_hf4_prior, open_prior_checkpoint, prior_output_check
-from .streaming import DEFAULT_MAX_SHARD_SIZE, ConversionPlan, load_plan, prefixed, write_plan
+from .streaming import DEFAULT_MAX_SHARD_SIZE, write_plan
 from .vqvae import VQVAESource, open_hf4_vqvae, open_vqvae_checkpoint, vqvae_output_check
 
 

@@ -9,7 +9,6 @@ plain containers and its allow-list (`lazy_checkpoint.ALLOWED_GLOBALS`), refuses
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import os
 from collections.abc import Iterable, Mapping
@@ -21,20 +20,12 @@ import torch
 
 from ..models.errors import JukeboxCheckpointError
 from .audit import SourceFile
-from .lazy_checkpoint import LazyStateDict, LazyTorchFile, TensorHeader, TensorRef
+from .hashing import sha256_file
+from .lazy_checkpoint import LazyStateDict, LazyTorchFile, Scratch, TensorHeader, TensorRef
 
 # Key prefixes that identify what a state_dict holds.
 _VQVAE_PREFIXES = ("encoders.", "decoders.", "bottleneck.")
 _PRIOR_PREFIXES = ("prior.", "y_emb.", "conditioner_blocks.", "prime_prior.", "prime_state_proj.", "prime_x_out.")
-
-
-def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(chunk_size), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -278,6 +269,11 @@ def _inside(folder: Path, name: str, where: Path) -> Path:
     return folder / name
 
 
+def _get_safetensor(handle: Any, key: str, scratch: Scratch | None = None) -> torch.Tensor:
+    """One tensor of an open safetensors file (always a new tensor: the library copies out of its mapping)."""
+    return handle.get_tensor(key)
+
+
 def _open_weight_file(path: Path, kind: str) -> LazyStateDict:
     """The tensors of one weight file, read on lookup."""
     if not path.is_file():
@@ -293,7 +289,7 @@ def _open_weight_file(path: Path, kind: str) -> LazyStateDict:
                 headers[key] = TensorHeader(tuple(piece.get_shape()), _SAFETENSORS_DTYPES[piece.get_dtype()])
         except (SafetensorError, OSError, ValueError, KeyError) as err:
             raise JukeboxCheckpointError(f"Could not read {path}: truncated or corrupt safetensors ({err}).") from None
-        return LazyStateDict(headers, {key: functools.partial(handle.get_tensor, key) for key in headers})
+        return LazyStateDict(headers, {key: functools.partial(_get_safetensor, handle, key) for key in headers})
     reader = LazyTorchFile(path)
     root = reader.root
     if not isinstance(root, dict) or not all(isinstance(v, TensorRef) for v in root.values()):

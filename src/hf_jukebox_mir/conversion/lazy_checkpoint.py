@@ -190,6 +190,12 @@ def _storage_dtype(storage_type: Any) -> torch.dtype:
     return storage_type.dtype
 
 
+# `scratch(nbytes)`: a 1-D uint8 buffer of at least `nbytes` bytes that a reader may fill and return a view of
+Scratch = Callable[[int], torch.Tensor]
+# `loader(scratch)`: one tensor, read on call; `scratch` may be None (then the tensor owns its memory) or ignored
+TensorLoader = Callable[[Scratch | None], torch.Tensor]
+
+
 class LazyTorchFile:
     """A torch checkpoint opened for reading tensor by tensor (see the module docstring).
 
@@ -299,11 +305,12 @@ class LazyTorchFile:
         return _resolve_pending(root, offsets)
 
     # ------------------------------------------------------------------------------------------- reading
-    def read(self, ref: TensorRef) -> torch.Tensor:
-        """The tensor `ref` describes, read from the file (a new CPU tensor that owns its memory)."""
+    def read(self, ref: TensorRef, scratch: Scratch | None = None) -> torch.Tensor:
+        """The tensor `ref` describes, read from the file: a new CPU tensor that owns its memory, or, with
+        `scratch`, a view on the buffer `scratch(nbytes)` returns (reused by the caller: no page faults per read)."""
         storage = ref.storage
         try:
-            flat = self._read_storage(storage)
+            flat = self._read_storage(storage, scratch)
         except (OSError, zipfile.BadZipFile, EOFError, ValueError) as err:
             raise _corrupt(self.path, f"reading tensor storage {storage.key}: {type(err).__name__}: {err}") from None
         if ref.numel == 0:
@@ -313,8 +320,12 @@ class LazyTorchFile:
             raise _corrupt(self.path, f"a tensor reaches past the end of its storage {storage.key}")
         return flat.as_strided(ref.shape, ref.stride, ref.storage_offset)
 
-    def _read_storage(self, storage: StorageRef) -> torch.Tensor:
-        flat = torch.empty(storage.numel, dtype=storage.dtype)
+    def _read_storage(self, storage: StorageRef, scratch: Scratch | None = None) -> torch.Tensor:
+        nbytes = storage.numel * storage.dtype.itemsize
+        if scratch is None:
+            flat = torch.empty(storage.numel, dtype=storage.dtype)
+        else:
+            flat = scratch(nbytes)[:nbytes].view(storage.dtype)
         buffer = memoryview(flat.view(torch.uint8).numpy()) if storage.numel else memoryview(bytearray())
         if self._zip is not None:
             assert storage.entry is not None
@@ -403,9 +414,7 @@ class LazyStateDict(Mapping[str, torch.Tensor]):
     again: keep the result if you need it twice).
     """
 
-    def __init__(
-        self, headers: Mapping[str, TensorHeader | TensorRef], loaders: Mapping[str, Callable[[], torch.Tensor]]
-    ):
+    def __init__(self, headers: Mapping[str, TensorHeader | TensorRef], loaders: Mapping[str, TensorLoader]):
         if set(headers) != set(loaders):
             raise ValueError("headers and loaders must have the same keys")
         self.headers = dict(headers)
@@ -418,7 +427,7 @@ class LazyStateDict(Mapping[str, torch.Tensor]):
     @classmethod
     def merge(cls, parts: Iterable[LazyStateDict]) -> LazyStateDict:
         headers: dict[str, TensorHeader | TensorRef] = {}
-        loaders: dict[str, Callable[[], torch.Tensor]] = {}
+        loaders: dict[str, TensorLoader] = {}
         for part in parts:
             headers.update(part.headers)
             loaders.update(part._loaders)
@@ -430,7 +439,11 @@ class LazyStateDict(Mapping[str, torch.Tensor]):
         return LazyStateDict({k: self.headers[k] for k in names}, {k: self._loaders[k] for k in names})
 
     def __getitem__(self, key: str) -> torch.Tensor:
-        return self._loaders[key]()
+        return self._loaders[key](None)
+
+    def read(self, key: str, scratch: Scratch | None = None) -> torch.Tensor:
+        """`self[key]`, read into the caller's reusable buffer where the file allows (see `LazyTorchFile.read`)."""
+        return self._loaders[key](scratch)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.headers)
@@ -443,8 +456,10 @@ __all__ = [
     "ALLOWED_GLOBALS",
     "STORAGE_DTYPES",
     "LazyStateDict",
+    "Scratch",
     "LazyTorchFile",
     "StorageRef",
     "TensorHeader",
+    "TensorLoader",
     "TensorRef",
 ]

@@ -25,15 +25,9 @@ from ..models.modeling_jukebox_vqvae import JukeboxVQVAE
 from .audit import ConversionAudit
 from .checkpoint_io import load_hf4_folder
 from .export import strict_load_state_dict
+from .plan import ConversionPlan, load_plan, prefixed
 from .prior import CHECK_MAX_TOKENS, PriorSource, open_hf4_prior, open_prior_checkpoint
-from .streaming import (
-    DEFAULT_MAX_SHARD_SIZE,
-    ConversionPlan,
-    load_plan,
-    prefixed,
-    save_model,
-    write_plan,
-)
+from .streaming import DEFAULT_MAX_SHARD_SIZE, save_model, write_plan
 from .vqvae import VQVAESource, open_hf4_vqvae, open_vqvae_checkpoint
 
 

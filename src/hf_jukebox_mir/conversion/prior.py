@@ -37,8 +37,9 @@ from .checkpoint_io import (
     source_file,
 )
 from .key_mapping import convert_keys
+from .plan import ConversionPlan, load_plan, plan_from_mapping
 from .prior_keys import hf4_prior_key_mapping, needs_transpose, original_prior_key_mapping
-from .streaming import DEFAULT_MAX_SHARD_SIZE, ConversionPlan, load_plan, plan_from_mapping, write_plan
+from .streaming import DEFAULT_MAX_SHARD_SIZE, write_plan
 
 # attention_pattern names of the transformers-4.x port -> original attn_order
 HF4_ATTENTION_ORDERS = {

@@ -31,7 +31,8 @@ from .checkpoint_io import (
 )
 from .export import run_output_check
 from .key_mapping import HF4_VQVAE_KEY_MAPPING, VQVAE_KEY_MAPPING, convert_keys
-from .streaming import DEFAULT_MAX_SHARD_SIZE, ConversionPlan, load_plan, plan_from_mapping, write_plan
+from .plan import ConversionPlan, load_plan, plan_from_mapping
+from .streaming import DEFAULT_MAX_SHARD_SIZE, write_plan
 
 # original hyperparameter -> JukeboxVQVAEConfig field (all required)
 _REQUIRED_HPS = {

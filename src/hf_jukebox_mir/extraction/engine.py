@@ -50,6 +50,7 @@ from ..models.pipeline_jukebox import (
 )
 from .guard import Limits, check_regular_file, printable, read_audio
 from .locks import RunLock, is_lock_file
+from .threads import positive_int, set_threads
 
 logger = logging.getLogger(__name__)
 
@@ -358,29 +359,6 @@ def _dataset_items(
 # --------------------------------------------------------------------------------------------- model + engine
 
 
-def default_threads() -> int:
-    """Torch CPU threads per process: `OMP_NUM_THREADS` when set, else 1 under a multi-process launch, else
-    torch's default capped at 4 (on a machine shared with other work more threads are often slower: measured 4-7x
-    slower with 2 threads than with 1 on a busy 2-core machine)."""
-    env = os.environ.get("OMP_NUM_THREADS")
-    if env and env.isdigit() and int(env) > 0:
-        return int(env)
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        return 1
-    return max(1, min(4, torch.get_num_threads()))
-
-
-def set_threads(threads: int | None) -> int:
-    """Set torch's CPU thread count to `threads` and return it; None leaves it as it is (the CLI passes
-    `default_threads()`), and returns the current count."""
-    if threads is None:
-        return torch.get_num_threads()
-    threads = _positive_int("threads", threads)
-    if torch.get_num_threads() != threads:
-        torch.set_num_threads(threads)
-    return threads
-
-
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
     """`device`, else CUDA when available, else CPU."""
     if device is None:
@@ -470,7 +448,7 @@ class JukeboxExtractor:
         pooling = _default_pooling(pooling, frame_rate)
         self.pooling, self.window_aggregation = check_options(pooling, frame_rate, None, native_rate)
         self.frame_rate = frame_rate
-        self.batch_size = _positive_int("batch_size", batch_size)
+        self.batch_size = positive_int("batch_size", batch_size)
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         # only the blocks up to the deepest requested layer are read, straight to the device in the dtype
@@ -723,12 +701,6 @@ def _default_pooling(pooling: str | None, frame_rate: float | None) -> str:
     if pooling is not None:
         return pooling
     return "none" if frame_rate is not None else "mean"
-
-
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise JukeboxInputError(f"{name} must be a positive integer, got {value!r}.")
-    return int(value)
 
 
 class JukeboxEmbedder:
@@ -1103,7 +1075,7 @@ def _shard_setup(num_shards: int | None, shard_index: int | None, cpu: bool):
     if (num_shards is None) != (shard_index is None):
         raise JukeboxInputError("Give num_shards and shard_index together (e.g. num_shards=4, shard_index=0).")
     if num_shards is not None:
-        num_shards = _positive_int("num_shards", num_shards)
+        num_shards = positive_int("num_shards", num_shards)
         if (
             isinstance(shard_index, bool)
             or not isinstance(shard_index, (int, np.integer))
@@ -1191,14 +1163,14 @@ def extract_dataset(
         [`ExtractionResult`]. Every path and option is checked before the model is loaded.
     """
     # ---- checks before anything heavy
-    batch_size = _positive_int("batch_size", batch_size)
+    batch_size = positive_int("batch_size", batch_size)
     limits = Limits(max_duration=max_duration, max_input_windows=max_input_windows)
     threads = set_threads(threads)
-    chunk_size = _positive_int("chunk_size", chunk_size)
+    chunk_size = positive_int("chunk_size", chunk_size)
     if max_windows is not None:
-        max_windows = _positive_int("max_windows", max_windows)
+        max_windows = positive_int("max_windows", max_windows)
     if window_hop is not None:
-        window_hop = _positive_int("window_hop", window_hop)
+        window_hop = positive_int("window_hop", window_hop)
     model_path = _check_model_dir(model_dir)
     depth, native_rate = _built_layers(model_path)
     layer_ids, _ = resolve_layers(layers, depth)
