@@ -233,3 +233,38 @@ def test_scratch_reads_land_in_the_callers_buffer(prior_file):
         tensor = reader.read(ref, lambda n: buffer[:n])
         assert tensor.untyped_storage().data_ptr() == buffer.data_ptr()
         assert torch.equal(tensor, reader.read(ref))
+
+
+def test_a_shard_leaves_the_page_cache_once_synced_and_done_with(tmp_path, monkeypatch):
+    dropped: list[str] = []
+    monkeypatch.setattr(shard_writer, "drop_from_page_cache", lambda path: dropped.append(path.name))
+    gate = shard_writer.ShardGate(["a", "b"], tmp_path)
+    gate.release("a")
+    assert dropped == []  # still being synced
+    gate.synced("a")
+    gate.synced("b")
+    assert dropped == ["a"]  # b: the reader still needs it
+    from hf_jukebox_mir.conversion.folder_check import ShardReader
+
+    reader = ShardReader(tmp_path, {"x.w": "b", "x.b": "b", "y.w": "a"}, gate)
+    reader.done(["x.w"])
+    assert dropped == ["a"]
+    reader.done(["x.b"])
+    assert dropped == ["a", "b"]
+
+
+def test_converted_shards_are_dropped_from_the_page_cache(prior_file, tmp_path, monkeypatch):
+    monkeypatch.setattr(streaming, "OFFLOAD_THRESHOLD_BYTES", 0)
+    dropped: list[str] = []
+    real = shard_writer.drop_from_page_cache
+    monkeypatch.setattr(shard_writer, "drop_from_page_cache", lambda path: dropped.append(path.name) or real(path))
+    out = convert_prior_checkpoint(prior_file, tmp_path / "out", max_shard_size="100KB")
+    from hf_jukebox_mir.conversion.folder_check import block_numbers
+    from hf_jukebox_mir.models.modeling_jukebox_prior import JukeboxPrior
+
+    with torch.device("meta"):
+        blocks = block_numbers(JukeboxPrior(JukeboxPrior.config_class.from_pretrained(out)))
+    weight_map = json.loads((out / "model.safetensors.index.json").read_text())["weight_map"]
+    in_use = {name for key, name in weight_map.items() if key not in blocks}  # embeddings etc.: the whole check
+    expected = sorted(set(weight_map.values()) - in_use)
+    assert len(expected) > 2 and sorted(dropped) == expected

@@ -8,7 +8,7 @@ after it, so memory stays at about one block; this check can start while the sha
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,7 @@ class ShardReader:
         self._folder = folder
         self._gate = gate
         index = folder / "model.safetensors.index.json"
+        self._pending: dict[str, set[str]] = {}  # shard -> keys not yet done with (see `done`)
         if weight_map is not None:
             self._where = dict(weight_map)
         elif index.is_file():
@@ -56,6 +57,22 @@ class ShardReader:
         else:
             with safe_open(str(folder / "model.safetensors"), framework="pt") as handle:
                 self._where = {key: "model.safetensors" for key in handle.keys()}
+
+    def done(self, keys: Iterable[str]) -> None:
+        """The caller no longer uses the tensors `keys`: a shard whose every tensor is done with is released to the
+        gate (which drops it from the page cache once it is synced)."""
+        if self._gate is None:
+            return
+        if not self._pending:
+            for key, name in self._where.items():
+                self._pending.setdefault(name, set()).add(key)
+        for key in keys:
+            name = self._where.get(key)
+            if name is not None and name in self._pending:
+                self._pending[name].discard(key)
+                if not self._pending[name]:
+                    del self._pending[name]
+                    self._gate.release(name)
 
     def __contains__(self, key: str) -> bool:
         return key in self._where
@@ -106,12 +123,17 @@ def load_block_by_block(
 
         return hook
 
-    def drop(module: nn.Module, args: Any, output: Any) -> None:
-        module.to("meta")
+    def drop(prefix: str):
+        def hook(module: nn.Module, args: Any, output: Any) -> None:
+            keys = [f"{prefix}.{key}" for key in module.state_dict()]
+            module.to("meta")
+            reader.done(keys)
+
+        return hook
 
     for name, block in blocks.items():
         block.register_forward_pre_hook(fetch(name))
-        block.register_forward_hook(drop)
+        block.register_forward_hook(drop(name))
     return model.eval()
 
 

@@ -61,11 +61,23 @@ def split_shards(
 
 
 class ShardGate:
-    """Lets a reader wait until a shard is completely written (`wait`), or learn that writing failed."""
+    """Between the shard writer and a reader of the shards (the output check): the reader waits until a shard is
+    complete (`wait`) or learns that writing failed; it says when it has read everything it needs from a shard
+    (`release`). A shard that is both synced to the disk and released is dropped from the page cache.
 
-    def __init__(self, names: Iterable[str]):
+    Dropping matters on this kind of machine: once the page cache is full, every written page first has to evict
+    another, and writing 20 GB then cost 27 s of kernel time against 8 s with the written shards dropped as they
+    were done with (measured here, `benchmarks/README.md`). The kernel would evict them anyway; dropping them
+    early keeps the rest of the cache (the source, the user's own files) and the writes fast.
+    """
+
+    def __init__(self, names: Iterable[str], folder: Path | None = None):
         self._events = {name: threading.Event() for name in names}
         self._failed = False
+        self._folder = folder
+        self._lock = threading.Lock()
+        self._synced: set[str] = set()
+        self._released: set[str] = set()
 
     def open(self, name: str) -> None:
         self._events[name].set()
@@ -79,6 +91,35 @@ class ShardGate:
         self._events[name].wait()
         if self._failed:
             raise JukeboxCheckpointError("Writing the shards failed; the output check stopped.")
+
+    def synced(self, name: str) -> None:
+        self._mark(self._synced, name)
+
+    def release(self, name: str) -> None:
+        self._mark(self._released, name)
+
+    def _mark(self, marks: set[str], name: str) -> None:
+        with self._lock:
+            marks.add(name)
+            done = name in self._synced and name in self._released
+        if done and self._folder is not None:
+            drop_from_page_cache(self._folder / name)
+
+
+def drop_from_page_cache(path: Path) -> None:
+    """Ask the kernel to drop a file's clean cached pages (pages still mapped by a reader stay); best effort."""
+    if not hasattr(os, "posix_fadvise"):
+        return
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 class _Buffers:
@@ -164,9 +205,16 @@ def write_shards(
     hashing = ThreadPoolExecutor(1, thread_name_prefix="shard-hash")
     syncing = ThreadPoolExecutor(1, thread_name_prefix="shard-sync")
 
+    def sync_shard(path: Path) -> None:
+        fsync_path(path)
+        if gate is None:
+            drop_from_page_cache(path)  # nobody reads it back during the conversion
+        else:
+            gate.synced(path.name)
+
     def finish(writer: SafetensorsStreamWriter, name: str) -> None:  # on the writing thread, after its writes
         writer.close()
-        syncs.append(syncing.submit(fsync_path, writer.path))
+        syncs.append(syncing.submit(sync_shard, writer.path))
         if gate is not None:
             gate.open(name)
 
@@ -234,6 +282,7 @@ __all__ = [
     "ShardGate",
     "ShardSplit",
     "check_free_space",
+    "drop_from_page_cache",
     "fsync_path",
     "materialize",
     "split_shards",

@@ -152,7 +152,7 @@ def write_plan(
     ):
         source_entries = [hasher.submit(spec.audit_entry) for spec in unique]
         _save_config_and_code(model, tmp_dir)
-        gate = ShardGate(split.files)
+        gate = ShardGate(split.files, tmp_dir)
         check = None
         if output_check is not None and offload:
             check = checker.submit(
