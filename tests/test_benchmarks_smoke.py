@@ -251,3 +251,22 @@ def test_bench_gpu_plan_memory_tiny(tmp_path):
     # activations grow with the batch (a bit more than 2x here: at batch 1 the column pattern needs no copy)
     assert 1.5 * one["activations_peak_mb"] <= two["activations_peak_mb"] <= 2.5 * one["activations_peak_mb"]
     assert one["total_mb"] == pytest.approx(plan["weights_mb"] + one["activations_peak_mb"])
+
+
+def test_bench_real_size_pairs_take_medians_and_prepare_the_cache(tmp_path):
+    sys.path.insert(0, str(BENCH))
+    try:
+        bench = importlib.import_module("bench_real_size")
+    finally:
+        sys.path.remove(str(BENCH))
+    runs = [{"seconds": 3.0, "rc": 0}, {"seconds": 1.0, "rc": 0}, {"seconds": 2.0, "rc": 1}]
+    chosen = bench.median_run(runs)
+    assert chosen["seconds"] == 2.0 and chosen["rc"] == 1 and chosen["runs_seconds"] == [3.0, 1.0, 2.0]
+    source = tmp_path / "source.bin"
+    source.write_bytes(os.urandom(1 << 20))
+    for cache in ("cold", "warm"):
+        bench.prepare_cache([source], cache)
+    target = tmp_path / "copy.bin"
+    result = bench.copy_step([source], 3 << 20, target, rss_limit_gb=2.0)
+    assert result["rc"] == 0 and result["bytes_read"] == 1 << 20 and result["bytes_written"] == 3 << 20
+    assert not target.exists()  # the copy's output is removed after timing
