@@ -135,13 +135,18 @@ def prior_file(fixtures_dir):
     return fixtures_dir / PRIOR
 
 
-def test_a_full_disk_while_writing_says_so_and_leaves_no_folder(prior_file, tmp_path, monkeypatch):
+@pytest.mark.parametrize("failing_write", [5, -1], ids=["early", "last"])
+def test_a_full_disk_while_writing_says_so_and_leaves_no_folder(prior_file, tmp_path, monkeypatch, failing_write):
     calls = []
     original = SafetensorsStreamWriter.write
+    if failing_write < 0:  # the very last tensor: its error must not be hidden behind the unfinished shard
+        from hf_jukebox_mir.conversion.prior import open_prior_checkpoint
+
+        failing_write = len(open_prior_checkpoint(prior_file).plan)
 
     def fill_up(self, tensor):
         calls.append(1)
-        if len(calls) == 5:
+        if len(calls) == failing_write:
             raise OSError(errno.ENOSPC, "No space left on device")
         return original(self, tensor)
 

@@ -237,6 +237,8 @@ def write_shards(
                 count += 1
             finishing = writing.submit(finish, writer, name)
             digests[name] = hashing.submit(digest.hexdigest)
+        for pending in (future for futures in busy for future in futures):
+            pending.result()  # the last writes' errors first: a failed write also fails its shard's close
         if finishing is not None:
             finishing.result()
         for sync in syncs:
