@@ -256,6 +256,9 @@ def test_a_shard_leaves_the_page_cache_once_synced_and_done_with(tmp_path, monke
     assert dropped == ["a"]
     reader.done(["x.b"])
     assert dropped == ["a", "b"]
+    reader.done(["x.w", "x.b", "y.w"])  # done twice, or released twice: nothing more happens
+    gate.synced("b")
+    assert dropped == ["a", "b"]
 
 
 def test_converted_shards_are_dropped_from_the_page_cache(prior_file, tmp_path, monkeypatch):

@@ -57,15 +57,14 @@ class ShardReader:
         else:
             with safe_open(str(folder / "model.safetensors"), framework="pt") as handle:
                 self._where = {key: "model.safetensors" for key in handle.keys()}
+        for key, name in self._where.items():
+            self._pending.setdefault(name, set()).add(key)
 
     def done(self, keys: Iterable[str]) -> None:
         """The caller no longer uses the tensors `keys`: a shard whose every tensor is done with is released to the
         gate (which drops it from the page cache once it is synced)."""
         if self._gate is None:
             return
-        if not self._pending:
-            for key, name in self._where.items():
-                self._pending.setdefault(name, set()).add(key)
         for key in keys:
             name = self._where.get(key)
             if name is not None and name in self._pending:

@@ -100,6 +100,8 @@ class ShardGate:
 
     def _mark(self, marks: set[str], name: str) -> None:
         with self._lock:
+            if name in marks:
+                return  # said before: dropped at most once
             marks.add(name)
             done = name in self._synced and name in self._released
         if done and self._folder is not None:
