@@ -276,3 +276,24 @@ def test_converted_shards_are_dropped_from_the_page_cache(prior_file, tmp_path, 
     in_use = {name for key, name in weight_map.items() if key not in blocks}  # embeddings etc.: the whole check
     expected = sorted(set(weight_map.values()) - in_use)
     assert len(expected) > 2 and sorted(dropped) == expected
+
+
+def test_too_little_free_space_also_stops_the_waiting_output_check(prior_file, tmp_path, monkeypatch):
+    """The block-by-block check waits on the shards from the start: a refusal before the first byte must stop it."""
+    monkeypatch.setattr(streaming, "OFFLOAD_THRESHOLD_BYTES", 0)
+    real = shard_writer.shutil.disk_usage
+    monkeypatch.setattr(shard_writer.shutil, "disk_usage", lambda path: real(path)._replace(free=1000))
+    outcome: list[BaseException] = []
+
+    def run():
+        try:
+            convert_prior_checkpoint(prior_file, tmp_path / "out", max_shard_size="100KB")
+        except BaseException as err:  # noqa: BLE001 - recorded for the assertion
+            outcome.append(err)
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(timeout=120)
+    assert not worker.is_alive(), "the conversion hung on its waiting output check"
+    assert len(outcome) == 1 and "Not enough disk space for the converted weights" in str(outcome[0])
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

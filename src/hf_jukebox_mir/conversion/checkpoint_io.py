@@ -270,7 +270,7 @@ def _inside(folder: Path, name: str, where: Path) -> Path:
 
 
 def _get_safetensor(handle: Any, key: str, scratch: Scratch | None = None) -> torch.Tensor:
-    """One tensor of an open safetensors file (always a new tensor: the library copies out of its mapping)."""
+    """One tensor of an open safetensors file, as the library gives it (`scratch` is not used)."""
     return handle.get_tensor(key)
 
 

@@ -24,11 +24,15 @@ OutputCheck = Callable[[nn.Module], Mapping[str, torch.Tensor]]
 BLOCK_CLASS = "JukeboxBlock"  # the transformer block of every prior: what the check runs one at a time
 
 
+def transformer_blocks(model: nn.Module) -> dict[str, nn.Module]:
+    """The model's transformer blocks by module name, in module order."""
+    return {name: module for name, module in model.named_modules() if type(module).__name__ == BLOCK_CLASS}
+
+
 def block_numbers(model: nn.Module) -> dict[str, int]:
     """Every state_dict key inside a transformer block -> the block's number (in module order)."""
     numbers = {}
-    blocks = [(name, module) for name, module in model.named_modules() if type(module).__name__ == BLOCK_CLASS]
-    for number, (name, block) in enumerate(blocks):
+    for number, (name, block) in enumerate(transformer_blocks(model).items()):
         for key in block.state_dict():
             numbers[f"{name}.{key}"] = number
     return numbers
@@ -103,15 +107,13 @@ def load_block_by_block(
     it ends (forward hooks)."""
     with torch.device("meta"):
         model = model_class(config)
-    blocks = {name: module for name, module in model.named_modules() if type(module).__name__ == BLOCK_CLASS}
+    blocks = transformer_blocks(model)
+    in_blocks = block_numbers(model)
 
-    def in_block(key: str) -> bool:
-        return any(key.startswith(name + ".") for name in blocks)
-
-    rest = reader.read([key for key in model.state_dict() if not in_block(key) and key in reader], keep_half)
+    rest = reader.read([key for key in model.state_dict() if key not in in_blocks and key in reader], keep_half)
     model.load_state_dict(rest, strict=False, assign=True)
     model.tie_weights()
-    still_meta = [key for key, value in model.state_dict().items() if value.is_meta and not in_block(key)]
+    still_meta = [key for key, value in model.state_dict().items() if value.is_meta and key not in in_blocks]
     if still_meta:
         raise JukeboxCheckpointError(f"The written folder lacks {listing(still_meta)}.")
 

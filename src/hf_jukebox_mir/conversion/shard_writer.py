@@ -196,8 +196,8 @@ def write_shards(
     """Write `split`'s shards (and its index) into `folder`; returns each shard's SHA-256. See the module docstring.
 
     Shards are complete (written and closed) when `gate` opens them; all are synced to the disk when this returns.
+    On any failure, the free-space check included, the gate is failed, so that a reader waiting on it stops.
     """
-    check_free_space(folder, sum(torch.Size(plan[k].shape).numel() * dtypes[k].itemsize for k in split.weight_map))
     buffers = [_Buffers() for _ in range(_BUFFER_SETS)]
     busy: list[list[Future[Any]]] = [[] for _ in buffers]  # the write and hash still reading each set
     digests: dict[str, Future[str]] = {}
@@ -223,6 +223,7 @@ def write_shards(
     count = 0
     finishing: Future[None] | None = None
     try:
+        check_free_space(folder, sum(torch.Size(plan[k].shape).numel() * dtypes[k].itemsize for k in split.weight_map))
         for name, keys in split.files.items():
             layout = plan_layout({key: (dtypes[key], plan[key].shape) for key in keys}, {"format": "pt"})
             writer = SafetensorsStreamWriter(folder / name, layout)  # writes the header

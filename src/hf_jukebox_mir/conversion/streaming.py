@@ -164,11 +164,7 @@ def write_plan(
                 weight_map=split.weight_map,
                 gate=gate,
             )
-        try:
-            shard_hashes = write_shards(plan, dtypes, tmp_dir, split, gate)
-        except BaseException:
-            gate.fail()
-            raise
+        shard_hashes = write_shards(plan, dtypes, tmp_dir, split, gate)  # fails the gate if it fails
         if add_files is not None:
             add_files(tmp_dir)
         if output_check is not None:
