@@ -200,6 +200,22 @@ def test_the_output_check_runs_while_shards_are_written(prior_file, tmp_path, mo
             assert events.index(f"written {name}") < events.index(f"read {name}")
 
 
+def _convert_offloaded_in_a_thread(source, output) -> list[BaseException] | None:
+    """Convert with 100 KB shards in a thread; the errors raised, or None if it still runs after 120 s (a hang)."""
+    outcome: list[BaseException] = []
+
+    def run():
+        try:
+            convert_prior_checkpoint(source, output, max_shard_size="100KB")
+        except BaseException as err:  # noqa: BLE001 - recorded for the assertion
+            outcome.append(err)
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(timeout=120)
+    return None if worker.is_alive() else outcome
+
+
 def test_a_write_error_stops_the_waiting_output_check(prior_file, tmp_path, monkeypatch):
     monkeypatch.setattr(streaming, "OFFLOAD_THRESHOLD_BYTES", 0)
     calls = []
@@ -212,18 +228,8 @@ def test_a_write_error_stops_the_waiting_output_check(prior_file, tmp_path, monk
         return original(self, tensor)
 
     monkeypatch.setattr(SafetensorsStreamWriter, "write", fail_late)
-    outcome: list[BaseException] = []
-
-    def run():
-        try:
-            convert_prior_checkpoint(prior_file, tmp_path / "out", max_shard_size="100KB")
-        except BaseException as err:  # noqa: BLE001 - recorded for the assertion
-            outcome.append(err)
-
-    worker = threading.Thread(target=run, daemon=True)
-    worker.start()
-    worker.join(timeout=120)
-    assert not worker.is_alive(), "the conversion hung after a write error"
+    outcome = _convert_offloaded_in_a_thread(prior_file, tmp_path / "out")
+    assert outcome is not None, "the conversion hung after a write error"
     assert len(outcome) == 1 and isinstance(outcome[0], OSError) and "Input/output error" in str(outcome[0])
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.tmp-*"))
 
@@ -283,17 +289,7 @@ def test_too_little_free_space_also_stops_the_waiting_output_check(prior_file, t
     monkeypatch.setattr(streaming, "OFFLOAD_THRESHOLD_BYTES", 0)
     real = shard_writer.shutil.disk_usage
     monkeypatch.setattr(shard_writer.shutil, "disk_usage", lambda path: real(path)._replace(free=1000))
-    outcome: list[BaseException] = []
-
-    def run():
-        try:
-            convert_prior_checkpoint(prior_file, tmp_path / "out", max_shard_size="100KB")
-        except BaseException as err:  # noqa: BLE001 - recorded for the assertion
-            outcome.append(err)
-
-    worker = threading.Thread(target=run, daemon=True)
-    worker.start()
-    worker.join(timeout=120)
-    assert not worker.is_alive(), "the conversion hung on its waiting output check"
+    outcome = _convert_offloaded_in_a_thread(prior_file, tmp_path / "out")
+    assert outcome is not None, "the conversion hung on its waiting output check"
     assert len(outcome) == 1 and "Not enough disk space for the converted weights" in str(outcome[0])
     assert sorted(p.name for p in tmp_path.iterdir()) == []
